@@ -1,0 +1,208 @@
+//! Log entries: the stored `LedgerEntry` bytes are the leaf input. This module
+//! encodes an entry once (server side), decodes stored bytes (verifier side),
+//! and checks the hash chain and payload commitments.
+
+use crate::hash::{Hash, leaf_hash, sha256};
+use ledger_proto::v1::LedgerEntry;
+use prost::Message;
+
+/// Length of the random salt of a payload commitment.
+pub const SALT_LEN: usize = 32;
+
+/// Encodes an entry. The result is what gets stored and hashed; it is never
+/// re-encoded afterwards.
+pub fn encode_entry(entry: &LedgerEntry) -> Vec<u8> {
+    entry.encode_to_vec()
+}
+
+/// Why stored entry bytes are not a valid entry at their position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error("entry bytes do not decode as a LedgerEntry: {0}")]
+    Decode(String),
+    #[error("entry stored at position {position} says it is index {claimed}")]
+    IndexMismatch { position: u64, claimed: u64 },
+    #[error("entry {index} has a prev_leaf_hash of {len} bytes, not 32")]
+    BadPrevHashLength { index: u64, len: usize },
+    #[error("entry {index} links to {found} but entry {prev} hashes to {expected}")]
+    ChainBroken {
+        index: u64,
+        prev: u64,
+        expected: Hash,
+        found: Hash,
+    },
+    #[error("entry 0 links to {found}, not the zero hash")]
+    ChainStartNotZero { found: Hash },
+}
+
+/// Decodes stored entry bytes.
+pub fn decode_entry(bytes: &[u8]) -> Result<LedgerEntry, EntryError> {
+    LedgerEntry::decode(bytes).map_err(|e| EntryError::Decode(e.to_string()))
+}
+
+/// `prev_leaf_hash` of an entry as a hash.
+pub fn prev_hash(entry: &LedgerEntry) -> Result<Hash, EntryError> {
+    Hash::from_slice(&entry.prev_leaf_hash).ok_or(EntryError::BadPrevHashLength {
+        index: entry.index,
+        len: entry.prev_leaf_hash.len(),
+    })
+}
+
+/// Commitment to a payload: SHA-256(salt ‖ payload).
+pub fn payload_commitment(salt: &[u8; SALT_LEN], payload: &[u8]) -> Hash {
+    sha256(&[salt, payload])
+}
+
+/// Walks entries in log order and checks each against its position and its
+/// predecessor: the index it claims and the hash chain.
+#[derive(Debug, Clone)]
+pub struct ChainChecker {
+    next_index: u64,
+    prev_leaf: Hash,
+}
+
+impl ChainChecker {
+    /// A checker starting at entry 0.
+    pub fn new() -> ChainChecker {
+        ChainChecker {
+            next_index: 0,
+            prev_leaf: Hash::ZERO,
+        }
+    }
+
+    /// A checker starting at `index`, whose predecessor has `prev_leaf` hash.
+    pub fn resume(index: u64, prev_leaf: Hash) -> ChainChecker {
+        ChainChecker {
+            next_index: index,
+            prev_leaf,
+        }
+    }
+
+    /// Index the next entry must have.
+    pub fn next_index(&self) -> u64 {
+        self.next_index
+    }
+
+    /// Checks the next entry's stored bytes; returns its decoded form and
+    /// leaf hash. On error the checker still advances (using the leaf hash of
+    /// the bytes given) so one bad entry is reported once, not at every
+    /// entry after it.
+    pub fn check(&mut self, bytes: &[u8]) -> (Hash, Result<LedgerEntry, EntryError>) {
+        let position = self.next_index;
+        let leaf = leaf_hash(bytes);
+        let expected_prev = self.prev_leaf;
+        self.next_index += 1;
+        self.prev_leaf = leaf;
+        let result = decode_entry(bytes).and_then(|entry| {
+            if entry.index != position {
+                return Err(EntryError::IndexMismatch {
+                    position,
+                    claimed: entry.index,
+                });
+            }
+            let found = prev_hash(&entry)?;
+            if found != expected_prev {
+                return Err(if position == 0 {
+                    EntryError::ChainStartNotZero { found }
+                } else {
+                    EntryError::ChainBroken {
+                        index: position,
+                        prev: position - 1,
+                        expected: expected_prev,
+                        found,
+                    }
+                });
+            }
+            Ok(entry)
+        });
+        (leaf, result)
+    }
+}
+
+impl Default for ChainChecker {
+    fn default() -> Self {
+        ChainChecker::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger_proto::v1::AuditEvent;
+
+    fn entry(index: u64, prev: Hash) -> Vec<u8> {
+        encode_entry(&LedgerEntry {
+            index,
+            prev_leaf_hash: prev.to_vec(),
+            writer: "w".into(),
+            event: Some(AuditEvent {
+                event_id: format!("e{index}"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_well_linked_chain_checks() {
+        let mut c = ChainChecker::new();
+        let mut prev = Hash::ZERO;
+        for i in 0..5 {
+            let b = entry(i, prev);
+            let (leaf, r) = c.check(&b);
+            assert!(r.is_ok(), "{r:?}");
+            assert_eq!(leaf, leaf_hash(&b));
+            prev = leaf;
+        }
+    }
+
+    #[test]
+    fn a_broken_link_names_both_entries() {
+        let mut c = ChainChecker::new();
+        let e0 = entry(0, Hash::ZERO);
+        c.check(&e0).1.unwrap();
+        let (_, r) = c.check(&entry(1, Hash([7; 32])));
+        assert_eq!(
+            r.unwrap_err(),
+            EntryError::ChainBroken {
+                index: 1,
+                prev: 0,
+                expected: leaf_hash(&e0),
+                found: Hash([7; 32])
+            }
+        );
+    }
+
+    #[test]
+    fn a_wrong_index_and_a_bad_start_are_reported() {
+        let mut c = ChainChecker::new();
+        assert!(matches!(
+            c.check(&entry(0, Hash([1; 32]))).1,
+            Err(EntryError::ChainStartNotZero { .. })
+        ));
+        assert_eq!(
+            c.check(&entry(5, Hash::ZERO)).1.unwrap_err(),
+            EntryError::IndexMismatch {
+                position: 1,
+                claimed: 5
+            }
+        );
+        assert!(matches!(
+            c.check(&[0xff, 0xff]).1,
+            Err(EntryError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn commitments_bind_salt_and_payload() {
+        let salt = [3u8; SALT_LEN];
+        assert_ne!(
+            payload_commitment(&salt, b"a"),
+            payload_commitment(&salt, b"b")
+        );
+        assert_ne!(
+            payload_commitment(&salt, b"a"),
+            payload_commitment(&[4u8; SALT_LEN], b"a")
+        );
+    }
+}
