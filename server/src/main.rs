@@ -1,1 +1,114 @@
-fn main() {}
+//! `ledgerd`: the Agent Ledger server.
+
+use clap::Parser;
+use ledgerd::config::{Config, LogFormat};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "ledgerd",
+    version,
+    about = "Agent Ledger server: a tamper-evident flight recorder for AI agents",
+    long_about = "Agent Ledger server. Agents stream audit events over gRPC; each is appended \
+                  durably to an append-only Merkle log in RocksDB and covered by a signed \
+                  checkpoint before it is acknowledged.\n\nWith no options it serves one log \
+                  from ./ledger-data on 127.0.0.1:7400 (metrics on 127.0.0.1:7401). Settings \
+                  come from the defaults, then --config FILE (TOML), then environment \
+                  variables and flags."
+)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "LEDGERD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (databases and log keys).
+    #[arg(long, env = "LEDGERD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address (port 0 picks a free port).
+    #[arg(long, env = "LEDGERD_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Prometheus metrics listen address.
+    #[arg(long, env = "LEDGERD_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Log line format.
+    #[arg(long, env = "LEDGERD_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// Write the bound addresses and log verifier keys as JSON to this file
+    /// once serving.
+    #[arg(long, env = "LEDGERD_READY_FILE")]
+    ready_file: Option<PathBuf>,
+    /// Load and check the configuration, print it as TOML, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = match &cli.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(v) = &cli.data_dir {
+        config.data_dir = v.clone();
+    }
+    if let Some(v) = cli.listen {
+        config.listen = v;
+    }
+    if let Some(v) = cli.metrics_listen {
+        config.metrics_listen = v;
+    }
+    if let Some(v) = cli.log_format {
+        config.log_format = v;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ledgerd: configuration error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        match toml::to_string_pretty(&config) {
+            Ok(t) => {
+                println!("{t}");
+                return std::process::ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("ledgerd: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    }
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match config.log_format {
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+        LogFormat::Human => tracing_subscriber::fmt().with_env_filter(filter).init(),
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ledgerd: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ledgerd::server::run(config, cli.ready_file)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("ledgerd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

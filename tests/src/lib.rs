@@ -1,1 +1,255 @@
+//! Harness for end-to-end tests: starts real `ledgerd` processes on ports
+//! chosen at run time, talks to them over gRPC, kills and restarts them.
+//!
+//! The binaries are the ones `cargo test --workspace` builds into the target
+//! directory (next to the test executables); set `LEDGERD_BIN` to use another.
 
+use ledger_proto::v1::ingest_client::IngestClient;
+use ledger_proto::v1::proofs_client::ProofsClient;
+use ledger_proto::v1::{AuditEvent, EventKind, RiskTier};
+use ledger_verify::note::NoteVerifier;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// Path of a workspace binary built alongside the tests.
+pub fn binary(name: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(format!("{}_BIN", name.to_uppercase().replace('-', "_"))) {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test-exe> → target/<profile>/<name>
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run the tests with `cargo test --workspace` so the binaries are built",
+        path.display()
+    );
+    path
+}
+
+/// How to reach a server: cheap to clone into spawned tasks.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub grpc: String,
+    pub verifier: NoteVerifier,
+}
+
+impl Endpoint {
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.grpc.clone())
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to ledgerd")
+    }
+
+    pub async fn ingest(&self) -> IngestClient<Channel> {
+        IngestClient::new(self.channel().await)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    pub async fn proofs(&self) -> ProofsClient<Channel> {
+        ProofsClient::new(self.channel().await)
+    }
+}
+
+/// A running `ledgerd`.
+pub struct Server {
+    pub data_dir: PathBuf,
+    pub endpoint: Endpoint,
+    pub metrics: String,
+    pub config: Option<PathBuf>,
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on a fresh data directory.
+    pub fn start(dir: &Path) -> Server {
+        Server::start_with(dir, None)
+    }
+
+    /// Starts a server with a TOML config (the data dir and addresses are
+    /// always given by flags).
+    pub fn start_with(dir: &Path, config_toml: Option<&str>) -> Server {
+        let config = config_toml.map(|t| {
+            let p = dir.join("ledgerd.toml");
+            std::fs::write(&p, t).expect("write config");
+            p
+        });
+        Server::spawn(dir.join("data"), config, dir.join("ledgerd.log"))
+            .unwrap_or_else(|e| panic!("ledgerd did not start: {e}"))
+    }
+
+    fn spawn(
+        data_dir: PathBuf,
+        config: Option<PathBuf>,
+        log_path: PathBuf,
+    ) -> Result<Server, String> {
+        let ready = data_dir.with_extension("ready");
+        let _ = std::fs::remove_file(&ready);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(binary("ledgerd"));
+        cmd.arg("--data-dir")
+            .arg(&data_dir)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
+            .arg("--ready-file")
+            .arg(&ready)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log);
+        if let Some(c) = &config {
+            cmd.arg("--config").arg(c);
+        }
+        let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                let key = v["logs"][0]["verifier_key"].as_str().unwrap_or_default();
+                return Ok(Server {
+                    endpoint: Endpoint {
+                        grpc: format!("http://{}", v["grpc"].as_str().unwrap_or_default()),
+                        verifier: key
+                            .parse()
+                            .map_err(|e| format!("verifier key {key:?}: {e}"))?,
+                    },
+                    metrics: v["metrics"].as_str().unwrap_or_default().to_string(),
+                    data_dir,
+                    config,
+                    child: Some(child),
+                    log_path,
+                });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                return Err(format!("exited with {status}:\n{log}"));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("not ready after 60 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts ledgerd again on the same data directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        *self = self
+            .try_restart()
+            .unwrap_or_else(|e| panic!("restart failed: {e}"));
+    }
+
+    /// Starts ledgerd on this data directory, returning its failure if any.
+    pub fn try_restart(&self) -> Result<Server, String> {
+        Server::spawn(
+            self.data_dir.clone(),
+            self.config.clone(),
+            self.log_path.clone(),
+        )
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ledgerd did not stop within 30 s of SIGTERM");
+        }
+    }
+
+    /// SIGKILL: the crash path.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The Prometheus text of the metrics endpoint.
+    pub fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.metrics).expect("connect metrics");
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").expect("send");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read metrics");
+        out
+    }
+}
+
+impl std::ops::Deref for Server {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A valid event with a distinct id; `n` varies agent, tool and trace.
+pub fn event(id: &str, n: u64) -> AuditEvent {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
+    AuditEvent {
+        event_id: id.to_string(),
+        correlation_id: format!("{:032x}", 0xabc0_0000_u64 + n % 7 + 1),
+        span_id: format!("{:016x}", n + 1),
+        parent_span_id: String::new(),
+        agent_id: format!("agent-{}", n % 5),
+        session_id: "s-1".into(),
+        principal: "alice@example.com".into(),
+        kind: EventKind::ToolCall as i32,
+        tool_name: format!("tool-{}", n % 3),
+        action: "execute".into(),
+        resource: "db://prod/users".into(),
+        risk_tier: RiskTier::High as i32,
+        outcome: 0,
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: now.as_secs() as i64,
+            nanos: now.subsec_nanos() as i32,
+        }),
+        attributes: [("k".to_string(), format!("v{n}"))].into_iter().collect(),
+        payload: format!("{{\"n\":{n}}}").into_bytes(),
+        payload_content_type: "application/json".into(),
+    }
+}

@@ -45,13 +45,11 @@ pub fn span_of(node: NodeId) -> TileSpan {
 /// Tile coordinates of the row entry that holds node (tile level, position
 /// along tree level 8·L), for nodes whose level is a multiple of 8.
 pub fn row_position(node: NodeId) -> Option<(u8, u64, usize)> {
-    (node.level % TILE_HEIGHT == 0).then(|| {
-        (
-            node.level / TILE_HEIGHT,
-            node.index / TILE_WIDTH,
-            (node.index % TILE_WIDTH) as usize,
-        )
-    })
+    node.level.is_multiple_of(TILE_HEIGHT).then_some((
+        node.level / TILE_HEIGHT,
+        node.index / TILE_WIDTH,
+        (node.index % TILE_WIDTH) as usize,
+    ))
 }
 
 /// Root of a complete subtree from its bottom row (a power-of-two count).

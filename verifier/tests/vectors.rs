@@ -396,7 +396,7 @@ fn go_note_open_cases() {
     let enoch: NoteVerifier = ENOCH_VKEY.parse().unwrap();
     let msg = format!("{NOTE_TEXT}\n{PETER_SIG}{ENOCH_SIG}");
 
-    let n = note::open(&msg, &[peter.clone()]).unwrap();
+    let n = note::open(&msg, std::slice::from_ref(&peter)).unwrap();
     assert_eq!(n.text, NOTE_TEXT);
     assert_eq!(n.verified.len(), 1);
     assert_eq!(n.verified[0].name, "PeterNeumann");
@@ -423,14 +423,17 @@ fn go_note_open_cases() {
         })
         .collect();
     assert!(matches!(
-        note::open(&format!("{NOTE_TEXT}\n{PETER_SIG}{many}"), &[peter.clone()]),
+        note::open(
+            &format!("{NOTE_TEXT}\n{PETER_SIG}{many}"),
+            std::slice::from_ref(&peter)
+        ),
         Err(NoteError::Malformed(_))
     ));
 
     // A corrupted signature by a known key is an error, not "unverified".
     let corrupt = format!("{NOTE_TEXT}\n{}ABCD{}", &PETER_SIG[..60], &PETER_SIG[60..]);
     assert_eq!(
-        note::open(&corrupt, &[peter.clone()]),
+        note::open(&corrupt, std::slice::from_ref(&peter)),
         Err(NoteError::InvalidSignature {
             name: "PeterNeumann".into(),
             key_id: 0xc74f20a3
@@ -449,7 +452,7 @@ fn go_note_open_cases() {
     ] {
         assert!(
             matches!(
-                note::open(&bad, &[peter.clone()]),
+                note::open(&bad, std::slice::from_ref(&peter)),
                 Err(NoteError::Malformed(_))
             ),
             "{bad:?}"

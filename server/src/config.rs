@@ -1,0 +1,179 @@
+//! Configuration: one typed struct, read from a TOML file, overridden by
+//! environment variables and flags. The defaults run a single local log with
+//! data in `./ledger-data`, needing no file at all.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where logs keep their databases and keys.
+    pub data_dir: PathBuf,
+    /// gRPC address.
+    pub listen: SocketAddr,
+    /// Prometheus metrics address (`/metrics`).
+    pub metrics_listen: SocketAddr,
+    /// `human` or `json` log lines.
+    pub log_format: LogFormat,
+    pub ingest: IngestConfig,
+    /// The logs (one per tenant). The first is the default log.
+    pub logs: Vec<LogConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Appends that may wait for the sequencer, per log.
+    pub queue_events: usize,
+    /// Bytes of appends that may wait for the sequencer, per log.
+    pub queue_bytes: usize,
+    /// Most entries in one commit group.
+    pub max_batch: usize,
+    pub max_payload_bytes: usize,
+    pub max_attributes: usize,
+    pub max_attribute_key_bytes: usize,
+    pub max_attribute_value_bytes: usize,
+    /// How far in the future an event's occurred_at may be.
+    pub max_future_skew_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Short name used in requests and paths: [a-z0-9-], 1 to 64 characters.
+    pub id: String,
+    /// The log's origin line in checkpoints and its key name, e.g.
+    /// `ledger.example.com/acme`. Must be unique worldwide for the log.
+    pub origin: String,
+    /// Private signing key file; default `<data_dir>/logs/<id>/log.key`,
+    /// generated on first start.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./ledger-data"),
+            listen: "127.0.0.1:7400".parse().expect("valid default address"),
+            metrics_listen: "127.0.0.1:7401".parse().expect("valid default address"),
+            log_format: LogFormat::Human,
+            ingest: IngestConfig::default(),
+            logs: vec![LogConfig {
+                id: "default".into(),
+                origin: "ledger.local/default".into(),
+                key_file: None,
+            }],
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            queue_events: 100_000,
+            queue_bytes: 256 << 20,
+            max_batch: 8192,
+            max_payload_bytes: 1 << 20,
+            max_attributes: 64,
+            max_attribute_key_bytes: 128,
+            max_attribute_value_bytes: 4096,
+            max_future_skew_secs: 300,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.logs.is_empty(), "logs: at least one log is required");
+        let mut seen = std::collections::BTreeSet::new();
+        for l in &self.logs {
+            anyhow::ensure!(
+                !l.id.is_empty()
+                    && l.id.len() <= 64
+                    && l.id
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "logs.id {:?}: 1 to 64 characters of [a-z0-9-]",
+                l.id
+            );
+            anyhow::ensure!(seen.insert(&l.id), "logs.id {:?} appears twice", l.id);
+            anyhow::ensure!(
+                !l.origin.is_empty() && !l.origin.chars().any(|c| c.is_whitespace() || c == '+'),
+                "logs.origin {:?} (log {}): must be non-empty, without spaces or '+'",
+                l.origin,
+                l.id
+            );
+        }
+        let i = &self.ingest;
+        anyhow::ensure!(
+            i.queue_events > 0 && i.max_batch > 0,
+            "ingest.queue_events and ingest.max_batch must be positive"
+        );
+        anyhow::ensure!(
+            i.queue_bytes >= i.max_payload_bytes + (64 << 10),
+            "ingest.queue_bytes must hold at least one event of max_payload_bytes"
+        );
+        Ok(())
+    }
+
+    pub fn log_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("logs").join(id)
+    }
+
+    pub fn key_file(&self, log: &LogConfig) -> PathBuf {
+        log.key_file
+            .clone()
+            .unwrap_or_else(|| self.log_dir(&log.id).join("log.key"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_a_file_overrides_them() {
+        Config::default().validate().unwrap();
+        let c: Config = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\n[ingest]\nmax_batch = 10\n[[logs]]\nid = \"acme\"\norigin = \"ledger.example.com/acme\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.ingest.max_batch, 10);
+        assert_eq!(c.ingest.queue_events, IngestConfig::default().queue_events);
+        assert_eq!(c.logs[0].origin, "ledger.example.com/acme");
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        assert!(toml::from_str::<Config>("nonsense = 1").is_err());
+        let mut c = Config::default();
+        c.logs[0].id = "Bad Id".into();
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.logs[0].origin = "has space".into();
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.logs.push(c.logs[0].clone());
+        assert!(c.validate().is_err());
+    }
+}

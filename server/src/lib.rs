@@ -1,0 +1,14 @@
+//! `ledgerd`, the Agent Ledger server: gRPC handlers hand validated events to
+//! one sequencer per log, which commits them in groups to RocksDB, durably,
+//! with a signed checkpoint per group.
+//!
+//! request → [`service`] → [`log`] → [`sequencer`] → [`store`] → ack
+
+pub mod config;
+pub mod log;
+pub mod metrics;
+pub mod sequencer;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod validate;

@@ -1,0 +1,253 @@
+//! One log (one tenant): its store, signing key, sequencer queue and latest
+//! checkpoint. Handlers talk to a `Log`; they never touch the store's write
+//! path.
+
+use crate::metrics::Metrics;
+use crate::sequencer::{
+    AppendJob, Msg, RecoveryError, Sequencer, SequencerError, SignedCheckpoint,
+};
+use crate::store::Store;
+use crate::validate::{Limits, validate_event};
+use anyhow::Context;
+use ledger_proto::v1::{AppendAck, AuditEvent};
+use ledger_verify::note::{NoteSigner, NoteVerifier};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tonic::{Code, Status};
+
+/// How an append was refused: a gRPC status plus the offending field, if any.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub code: Code,
+    pub message: String,
+    pub field: String,
+}
+
+impl Rejection {
+    pub fn to_status(&self) -> Status {
+        Status::new(self.code, self.message.clone())
+    }
+}
+
+/// Settings of one log.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub id: String,
+    pub origin: String,
+    pub dir: PathBuf,
+    /// Private key file (`PRIVATE+KEY+…`); generated on first start if absent.
+    pub key_file: PathBuf,
+    pub queue_events: usize,
+    pub queue_bytes: usize,
+    pub max_batch: usize,
+    pub limits: Limits,
+}
+
+pub struct Log {
+    pub id: String,
+    pub origin: String,
+    pub store: Arc<Store>,
+    pub verifier: NoteVerifier,
+    pub limits: Limits,
+    tx: mpsc::Sender<Msg>,
+    budget: Arc<Semaphore>,
+    /// Budget units are KiB so large queues fit in a semaphore's permits.
+    budget_unit: usize,
+    checkpoint: watch::Receiver<Option<Arc<SignedCheckpoint>>>,
+    metrics: Arc<Metrics>,
+    sequencer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Loads the log's signing key, creating one (mode 0600) on first start.
+pub fn load_or_create_key(path: &Path, origin: &str) -> anyhow::Result<NoteSigner> {
+    if path.exists() {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading key {}", path.display()))?;
+        let signer: NoteSigner = text
+            .trim()
+            .parse()
+            .with_context(|| format!("{} is not a PRIVATE+KEY+… signing key", path.display()))?;
+        anyhow::ensure!(
+            signer.name() == origin,
+            "key {} is for origin {:?}, but the log's origin is {origin:?}",
+            path.display(),
+            signer.name()
+        );
+        return Ok(signer);
+    }
+    let signer = NoteSigner::generate(origin)?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    write_private(path, &signer.to_private_key_string())?;
+    tracing::info!(key = %path.display(), verifier = %signer.verifier(), "generated a new log signing key");
+    Ok(signer)
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(format!("{text}\n").as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+impl Log {
+    /// Opens the store, checks it against its last checkpoint and starts the
+    /// sequencer thread.
+    pub fn open(settings: LogSettings, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Log>> {
+        let signer = load_or_create_key(&settings.key_file, &settings.origin)?;
+        std::fs::create_dir_all(&settings.dir)?;
+        let store = Arc::new(
+            Store::open(&settings.dir.join("db"))
+                .with_context(|| format!("opening the store of log {}", settings.id))?,
+        );
+        let verifier = signer.verifier();
+        let (sequencer, checkpoint) = Sequencer::recover(
+            &settings.origin,
+            store.clone(),
+            signer,
+            settings.max_batch,
+            metrics.clone(),
+            &settings.id,
+        )
+        .map_err(|e: RecoveryError| anyhow::anyhow!(e))?;
+        let (tx, rx) = mpsc::channel(settings.queue_events.max(1));
+        let handle = std::thread::Builder::new()
+            .name(format!("sequencer-{}", settings.id))
+            .spawn(move || sequencer.run(rx))?;
+        let budget_unit = 1024;
+        let units = (settings.queue_bytes / budget_unit).clamp(1, Semaphore::MAX_PERMITS);
+        Ok(Arc::new(Log {
+            id: settings.id,
+            origin: settings.origin,
+            store,
+            verifier,
+            limits: settings.limits,
+            tx,
+            budget: Arc::new(Semaphore::new(units)),
+            budget_unit,
+            checkpoint,
+            metrics,
+            sequencer: std::sync::Mutex::new(Some(handle)),
+        }))
+    }
+
+    /// The latest signed checkpoint, if the log is not empty.
+    pub fn latest_checkpoint(&self) -> Option<Arc<SignedCheckpoint>> {
+        self.checkpoint.borrow().clone()
+    }
+
+    /// A receiver that changes whenever a new checkpoint is published.
+    pub fn watch_checkpoints(&self) -> watch::Receiver<Option<Arc<SignedCheckpoint>>> {
+        self.checkpoint.clone()
+    }
+
+    /// Validates and queues an event; the returned future resolves with the
+    /// ack once the event is durable.
+    pub fn submit(
+        &self,
+        event: Option<AuditEvent>,
+        writer: String,
+    ) -> Result<oneshot::Receiver<Result<AppendAck, SequencerError>>, Rejection> {
+        let invalid = |field: String, message: String| Rejection {
+            code: Code::InvalidArgument,
+            message,
+            field,
+        };
+        let Some(event) = event else {
+            self.metrics.reject(&self.id, "invalid");
+            return Err(invalid("event".into(), "event: required".into()));
+        };
+        if let Err(e) = validate_event(&event, &self.limits, SystemTime::now()) {
+            self.metrics.reject(&self.id, "invalid");
+            return Err(invalid(e.field.clone(), e.to_string()));
+        }
+        let size = prost::Message::encoded_len(&event);
+        let units = size.div_ceil(self.budget_unit).max(1) as u32;
+        let busy = |what: &str| Rejection {
+            code: Code::ResourceExhausted,
+            message: format!(
+                "log {} is at its {what} limit; retry with the same event_id after a short back-off",
+                self.id
+            ),
+            field: String::new(),
+        };
+        let Ok(budget) = self.budget.clone().try_acquire_many_owned(units) else {
+            self.metrics.reject(&self.id, "queue_full");
+            return Err(busy("queued bytes"));
+        };
+        let (reply, rx) = oneshot::channel();
+        let job = AppendJob {
+            event,
+            writer,
+            reply,
+            budget: Some(budget),
+        };
+        match self.tx.try_send(Msg::Append(Box::new(job))) {
+            Ok(()) => Ok(rx),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.reject(&self.id, "queue_full");
+                Err(busy("queue length"))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.metrics.reject(&self.id, "unavailable");
+                Err(Rejection {
+                    code: Code::Unavailable,
+                    message: "server is shutting down".into(),
+                    field: String::new(),
+                })
+            }
+        }
+    }
+
+    /// Turns the sequencer's answer into an ack or a status.
+    pub async fn await_ack(
+        rx: oneshot::Receiver<Result<AppendAck, SequencerError>>,
+    ) -> Result<AppendAck, Rejection> {
+        match rx.await {
+            Ok(Ok(ack)) => Ok(ack),
+            Ok(Err(e)) => Err(Rejection {
+                code: Code::Unavailable,
+                message: e.to_string(),
+                field: String::new(),
+            }),
+            Err(_) => Err(Rejection {
+                code: Code::Unavailable,
+                message:
+                    "server shut down before the event was written; retry with the same event_id"
+                        .into(),
+                field: String::new(),
+            }),
+        }
+    }
+
+    /// Validates, queues and waits for durability.
+    pub async fn append(
+        &self,
+        event: Option<AuditEvent>,
+        writer: String,
+    ) -> Result<AppendAck, Rejection> {
+        let rx = self.submit(event, writer)?;
+        Log::await_ack(rx).await
+    }
+
+    /// Commits everything queued so far, then stops the sequencer.
+    pub async fn shutdown(&self) {
+        let _ = self.tx.send(Msg::Shutdown).await;
+        let handle = self.sequencer.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}

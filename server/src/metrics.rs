@@ -1,0 +1,159 @@
+//! Prometheus metrics, served as text on a separate HTTP port.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LogLabel {
+    pub log: String,
+}
+
+impl From<String> for LogLabel {
+    fn from(log: String) -> Self {
+        LogLabel { log }
+    }
+}
+
+impl From<&str> for LogLabel {
+    fn from(log: &str) -> Self {
+        LogLabel {
+            log: log.to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabel {
+    pub log: String,
+    pub reason: String,
+}
+
+type HistogramFamily = Family<LogLabel, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// Entries appended (not counting duplicates).
+    pub appended: Family<LogLabel, Counter>,
+    /// Appends refused, by reason (invalid, queue_full, unavailable).
+    pub rejected: Family<RejectLabel, Counter>,
+    /// Entries per commit group.
+    pub batch_size: HistogramFamily,
+    /// Time to build, write and fsync a commit group.
+    pub commit_seconds: HistogramFamily,
+    /// Appends waiting for the sequencer.
+    pub queue_depth: Family<LogLabel, Gauge>,
+    pub tree_size: Family<LogLabel, Gauge>,
+    pub commit_failures: Family<LogLabel, Counter>,
+}
+
+fn batch_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 14))
+}
+
+fn latency_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("ledger");
+        let appended = Family::<LogLabel, Counter>::default();
+        let rejected = Family::<RejectLabel, Counter>::default();
+        let batch_size: HistogramFamily = Family::new_with_constructor(batch_buckets);
+        let commit_seconds: HistogramFamily = Family::new_with_constructor(latency_buckets);
+        let queue_depth = Family::<LogLabel, Gauge>::default();
+        let tree_size = Family::<LogLabel, Gauge>::default();
+        let commit_failures = Family::<LogLabel, Counter>::default();
+        registry.register(
+            "appended_entries",
+            "Entries appended to the log",
+            appended.clone(),
+        );
+        registry.register(
+            "rejected_appends",
+            "Appends refused, by reason",
+            rejected.clone(),
+        );
+        registry.register(
+            "commit_batch_size",
+            "Entries per commit group",
+            batch_size.clone(),
+        );
+        registry.register(
+            "commit_seconds",
+            "Time to build and durably write a commit group",
+            commit_seconds.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Appends waiting for the sequencer",
+            queue_depth.clone(),
+        );
+        registry.register("tree_size", "Entries in the log", tree_size.clone());
+        registry.register(
+            "commit_failures",
+            "Commit groups that failed to write",
+            commit_failures.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            appended,
+            rejected,
+            batch_size,
+            commit_seconds,
+            queue_depth,
+            tree_size,
+            commit_failures,
+        })
+    }
+
+    pub fn reject(&self, log: &str, reason: &str) {
+        self.rejected
+            .get_or_create(&RejectLabel {
+                log: log.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encode metrics");
+        out
+    }
+}
+
+/// Serves `GET /metrics` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let m = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.render(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

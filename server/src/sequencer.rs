@@ -1,0 +1,520 @@
+//! The sequencer: the one place that orders and commits a log's entries.
+//!
+//! One OS thread per log drains the queue of validated appends into commit
+//! groups. For each group it assigns indexes, builds and encodes the entries
+//! (hash chain, payload commitments), extends the tree, signs a checkpoint of
+//! the new size, and writes all of it (entries, payloads, indexes, tiles,
+//! dedup records, checkpoint) in one synced RocksDB batch. Only then are the
+//! group's appends acknowledged. While one group is being fsync'd the next
+//! one queues up, so group size adapts to load.
+
+use crate::metrics::Metrics;
+use crate::store::{CommitBatch, Store, StoreError, be, cf, index_key};
+use crate::validate::occurred_nanos;
+use ledger_proto::v1::{AppendAck, AuditEvent, LedgerEntry};
+use ledger_verify::checkpoint::Checkpoint;
+use ledger_verify::entry::{SALT_LEN, decode_entry, encode_entry, payload_commitment};
+use ledger_verify::hash::{Hash, leaf_hash};
+use ledger_verify::note::NoteSigner;
+use ledger_verify::tiles::{TILE_HEIGHT, TILE_WIDTH};
+use ledger_verify::tree::{CompactRange, NodeId};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// A validated event waiting to be sequenced.
+pub struct AppendJob {
+    pub event: AuditEvent,
+    /// Authenticated identity of the sender, recorded in the entry.
+    pub writer: String,
+    pub reply: oneshot::Sender<AckResult>,
+    /// Share of the queue's byte budget, returned when the job is done.
+    pub budget: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+pub enum Msg {
+    Append(Box<AppendJob>),
+    /// Finish everything queued before this message, then stop.
+    Shutdown,
+}
+
+/// The result handed back for one job.
+pub type AckResult = Result<AppendAck, SequencerError>;
+type Reply = (oneshot::Sender<AckResult>, AckResult);
+/// What `Sequencer::start` hands back: the sequencer and its checkpoint feed.
+pub type Started = (Sequencer, watch::Receiver<Option<Arc<SignedCheckpoint>>>);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SequencerError {
+    #[error("storage failure, nothing from this group was written: {0}")]
+    Storage(String),
+    #[error("stored entry {0} is unreadable")]
+    Corrupt(u64),
+}
+
+/// The latest signed checkpoint, as published to readers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    pub checkpoint: Checkpoint,
+    pub note: String,
+}
+
+/// The in-memory right edge of the tree and of its tiles.
+#[derive(Clone)]
+struct TreeEdge {
+    range: CompactRange,
+    prev_leaf: Hash,
+    /// Current (partial) row of each tile level.
+    rows: Vec<Vec<Hash>>,
+}
+
+impl TreeEdge {
+    fn size(&self) -> u64 {
+        self.range.size()
+    }
+}
+
+pub struct Sequencer {
+    origin: String,
+    store: Arc<Store>,
+    signer: NoteSigner,
+    edge: TreeEdge,
+    max_batch: usize,
+    checkpoint_tx: watch::Sender<Option<Arc<SignedCheckpoint>>>,
+    metrics: Arc<Metrics>,
+    log_label: String,
+}
+
+/// Why a log cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "log {origin}: the stored tree no longer matches its last signed checkpoint ({detail}). \
+         The data directory was modified outside ledgerd or restored from an inconsistent copy; \
+         refusing to serve it. Audit it with `ledger-verify` and restore from a faithful backup."
+    )]
+    Mismatch { origin: String, detail: String },
+}
+
+impl Sequencer {
+    /// Rebuilds the tree edge from the store and checks it against the last
+    /// signed checkpoint before anything is served.
+    pub fn recover(
+        origin: &str,
+        store: Arc<Store>,
+        signer: NoteSigner,
+        max_batch: usize,
+        metrics: Arc<Metrics>,
+        log_label: &str,
+    ) -> Result<Started, RecoveryError> {
+        let mismatch = |detail: String| RecoveryError::Mismatch {
+            origin: origin.to_string(),
+            detail,
+        };
+        let size = store.tree_size()?;
+        let latest = store.latest_checkpoint()?;
+        let verifier = signer.verifier();
+
+        let range = CompactRange::from_source(&*store, size)
+            .map_err(|e| mismatch(format!("cannot rebuild the tree of {size} entries: {e}")))?;
+        let published = match latest {
+            None if size == 0 => None,
+            None => return Err(mismatch(format!("{size} entries but no checkpoint"))),
+            Some((cp_size, note)) => {
+                let cp = ledger_verify::open_checkpoint(&note, &verifier).map_err(|e| {
+                    mismatch(format!(
+                        "last checkpoint does not verify with the log key: {e}"
+                    ))
+                })?;
+                if cp.size != cp_size || cp_size != size {
+                    return Err(mismatch(format!(
+                        "tree holds {size} entries, last checkpoint is for {}",
+                        cp.size
+                    )));
+                }
+                if cp.root != range.root() {
+                    return Err(mismatch(format!(
+                        "root of the stored tree is {}, checkpoint {size} says {}",
+                        range.root(),
+                        cp.root
+                    )));
+                }
+                Some(Arc::new(SignedCheckpoint {
+                    checkpoint: cp,
+                    note,
+                }))
+            }
+        };
+
+        // The newest entry must hash to the newest stored leaf, and nothing
+        // may be stored past the end.
+        let mut prev_leaf = Hash::ZERO;
+        if size > 0 {
+            let bytes = store
+                .entry(size - 1)?
+                .ok_or_else(|| mismatch(format!("entry {} is missing", size - 1)))?;
+            prev_leaf = leaf_hash(&bytes);
+            let stored = store.tile(0, (size - 1) / TILE_WIDTH)?;
+            if stored.get(((size - 1) % TILE_WIDTH) as usize) != Some(&prev_leaf) {
+                return Err(mismatch(format!(
+                    "entry {} does not match its leaf hash",
+                    size - 1
+                )));
+            }
+        }
+        if store.entry(size)?.is_some() {
+            return Err(mismatch(format!(
+                "an entry is stored at index {size}, past the end of the tree"
+            )));
+        }
+
+        // Partial tile rows at each level.
+        let mut rows = Vec::new();
+        let mut level = 0u32;
+        loop {
+            let hashes_at_level = size >> (level * u32::from(TILE_HEIGHT));
+            if hashes_at_level == 0 {
+                break;
+            }
+            let partial = (hashes_at_level % TILE_WIDTH) as usize;
+            let row = if partial == 0 {
+                Vec::new()
+            } else {
+                let r = store.tile(level as u8, hashes_at_level / TILE_WIDTH)?;
+                if r.len() != partial {
+                    return Err(mismatch(format!(
+                        "tile {level}/{} holds {} hashes, expected {partial}",
+                        hashes_at_level / TILE_WIDTH,
+                        r.len()
+                    )));
+                }
+                r
+            };
+            rows.push(row);
+            level += 1;
+        }
+
+        let (checkpoint_tx, checkpoint_rx) = watch::channel(published);
+        metrics
+            .tree_size
+            .get_or_create(&log_label.into())
+            .set(size as i64);
+        Ok((
+            Sequencer {
+                origin: origin.to_string(),
+                store,
+                signer,
+                edge: TreeEdge {
+                    range,
+                    prev_leaf,
+                    rows,
+                },
+                max_batch,
+                checkpoint_tx,
+                metrics,
+                log_label: log_label.to_string(),
+            },
+            checkpoint_rx,
+        ))
+    }
+
+    /// Runs until a `Shutdown` message (or every sender is gone), committing
+    /// everything queued before it.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut stop = false;
+        while !stop {
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
+            let mut jobs = Vec::with_capacity(64);
+            match first {
+                Msg::Append(j) => jobs.push(*j),
+                Msg::Shutdown => break,
+            }
+            while jobs.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(Msg::Append(j)) => jobs.push(*j),
+                    Ok(Msg::Shutdown) => {
+                        stop = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.metrics
+                .queue_depth
+                .get_or_create(&self.log_label.clone().into())
+                .set(rx.len() as i64);
+            self.commit_group(jobs);
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::warn!(log = %self.origin, error = %e, "flush on shutdown failed (the WAL still holds everything)");
+        }
+        tracing::info!(log = %self.origin, size = self.edge.size(), "sequencer stopped");
+    }
+
+    fn ack_for_existing(&self, index: u64, event_id: &str) -> Result<AppendAck, SequencerError> {
+        let bytes = self
+            .store
+            .entry(index)
+            .map_err(|e| SequencerError::Storage(e.to_string()))?
+            .ok_or(SequencerError::Corrupt(index))?;
+        let entry = decode_entry(&bytes).map_err(|_| SequencerError::Corrupt(index))?;
+        Ok(AppendAck {
+            event_id: event_id.to_string(),
+            index,
+            leaf_hash: leaf_hash(&bytes).to_vec(),
+            integrated_at: entry.integrated_at,
+            duplicate: true,
+        })
+    }
+
+    fn commit_group(&mut self, jobs: Vec<AppendJob>) {
+        let started = Instant::now();
+        let ids: Vec<&str> = jobs.iter().map(|j| j.event.event_id.as_str()).collect();
+        let existing = match self.store.dedup_many(&ids) {
+            Ok(v) => v,
+            Err(e) => {
+                let err = SequencerError::Storage(e.to_string());
+                for j in jobs {
+                    let _ = j.reply.send(Err(err.clone()));
+                }
+                return;
+            }
+        };
+        let before = self.edge.clone();
+        let now = SystemTime::now();
+        let since_epoch = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let integrated_at = prost_types::Timestamp {
+            seconds: since_epoch.as_secs() as i64,
+            nanos: since_epoch.subsec_nanos() as i32,
+        };
+        let mut salts = vec![0u8; SALT_LEN * jobs.len()];
+        if let Err(e) = getrandom::fill(&mut salts) {
+            let err = SequencerError::Storage(format!("no randomness for payload salts: {e}"));
+            for j in jobs {
+                let _ = j.reply.send(Err(err.clone()));
+            }
+            return;
+        }
+
+        let mut batch = self.store.new_batch();
+        let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
+        let mut in_group: HashMap<String, AppendAck> = HashMap::new();
+        let mut appended = 0usize;
+        let mut budgets = Vec::with_capacity(jobs.len());
+
+        for (i, (job, existing)) in jobs.into_iter().zip(existing).enumerate() {
+            let AppendJob {
+                mut event,
+                writer,
+                reply,
+                budget,
+            } = job;
+            budgets.push(budget);
+            if let Some(index) = existing {
+                let ack = self.ack_for_existing(index, &event.event_id);
+                replies.push((reply, ack));
+                continue;
+            }
+            if let Some(first) = in_group.get(&event.event_id) {
+                replies.push((
+                    reply,
+                    Ok(AppendAck {
+                        duplicate: true,
+                        ..first.clone()
+                    }),
+                ));
+                continue;
+            }
+            let index = self.edge.size();
+            let payload = std::mem::take(&mut event.payload);
+            let salt: [u8; SALT_LEN] = salts[i * SALT_LEN..(i + 1) * SALT_LEN]
+                .try_into()
+                .expect("salt slice");
+            let commitment = if payload.is_empty() {
+                Vec::new()
+            } else {
+                payload_commitment(&salt, &payload).to_vec()
+            };
+            let entry = LedgerEntry {
+                index,
+                prev_leaf_hash: self.edge.prev_leaf.to_vec(),
+                integrated_at: Some(integrated_at),
+                writer,
+                payload_commitment: commitment,
+                payload_size: payload.len() as u64,
+                event: Some(event),
+                redaction: None,
+            };
+            let bytes = encode_entry(&entry);
+            let leaf = leaf_hash(&bytes);
+            self.extend_tree(&mut batch, leaf);
+            self.edge.prev_leaf = leaf;
+
+            let key = be(index);
+            let store = &self.store;
+            store.put(&mut batch, cf::ENTRIES, &key, &bytes);
+            if !payload.is_empty() {
+                let mut v = Vec::with_capacity(SALT_LEN + payload.len());
+                v.extend_from_slice(&salt);
+                v.extend_from_slice(&payload);
+                store.put(&mut batch, cf::PAYLOADS, &key, &v);
+            }
+            // Entry was built from a Some(event) just above.
+            let event = entry.event.as_ref().expect("event set");
+            if let Ok(corr) = hex::decode(&event.correlation_id) {
+                let mut k = corr;
+                k.extend_from_slice(&key);
+                store.put(&mut batch, cf::BY_CORRELATION, &k, &[]);
+            }
+            store.put(
+                &mut batch,
+                cf::BY_AGENT,
+                &index_key(event.agent_id.as_bytes(), index),
+                &[],
+            );
+            if !event.principal.is_empty() {
+                store.put(
+                    &mut batch,
+                    cf::BY_PRINCIPAL,
+                    &index_key(event.principal.as_bytes(), index),
+                    &[],
+                );
+            }
+            if !event.tool_name.is_empty() {
+                store.put(
+                    &mut batch,
+                    cf::BY_TOOL,
+                    &index_key(event.tool_name.as_bytes(), index),
+                    &[],
+                );
+            }
+            let mut tk = be(occurred_nanos(event)).to_vec();
+            tk.extend_from_slice(&key);
+            store.put(&mut batch, cf::BY_TIME, &tk, &[]);
+            store.put(&mut batch, cf::DEDUP, event.event_id.as_bytes(), &key);
+
+            let ack = AppendAck {
+                event_id: event.event_id.clone(),
+                index,
+                leaf_hash: leaf.to_vec(),
+                integrated_at: Some(integrated_at),
+                duplicate: false,
+            };
+            in_group.insert(event.event_id.clone(), ack.clone());
+            replies.push((reply, Ok(ack)));
+            appended += 1;
+        }
+
+        let mut published = None;
+        if appended > 0 {
+            self.flush_partial_rows(&mut batch);
+            let size = self.edge.size();
+            self.store.set_tree_size(&mut batch, size);
+            let cp = Checkpoint::new(&self.origin, size, self.edge.range.root());
+            match cp.sign(&self.signer) {
+                Ok(note) => {
+                    self.store
+                        .put(&mut batch, cf::CHECKPOINTS, &be(size), note.as_bytes());
+                    published = Some(Arc::new(SignedCheckpoint {
+                        checkpoint: cp,
+                        note,
+                    }));
+                }
+                Err(e) => {
+                    // Only reachable with an invalid origin, which start-up refuses.
+                    self.fail_group(
+                        before,
+                        replies,
+                        SequencerError::Storage(format!("signing: {e}")),
+                    );
+                    return;
+                }
+            }
+            if let Err(e) = self.store.commit(batch) {
+                tracing::error!(log = %self.origin, error = %e, "commit failed; group not acknowledged");
+                self.fail_group(before, replies, SequencerError::Storage(e.to_string()));
+                return;
+            }
+        }
+        drop(budgets);
+
+        let label = self.log_label.clone().into();
+        self.metrics
+            .commit_seconds
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .batch_size
+            .get_or_create(&label)
+            .observe(appended as f64);
+        self.metrics
+            .appended
+            .get_or_create(&label)
+            .inc_by(appended as u64);
+        self.metrics
+            .tree_size
+            .get_or_create(&label)
+            .set(self.edge.size() as i64);
+        if let Some(cp) = published {
+            self.checkpoint_tx.send_replace(Some(cp));
+        }
+        for (reply, result) in replies {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn fail_group(&mut self, before: TreeEdge, replies: Vec<Reply>, err: SequencerError) {
+        self.edge = before;
+        self.metrics
+            .commit_failures
+            .get_or_create(&self.log_label.clone().into())
+            .inc();
+        for (reply, _) in replies {
+            let _ = reply.send(Err(err.clone()));
+        }
+    }
+
+    /// Adds a leaf to the tree and records every node at a tile boundary
+    /// level in its tile row, writing rows that fill up.
+    fn extend_tree(&mut self, batch: &mut CommitBatch, leaf: Hash) {
+        let mut completed: Vec<(NodeId, Hash)> = Vec::with_capacity(2);
+        self.edge.range.push_with(leaf, |id, h| {
+            if id.level % TILE_HEIGHT == 0 {
+                completed.push((id, *h));
+            }
+        });
+        for (id, h) in completed {
+            let level = (id.level / TILE_HEIGHT) as usize;
+            if self.edge.rows.len() <= level {
+                self.edge.rows.push(Vec::new());
+            }
+            let row = &mut self.edge.rows[level];
+            row.push(h);
+            if row.len() as u64 == TILE_WIDTH {
+                self.store
+                    .put_tile(batch, level as u8, id.index / TILE_WIDTH, row);
+                row.clear();
+            }
+        }
+    }
+
+    /// Writes the partial rows (the right edge of each tile level).
+    fn flush_partial_rows(&self, batch: &mut CommitBatch) {
+        let size = self.edge.size();
+        for (level, row) in self.edge.rows.iter().enumerate() {
+            if row.is_empty() {
+                continue;
+            }
+            let hashes_at_level = size >> (level as u32 * u32::from(TILE_HEIGHT));
+            self.store
+                .put_tile(batch, level as u8, hashes_at_level / TILE_WIDTH, row);
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Start-up, serving and graceful shutdown of `ledgerd`.
+
+use crate::config::Config;
+use crate::log::{Log, LogSettings};
+use crate::metrics::{self, Metrics};
+use crate::service::Logs;
+use crate::service::ingest::IngestService;
+use crate::service::proofs::ProofsService;
+use crate::validate::Limits;
+use anyhow::Context;
+use ledger_proto::v1::ingest_server::IngestServer;
+use ledger_proto::v1::proofs_server::ProofsServer;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// What a started server tells its supervisor (and the tests): where it
+/// listens and the public keys of its logs.
+#[derive(Debug, Serialize)]
+pub struct Ready {
+    pub grpc: String,
+    pub metrics: String,
+    pub logs: Vec<ReadyLog>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReadyLog {
+    pub id: String,
+    pub origin: String,
+    pub verifier_key: String,
+    pub tree_size: u64,
+}
+
+pub fn limits_of(config: &Config) -> Limits {
+    let i = &config.ingest;
+    Limits {
+        max_payload_bytes: i.max_payload_bytes,
+        max_attributes: i.max_attributes,
+        max_attribute_key_bytes: i.max_attribute_key_bytes,
+        max_attribute_value_bytes: i.max_attribute_value_bytes,
+        max_future_skew: Duration::from_secs(i.max_future_skew_secs),
+    }
+}
+
+/// Opens every log (checking each against its last checkpoint).
+pub fn open_logs(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Vec<Arc<Log>>> {
+    config
+        .logs
+        .iter()
+        .map(|l| {
+            Log::open(
+                LogSettings {
+                    id: l.id.clone(),
+                    origin: l.origin.clone(),
+                    dir: config.log_dir(&l.id),
+                    key_file: config.key_file(l),
+                    queue_events: config.ingest.queue_events,
+                    queue_bytes: config.ingest.queue_bytes,
+                    max_batch: config.ingest.max_batch,
+                    limits: limits_of(config),
+                },
+                metrics.clone(),
+            )
+            .with_context(|| format!("log {}", l.id))
+        })
+        .collect()
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs the server until SIGINT or SIGTERM, then drains queued appends and
+/// stops.
+pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+    config.validate()?;
+    let metrics = Metrics::new();
+    let logs = open_logs(&config, &metrics)?;
+    let logs = Arc::new(Logs::new(logs, &config.logs[0].id));
+
+    let grpc_listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding gRPC address {}", config.listen))?;
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .with_context(|| format!("binding metrics address {}", config.metrics_listen))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let metrics_addr = metrics_listener.local_addr()?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<IngestServer<IngestService>>().await;
+    health.set_serving::<ProofsServer<ProofsService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ledger_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building gRPC reflection")?;
+
+    let max_message = config.ingest.max_payload_bytes + (256 << 10);
+    let ingest = IngestServer::new(IngestService { logs: logs.clone() })
+        .max_decoding_message_size(max_message);
+    let proofs = ProofsServer::new(ProofsService { logs: logs.clone() });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let grpc = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(16 << 20))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(ingest)
+        .add_service(proofs)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(grpc_listener),
+            stopped(stop_rx.clone()),
+        );
+    let grpc_task = tokio::spawn(grpc);
+    let metrics_task = tokio::spawn(metrics::serve(
+        metrics_listener,
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    ));
+
+    let ready = Ready {
+        grpc: grpc_addr.to_string(),
+        metrics: metrics_addr.to_string(),
+        logs: logs
+            .all()
+            .map(|l| ReadyLog {
+                id: l.id.clone(),
+                origin: l.origin.clone(),
+                verifier_key: l.verifier.to_string(),
+                tree_size: l
+                    .latest_checkpoint()
+                    .map(|c| c.checkpoint.size)
+                    .unwrap_or(0),
+            })
+            .collect(),
+    };
+    for l in &ready.logs {
+        tracing::info!(log = %l.id, origin = %l.origin, verifier_key = %l.verifier_key, tree_size = l.tree_size, "serving log");
+    }
+    tracing::info!(grpc = %grpc_addr, metrics = %metrics_addr, "ledgerd ready");
+    if let Some(path) = ready_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&ready)?)?;
+        std::fs::rename(&tmp, &path)?;
+    }
+
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutdown requested: draining queued appends"),
+        r = grpc_task => {
+            r??;
+            anyhow::bail!("gRPC server stopped unexpectedly");
+        }
+    }
+    health
+        .set_not_serving::<IngestServer<IngestService>>()
+        .await;
+    for log in logs.all() {
+        log.shutdown().await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), metrics_task).await;
+    tracing::info!("ledgerd stopped");
+    Ok(())
+}

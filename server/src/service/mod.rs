@@ -1,0 +1,46 @@
+//! gRPC handlers: thin. They resolve the log, identify the caller, validate
+//! and hand over to the log; they never order or write anything themselves.
+
+pub mod ingest;
+pub mod proofs;
+
+use crate::log::Log;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tonic::Status;
+
+/// The logs this server hosts, by id.
+pub struct Logs {
+    by_id: BTreeMap<String, Arc<Log>>,
+    default_id: String,
+}
+
+impl Logs {
+    pub fn new(logs: Vec<Arc<Log>>, default_id: &str) -> Logs {
+        Logs {
+            by_id: logs.into_iter().map(|l| (l.id.clone(), l)).collect(),
+            default_id: default_id.to_string(),
+        }
+    }
+
+    /// The log a request names; empty means the default log.
+    pub fn resolve(&self, id: &str) -> Result<&Arc<Log>, Status> {
+        let id = if id.is_empty() { &self.default_id } else { id };
+        self.by_id
+            .get(id)
+            .ok_or_else(|| Status::not_found(format!("log: no log named {id:?} on this server")))
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Log>> {
+        self.by_id.values()
+    }
+}
+
+/// Who sent a request. Until authentication is configured every caller is
+/// anonymous; the peer address is kept so entries stay attributable.
+pub fn writer_of<T>(req: &tonic::Request<T>) -> String {
+    match req.remote_addr() {
+        Some(addr) => format!("anonymous@{}", addr.ip()),
+        None => "anonymous".to_string(),
+    }
+}

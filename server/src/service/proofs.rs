@@ -1,0 +1,143 @@
+//! The Proofs service: signed checkpoints, inclusion and consistency proofs,
+//! computed from the stored hash tiles.
+
+use super::Logs;
+use crate::log::Log;
+use crate::sequencer;
+use ledger_proto::v1::get_inclusion_proof_request::Leaf;
+use ledger_proto::v1::proofs_server::Proofs;
+use ledger_proto::v1::{
+    ConsistencyProof, GetCheckpointRequest, GetConsistencyProofRequest,
+    GetConsistencyProofResponse, GetInclusionProofRequest, GetInclusionProofResponse,
+    InclusionProof, SignedCheckpoint,
+};
+use ledger_verify::tree::{self, HashSource, NodeId};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct ProofsService {
+    pub logs: Arc<Logs>,
+}
+
+pub fn to_proto(cp: &sequencer::SignedCheckpoint) -> SignedCheckpoint {
+    SignedCheckpoint {
+        note: cp.note.clone(),
+        origin: cp.checkpoint.origin.clone(),
+        tree_size: cp.checkpoint.size,
+        root_hash: cp.checkpoint.root.to_vec(),
+    }
+}
+
+#[tonic::async_trait]
+impl Proofs for ProofsService {
+    async fn get_checkpoint(
+        &self,
+        req: Request<GetCheckpointRequest>,
+    ) -> Result<Response<SignedCheckpoint>, Status> {
+        let req = req.into_inner();
+        let log = self.logs.resolve(&req.log)?;
+        checkpoint_at(log, req.tree_size).await.map(Response::new)
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        req: Request<GetInclusionProofRequest>,
+    ) -> Result<Response<GetInclusionProofResponse>, Status> {
+        let req = req.into_inner();
+        let log = self.logs.resolve(&req.log)?.clone();
+        let cp = checkpoint_at(&log, req.tree_size).await?;
+        let leaf = req
+            .leaf
+            .ok_or_else(|| Status::invalid_argument("leaf: give an index or an event_id"))?;
+        let store = log.store.clone();
+        let size = cp.tree_size;
+        let (index, hashes, leaf_hash) = blocking(move || {
+            let index = match leaf {
+                Leaf::Index(i) => i,
+                Leaf::EventId(id) => store
+                    .dedup(&id)
+                    .map_err(internal)?
+                    .ok_or_else(|| Status::not_found(format!("event_id: no event {id:?} in this log")))?,
+            };
+            if index >= size {
+                return Err(Status::out_of_range(format!(
+                    "index: {index} is not in the tree of size {size} (not yet covered by that checkpoint)"
+                )));
+            }
+            let proof = tree::inclusion_proof(&*store, index, size).map_err(internal)?;
+            let leaf = store.nodes(&[NodeId::new(0, index)]).map_err(internal)?[0];
+            Ok((index, proof, leaf))
+        })
+        .await?;
+        Ok(Response::new(GetInclusionProofResponse {
+            proof: Some(InclusionProof {
+                leaf_index: index,
+                tree_size: size,
+                hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+            }),
+            leaf_hash: leaf_hash.to_vec(),
+            checkpoint: Some(cp),
+        }))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        req: Request<GetConsistencyProofRequest>,
+    ) -> Result<Response<GetConsistencyProofResponse>, Status> {
+        let req = req.into_inner();
+        let log = self.logs.resolve(&req.log)?.clone();
+        let cp = checkpoint_at(&log, req.new_size).await?;
+        let (old, new) = (req.old_size, cp.tree_size);
+        if old > new {
+            return Err(Status::invalid_argument(format!(
+                "old_size: {old} is larger than new_size {new}"
+            )));
+        }
+        let store = log.store.clone();
+        let hashes =
+            blocking(move || tree::consistency_proof(&*store, old, new).map_err(internal)).await?;
+        Ok(Response::new(GetConsistencyProofResponse {
+            proof: Some(ConsistencyProof {
+                old_size: old,
+                new_size: new,
+                hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+            }),
+            new_checkpoint: Some(cp),
+        }))
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+/// Runs store reads off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f).await.map_err(internal)?
+}
+
+/// The checkpoint of `size` entries (0: the latest), verified.
+pub async fn checkpoint_at(log: &Arc<Log>, size: u64) -> Result<SignedCheckpoint, Status> {
+    if size == 0 {
+        let cp = log.latest_checkpoint().ok_or_else(|| {
+            Status::not_found("the log is empty: no checkpoint has been signed yet")
+        })?;
+        return Ok(to_proto(&cp));
+    }
+    let store = log.store.clone();
+    let note = blocking(move || store.checkpoint(size).map_err(internal))
+        .await?
+        .ok_or_else(|| {
+            Status::not_found(format!("tree_size: no checkpoint stored for size {size}"))
+        })?;
+    let cp = ledger_verify::open_checkpoint(&note, &log.verifier)
+        .map_err(|e| Status::data_loss(format!("stored checkpoint {size} does not verify: {e}")))?;
+    Ok(SignedCheckpoint {
+        note,
+        origin: cp.origin,
+        tree_size: cp.size,
+        root_hash: cp.root.to_vec(),
+    })
+}

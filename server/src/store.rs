@@ -1,0 +1,332 @@
+//! RocksDB storage of one log: entries, payloads, hash tiles, query indexes,
+//! checkpoints and the dedup table, one column family per concern. Everything
+//! a commit group changes goes into one `WriteBatch` written with `sync`, so a
+//! group is durable and atomic before anyone is told about it.
+
+use ledger_verify::hash::Hash;
+use ledger_verify::tiles::{self, TILE_WIDTH};
+use ledger_verify::tree::{HashSource, NodeId};
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch,
+    WriteOptions,
+};
+use std::path::Path;
+
+/// Column families.
+pub mod cf {
+    /// index (u64 BE) → stored LedgerEntry bytes.
+    pub const ENTRIES: &str = "entries";
+    /// index → salt (32 bytes) ‖ payload.
+    pub const PAYLOADS: &str = "payloads";
+    /// tile level (u8) ‖ tile index (u64 BE) → hashes (32 bytes each).
+    pub const TILES: &str = "tiles";
+    /// correlation id (16 bytes) ‖ index.
+    pub const BY_CORRELATION: &str = "idx_correlation";
+    /// agent id ‖ 0x00 ‖ index.
+    pub const BY_AGENT: &str = "idx_agent";
+    /// principal ‖ 0x00 ‖ index.
+    pub const BY_PRINCIPAL: &str = "idx_principal";
+    /// tool name ‖ 0x00 ‖ index.
+    pub const BY_TOOL: &str = "idx_tool";
+    /// occurred_at (u64 BE, nanoseconds since the epoch) ‖ index.
+    pub const BY_TIME: &str = "idx_time";
+    /// event id → index.
+    pub const DEDUP: &str = "dedup";
+    /// tree size (u64 BE) → signed checkpoint note.
+    pub const CHECKPOINTS: &str = "checkpoints";
+    /// Small named values: see `meta`.
+    pub const META: &str = "meta";
+
+    pub const ALL: [&str; 11] = [
+        ENTRIES,
+        PAYLOADS,
+        TILES,
+        BY_CORRELATION,
+        BY_AGENT,
+        BY_PRINCIPAL,
+        BY_TOOL,
+        BY_TIME,
+        DEDUP,
+        CHECKPOINTS,
+        META,
+    ];
+}
+
+/// Keys in the `meta` column family.
+mod meta {
+    /// Number of entries committed (u64 BE).
+    pub const TREE_SIZE: &[u8] = b"tree_size";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("rocksdb: {0}")]
+    Db(#[from] rocksdb::Error),
+    #[error("store is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Big-endian u64, so keys sort numerically.
+pub fn be(n: u64) -> [u8; 8] {
+    n.to_be_bytes()
+}
+
+fn read_be(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+fn tile_key(level: u8, index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = level;
+    k[1..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// Key of a secondary index: `value ‖ 0x00 ‖ index` (values never hold NUL).
+pub fn index_key(value: &[u8], index: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(value.len() + 9);
+    k.extend_from_slice(value);
+    k.push(0);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// One log's RocksDB database.
+pub struct Store {
+    db: DB,
+}
+
+/// The writes of one commit group, applied atomically by [`Store::commit`].
+pub struct CommitBatch {
+    batch: WriteBatch,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(2);
+        opts.set_bytes_per_sync(1 << 20);
+        // Appends arrive in key order in most column families; larger memtables
+        // mean fewer, bigger flushes under load.
+        opts.set_write_buffer_size(64 << 20);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+
+        let descriptors = cf::ALL.iter().map(|name| {
+            let mut o = Options::default();
+            o.set_write_buffer_size(if *name == cf::ENTRIES || *name == cf::PAYLOADS {
+                64 << 20
+            } else {
+                16 << 20
+            });
+            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            if *name == cf::DEDUP {
+                // Point look-ups for every append: a bloom filter makes the
+                // common miss cheap.
+                let mut b = BlockBasedOptions::default();
+                b.set_bloom_filter(10.0, false);
+                o.set_block_based_table_factory(&b);
+            }
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        let db = DB::open_cf_descriptors(&opts, path, descriptors)?;
+        Ok(Store { db })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        // Every name in cf::ALL is created at open.
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    pub fn new_batch(&self) -> CommitBatch {
+        CommitBatch {
+            batch: WriteBatch::default(),
+        }
+    }
+
+    /// Writes a group durably: the WAL is fsync'd before this returns.
+    pub fn commit(&self, batch: CommitBatch) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch.batch, &wo)?;
+        Ok(())
+    }
+
+    pub fn put(&self, batch: &mut CommitBatch, cf_name: &str, key: &[u8], value: &[u8]) {
+        batch.batch.put_cf(self.cf(cf_name), key, value);
+    }
+
+    pub fn delete(&self, batch: &mut CommitBatch, cf_name: &str, key: &[u8]) {
+        batch.batch.delete_cf(self.cf(cf_name), key);
+    }
+
+    pub fn set_tree_size(&self, batch: &mut CommitBatch, size: u64) {
+        self.put(batch, cf::META, meta::TREE_SIZE, &be(size));
+    }
+
+    pub fn put_tile(&self, batch: &mut CommitBatch, level: u8, index: u64, hashes: &[Hash]) {
+        let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
+        self.put(batch, cf::TILES, &tile_key(level, index), &bytes);
+    }
+
+    /// Committed entries.
+    pub fn tree_size(&self) -> Result<u64> {
+        match self.db.get_cf(self.cf(cf::META), meta::TREE_SIZE)? {
+            None => Ok(0),
+            Some(v) => {
+                read_be(&v).ok_or_else(|| StoreError::Corrupt("tree_size is not 8 bytes".into()))
+            }
+        }
+    }
+
+    pub fn entry(&self, index: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(cf::ENTRIES), be(index))?)
+    }
+
+    /// Salt and payload of an entry, if stored.
+    pub fn payload(&self, index: u64) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        Ok(self
+            .db
+            .get_cf(self.cf(cf::PAYLOADS), be(index))?
+            .and_then(|mut v| {
+                if v.len() < 32 {
+                    return None;
+                }
+                let payload = v.split_off(32);
+                Some((v, payload))
+            }))
+    }
+
+    /// Index of an already appended event id.
+    pub fn dedup(&self, event_id: &str) -> Result<Option<u64>> {
+        Ok(self
+            .db
+            .get_cf(self.cf(cf::DEDUP), event_id.as_bytes())?
+            .and_then(|v| read_be(&v)))
+    }
+
+    /// Looks up many event ids at once.
+    pub fn dedup_many(&self, event_ids: &[&str]) -> Result<Vec<Option<u64>>> {
+        let cf = self.cf(cf::DEDUP);
+        self.db
+            .multi_get_cf(event_ids.iter().map(|id| (cf, id.as_bytes())))
+            .into_iter()
+            .map(|r| Ok(r?.and_then(|v| read_be(&v))))
+            .collect()
+    }
+
+    /// The row of tile (level, index) as stored: its hashes so far.
+    pub fn tile(&self, level: u8, index: u64) -> Result<Vec<Hash>> {
+        let v = self
+            .db
+            .get_cf(self.cf(cf::TILES), tile_key(level, index))?
+            .unwrap_or_default();
+        if v.len() % 32 != 0 || v.len() as u64 > TILE_WIDTH * 32 {
+            return Err(StoreError::Corrupt(format!(
+                "tile {level}/{index} has {} bytes",
+                v.len()
+            )));
+        }
+        // chunks_exact(32) yields 32-byte slices.
+        Ok(v.chunks_exact(32)
+            .map(|c| Hash::from_slice(c).expect("32 bytes"))
+            .collect())
+    }
+
+    /// The latest stored checkpoint: (tree size, signed note).
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>> {
+        let mut it = self
+            .db
+            .iterator_cf(self.cf(cf::CHECKPOINTS), IteratorMode::End);
+        match it.next() {
+            None => Ok(None),
+            Some(kv) => {
+                let (k, v) = kv?;
+                let size =
+                    read_be(&k).ok_or_else(|| StoreError::Corrupt("checkpoint key".into()))?;
+                let note = String::from_utf8(v.to_vec())
+                    .map_err(|_| StoreError::Corrupt(format!("checkpoint {size} is not UTF-8")))?;
+                Ok(Some((size, note)))
+            }
+        }
+    }
+
+    /// The stored checkpoint of exactly `size` entries.
+    pub fn checkpoint(&self, size: u64) -> Result<Option<String>> {
+        Ok(self
+            .db
+            .get_cf(self.cf(cf::CHECKPOINTS), be(size))?
+            .and_then(|v| String::from_utf8(v).ok()))
+    }
+
+    /// Indexes (ascending) under a secondary-index prefix, from `start`.
+    pub fn scan_index(
+        &self,
+        cf_name: &str,
+        prefix: &[u8],
+        start: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>> {
+        let mut from = prefix.to_vec();
+        from.extend_from_slice(&be(start));
+        let it = self.db.iterator_cf(
+            self.cf(cf_name),
+            IteratorMode::From(&from, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for kv in it {
+            let (k, _) = kv?;
+            if !k.starts_with(prefix) || k.len() != prefix.len() + 8 {
+                break;
+            }
+            out.push(read_be(&k[prefix.len()..]).unwrap_or_default());
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forces memtables to disk (used on clean shutdown; durability does not
+    /// depend on it, the synced WAL already holds everything).
+    pub fn flush(&self) -> Result<()> {
+        for name in cf::ALL {
+            self.db.flush_cf(self.cf(name))?;
+        }
+        Ok(())
+    }
+}
+
+impl HashSource for Store {
+    type Error = StoreError;
+
+    fn nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>> {
+        let mut cache: std::collections::HashMap<(u8, u64), Vec<Hash>> = Default::default();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let span = tiles::span_of(*id);
+            if let std::collections::hash_map::Entry::Vacant(e) =
+                cache.entry((span.level, span.index))
+            {
+                e.insert(self.tile(span.level, span.index)?);
+            }
+            let row = &cache[&(span.level, span.index)];
+            let slice = row
+                .get(span.offset..span.offset + span.count)
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "tile {}/{} lacks node {id:?}",
+                        span.level, span.index
+                    ))
+                })?;
+            out.push(tiles::fold_row(slice));
+        }
+        Ok(out)
+    }
+}
