@@ -44,6 +44,7 @@ impl Endpoint {
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(self.grpc.clone())
             .expect("uri")
+            .tcp_nodelay(true)
             .connect()
             .await
             .expect("connect to ledgerd")
