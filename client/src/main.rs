@@ -1,0 +1,333 @@
+//! `ledger`: the command-line client of Agent Ledger.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use ledger_client::event::{parse_kind, parse_outcome, parse_risk};
+use ledger_client::{Client, Event, EventJson, Leaf, NoteVerifier};
+use ledger_verify::checkpoint::open_checkpoint;
+use std::io::{BufRead, Write};
+
+#[derive(Parser)]
+#[command(
+    name = "ledger",
+    version,
+    about = "Append to, query and prove an Agent Ledger",
+    long_about = "Append to, query and prove an Agent Ledger.\n\n\
+        Every checkpoint and proof the server returns is checked against the \
+        log's public key (--key, as printed by ledgerd at start-up) before it \
+        is shown.",
+    after_help = "Examples:\n  \
+        ledger append --kind tool_call --agent billing-agent --tool sql.execute --risk high\n  \
+        cat events.jsonl | ledger append\n  \
+        ledger --key \"$KEY\" checkpoint -o trusted.note\n  \
+        ledger --key \"$KEY\" proof 41\n  \
+        ledger --key \"$KEY\" consistency --old trusted.note"
+)]
+struct Cli {
+    /// Server address.
+    #[arg(
+        long,
+        global = true,
+        env = "LEDGER_SERVER",
+        default_value = "http://127.0.0.1:7400"
+    )]
+    server: String,
+    /// Log to use (default: the caller's own log).
+    #[arg(long, global = true, env = "LEDGER_LOG", default_value = "")]
+    log: String,
+    /// The log's verifier key (`origin+keyid+base64`).
+    #[arg(long, global = true, env = "LEDGER_KEY")]
+    key: Option<NoteVerifier>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Append one event from flags, or JSON lines from stdin (one event per line).
+    Append(Box<AppendArgs>),
+    /// Show the latest (or a stored) signed checkpoint, verified.
+    Checkpoint {
+        /// A stored checkpoint of this size instead of the latest.
+        #[arg(long, default_value_t = 0)]
+        size: u64,
+        /// Also write the signed note to this file (keep it to check consistency later).
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Prove an entry is in the log (by index, or --event-id), verified.
+    Proof {
+        /// Leaf index.
+        index: Option<u64>,
+        #[arg(long, conflicts_with = "index")]
+        event_id: Option<String>,
+        /// Against the stored checkpoint of this size (default: the latest).
+        #[arg(long, default_value_t = 0)]
+        size: u64,
+    },
+    /// Prove the log only grew since a checkpoint you kept (no rewrite, no fork).
+    Consistency {
+        /// A signed checkpoint note saved earlier (`ledger checkpoint -o`).
+        #[arg(long)]
+        old: std::path::PathBuf,
+        /// Up to this stored size (default: the latest).
+        #[arg(long, default_value_t = 0)]
+        size: u64,
+    },
+}
+
+#[derive(Args)]
+struct AppendArgs {
+    /// Event kind (tool_call, tool_result, model_call, decision, approval_requested,
+    /// approval_granted, approval_denied, policy_violation, kill_switch, handoff, custom).
+    /// Without it, JSON lines are read from stdin.
+    #[arg(long)]
+    kind: Option<String>,
+    #[arg(long)]
+    agent: Option<String>,
+    #[arg(long)]
+    tool: Option<String>,
+    #[arg(long)]
+    action: Option<String>,
+    #[arg(long)]
+    resource: Option<String>,
+    /// low, medium or high.
+    #[arg(long)]
+    risk: Option<String>,
+    /// success, failure, denied or error.
+    #[arg(long)]
+    outcome: Option<String>,
+    #[arg(long)]
+    principal: Option<String>,
+    #[arg(long)]
+    session: Option<String>,
+    /// W3C trace id (default: a new one).
+    #[arg(long)]
+    correlation_id: Option<String>,
+    #[arg(long)]
+    span_id: Option<String>,
+    #[arg(long)]
+    parent_span_id: Option<String>,
+    /// Event id (default: a new random one). Re-using one is a safe retry.
+    #[arg(long)]
+    event_id: Option<String>,
+    /// key=value, repeatable.
+    #[arg(long = "attr", value_parser = parse_attr)]
+    attrs: Vec<(String, String)>,
+    /// A JSON payload.
+    #[arg(long)]
+    payload: Option<String>,
+}
+
+fn parse_attr(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
+}
+
+fn event_from_flags(a: AppendArgs, kind: &str) -> Result<ledger_client::AuditEvent> {
+    let kind = parse_kind(kind).with_context(|| format!("--kind: unknown kind {kind:?}"))?;
+    let agent = a.agent.context("--agent is required")?;
+    let mut b = Event::new(kind, agent);
+    macro_rules! set {
+        ($field:expr, $method:ident) => {
+            if let Some(v) = $field {
+                b = b.$method(v);
+            }
+        };
+    }
+    set!(a.tool, tool);
+    set!(a.action, action);
+    set!(a.resource, resource);
+    set!(a.principal, principal);
+    set!(a.session, session);
+    set!(a.correlation_id, correlation_id);
+    set!(a.span_id, span);
+    set!(a.parent_span_id, parent_span);
+    set!(a.event_id, event_id);
+    if let Some(r) = a.risk {
+        b = b.risk(parse_risk(&r).with_context(|| format!("--risk: unknown tier {r:?}"))?);
+    }
+    if let Some(o) = a.outcome {
+        b = b.outcome(parse_outcome(&o).with_context(|| format!("--outcome: unknown {o:?}"))?);
+    }
+    for (k, v) in a.attrs {
+        b = b.attribute(k, v);
+    }
+    if let Some(p) = a.payload {
+        let v: serde_json::Value = serde_json::from_str(&p).context("--payload: not JSON")?;
+        b = b.payload_json(&v);
+    }
+    Ok(b.build())
+}
+
+fn print_ack(ack: &ledger_client::AppendAck, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "event_id": ack.event_id,
+                "index": ack.index,
+                "leaf_hash": hex::encode(&ack.leaf_hash),
+                "duplicate": ack.duplicate,
+            })
+        );
+    } else {
+        let dup = if ack.duplicate {
+            " (already recorded)"
+        } else {
+            ""
+        };
+        println!("{} → entry {}{dup}", ack.event_id, ack.index);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let mut client = Client::connect(&cli.server).await?.log(cli.log.clone());
+    if let Some(k) = cli.key.clone() {
+        client = client.verifying_with(k);
+    }
+    match cli.cmd {
+        Cmd::Append(a) => {
+            if let Some(kind) = a.kind.clone() {
+                let ev = event_from_flags(*a, &kind)?;
+                print_ack(&client.append(ev).await?, cli.json);
+            } else {
+                let stdin = std::io::stdin();
+                for (n, line) in stdin.lock().lines().enumerate() {
+                    let line = line.context("reading stdin")?;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let ev: EventJson = serde_json::from_str(&line)
+                        .with_context(|| format!("stdin line {}: not an event", n + 1))?;
+                    let ev = ev
+                        .into_event()
+                        .with_context(|| format!("stdin line {}", n + 1))?;
+                    let ack = client
+                        .append(ev)
+                        .await
+                        .with_context(|| format!("stdin line {}", n + 1))?;
+                    print_ack(&ack, cli.json);
+                }
+            }
+        }
+        Cmd::Checkpoint { size, output } => {
+            let cp = client.checkpoint(size).await?;
+            if let Some(path) = output {
+                std::fs::write(&path, &cp.note)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "origin": cp.checkpoint.origin,
+                        "tree_size": cp.checkpoint.size,
+                        "root_hash": cp.checkpoint.root.to_hex(),
+                        "note": cp.note,
+                        "verified": true,
+                    })
+                );
+            } else {
+                println!(
+                    "{} — {} entries, root {} (signature verified)",
+                    cp.checkpoint.origin,
+                    cp.checkpoint.size,
+                    cp.checkpoint.root.to_hex()
+                );
+            }
+        }
+        Cmd::Proof {
+            index,
+            event_id,
+            size,
+        } => {
+            let leaf = match (index, event_id) {
+                (Some(i), _) => Leaf::Index(i),
+                (None, Some(id)) => Leaf::EventId(id),
+                (None, None) => bail!("give an index or --event-id"),
+            };
+            let p = client.inclusion(leaf, size).await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "index": p.index,
+                        "leaf_hash": p.leaf_hash.to_hex(),
+                        "tree_size": p.checkpoint.size,
+                        "root_hash": p.checkpoint.root.to_hex(),
+                        "hashes": p.hashes.iter().map(|h| h.to_hex()).collect::<Vec<_>>(),
+                        "checkpoint": p.note,
+                        "verified": true,
+                    })
+                );
+            } else {
+                println!(
+                    "entry {} (leaf {}) is in {} at size {}: proof of {} hashes verified",
+                    p.index,
+                    p.leaf_hash.to_hex(),
+                    p.checkpoint.origin,
+                    p.checkpoint.size,
+                    p.hashes.len()
+                );
+            }
+        }
+        Cmd::Consistency { old, size } => {
+            let key = cli
+                .key
+                .as_ref()
+                .context("--key is required to trust the old checkpoint")?;
+            let text = std::fs::read_to_string(&old)
+                .with_context(|| format!("reading {}", old.display()))?;
+            let old_cp = open_checkpoint(&text, key).with_context(|| {
+                format!("{}: not a checkpoint signed by this key", old.display())
+            })?;
+            let c = client.consistency(&old_cp, size).await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "old_size": c.old.size,
+                        "new_size": c.new.size,
+                        "new_root_hash": c.new.root.to_hex(),
+                        "hashes": c.hashes.iter().map(|h| h.to_hex()).collect::<Vec<_>>(),
+                        "new_checkpoint": c.new_note,
+                        "verified": true,
+                    })
+                );
+            } else {
+                println!(
+                    "the log at size {} extends your checkpoint of size {}: proof of {} hashes verified",
+                    c.new.size,
+                    c.old.size,
+                    c.hashes.len()
+                );
+            }
+        }
+    }
+    std::io::stdout().flush().ok();
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ledger: {e:#}");
+            // Verification failures are the one thing a script must not miss.
+            let verification = e
+                .downcast_ref::<ledger_client::Error>()
+                .is_some_and(|e| matches!(e, ledger_client::Error::Verification(_)));
+            std::process::ExitCode::from(if verification { 1 } else { 2 })
+        }
+    }
+}

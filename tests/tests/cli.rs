@@ -1,0 +1,188 @@
+//! The `ledger` and `ledger-verify` command lines against a real server.
+
+use ledger_e2e::{Server, binary};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn ledger(server: &Server, key: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(binary("ledger"))
+        .arg("--server")
+        .arg(&server.grpc)
+        .arg("--key")
+        .arg(key)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ledger");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    assert!(
+        o.status.success(),
+        "ledger failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn append_checkpoint_proof_and_consistency_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let key = server.verifier.to_string();
+
+    // From flags.
+    let o = ledger(
+        &server,
+        &key,
+        &[
+            "--json",
+            "append",
+            "--kind",
+            "tool_call",
+            "--agent",
+            "billing-agent",
+            "--tool",
+            "sql.execute",
+            "--risk",
+            "high",
+            "--attr",
+            "rows=1200",
+            "--payload",
+            r#"{"query":"DELETE FROM customers"}"#,
+            "--event-id",
+            "cli-1",
+        ],
+        None,
+    );
+    let acks = json_lines(&o);
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0]["event_id"], "cli-1");
+    assert_eq!(acks[0]["index"], 0);
+    assert_eq!(acks[0]["duplicate"], false);
+
+    // JSON lines on stdin, including a retry of cli-1.
+    let lines = concat!(
+        r#"{"event_id":"cli-1","kind":"tool_call","agent_id":"billing-agent","tool_name":"sql.execute"}"#,
+        "\n\n",
+        r#"{"kind":"decision","agent_id":"billing-agent","risk_tier":"low","payload_text":"ok"}"#,
+        "\n",
+        r#"{"kind":"approval_denied","agent_id":"billing-agent","outcome":"denied"}"#,
+        "\n"
+    );
+    let acks = json_lines(&ledger(&server, &key, &["--json", "append"], Some(lines)));
+    assert_eq!(acks.len(), 3);
+    assert_eq!(acks[0]["index"], 0);
+    assert_eq!(acks[0]["duplicate"], true);
+    assert_eq!(acks[1]["index"], 1);
+    assert_eq!(acks[2]["index"], 2);
+
+    // A bad line names the line and the field; the good line before it landed.
+    let bad = concat!(
+        r#"{"kind":"decision","agent_id":"a"}"#,
+        "\n",
+        r#"{"kind":"tool_call","agent_id":"a"}"#,
+        "\n"
+    );
+    let o = ledger(&server, &key, &["append"], Some(bad));
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("stdin line 2") && err.contains("event.tool_name"),
+        "{err}"
+    );
+
+    // Checkpoint, kept as a note; the auditor's verifier accepts it.
+    let note = dir.path().join("trusted.note");
+    let cp = json_lines(&ledger(
+        &server,
+        &key,
+        &["--json", "checkpoint", "-o", note.to_str().unwrap()],
+        None,
+    ));
+    assert_eq!(cp[0]["tree_size"], 4);
+    assert_eq!(cp[0]["verified"], true);
+    let v = Command::new(binary("ledger-verify"))
+        .args(["checkpoint", "--key", &key, note.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+
+    // Proof by index and by event id.
+    let p = json_lines(&ledger(&server, &key, &["--json", "proof", "2"], None));
+    assert_eq!(p[0]["index"], 2);
+    assert_eq!(p[0]["tree_size"], 4);
+    assert_eq!(p[0]["leaf_hash"], acks[2]["leaf_hash"]);
+    let p = json_lines(&ledger(
+        &server,
+        &key,
+        &["--json", "proof", "--event-id", "cli-1"],
+        None,
+    ));
+    assert_eq!(p[0]["index"], 0);
+
+    // The log grows; consistency with the kept note holds.
+    let o = ledger(
+        &server,
+        &key,
+        &[
+            "append",
+            "--kind",
+            "kill_switch",
+            "--agent",
+            "billing-agent",
+        ],
+        None,
+    );
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("→ entry 4"));
+    let c = json_lines(&ledger(
+        &server,
+        &key,
+        &["--json", "consistency", "--old", note.to_str().unwrap()],
+        None,
+    ));
+    assert_eq!(c[0]["old_size"], 4);
+    assert_eq!(c[0]["new_size"], 5);
+
+    // Under someone else's key nothing verifies: exit 1, said plainly.
+    let other = ledger_verify::NoteSigner::generate("ledger.local/default")
+        .unwrap()
+        .verifier()
+        .to_string();
+    let o = ledger(&server, &other, &["checkpoint"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("verification failed"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn every_binary_prints_real_usage() {
+    for (bin, words) in [
+        (
+            "ledger",
+            &["Usage: ledger", "append", "checkpoint", "proof"][..],
+        ),
+        ("ledger-verify", &["Usage: ledger-verify", "checkpoint"][..]),
+        ("ledgerd", &["Usage: ledgerd", "--data-dir", "--listen"][..]),
+    ] {
+        let o = Command::new(binary(bin)).arg("--help").output().unwrap();
+        assert!(o.status.success(), "{bin} --help failed");
+        let s = String::from_utf8_lossy(&o.stdout);
+        for w in words {
+            assert!(s.contains(w), "{bin} --help lacks {w}: {s}");
+        }
+    }
+}
