@@ -18,11 +18,17 @@
 //! # Ok(()) }
 //! ```
 
+pub mod appender;
 pub mod event;
+pub mod read;
+pub mod render;
 
+pub use appender::{Appender, AppenderOptions, PendingAck};
 pub use event::{Event, EventJson, new_event_id, new_span_id, new_trace_id};
+pub use ledger_proto::v1::EventFilter;
 pub use ledger_proto::v1::{AppendAck, AuditEvent, EventKind, Outcome, RiskTier};
 pub use ledger_verify::{Checkpoint, Hash, NoteVerifier};
+pub use read::{ExportError, Page, ReadOptions, Record, RecordStream, Tail, Timeline};
 
 use ledger_proto::v1::{
     AppendRequest, GetCheckpointRequest, GetConsistencyProofRequest, GetInclusionProofRequest,

@@ -3,8 +3,10 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use ledger_client::event::{parse_kind, parse_outcome, parse_risk};
-use ledger_client::{Client, Event, EventJson, Leaf, NoteVerifier};
+use ledger_client::read::ReadOptions;
+use ledger_client::{Client, Event, EventFilter, EventJson, Leaf, NoteVerifier, Record, render};
 use ledger_verify::checkpoint::open_checkpoint;
+use std::io::IsTerminal;
 use std::io::{BufRead, Write};
 
 #[derive(Parser)]
@@ -68,6 +70,46 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         size: u64,
     },
+    /// Every event of one trace, drawn as a span tree.
+    Timeline {
+        /// The W3C trace id (32 hex characters).
+        correlation_id: String,
+        /// Fetch and verify an inclusion proof for every event (needs --key).
+        #[arg(long)]
+        prove: bool,
+        /// Include payloads (JSON output).
+        #[arg(long)]
+        payloads: bool,
+    },
+    /// Events matching filters (combined with AND), oldest first.
+    Events(EventsArgs),
+    /// The newest entries; with -f, follow new ones as they commit.
+    Tail {
+        /// Keep following.
+        #[arg(short, long)]
+        follow: bool,
+        /// Entries to show before following.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: u64,
+        /// Start at this index instead (everything from it is shown).
+        #[arg(long)]
+        from_index: Option<u64>,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Export a range of the log as a bundle file for offline audit.
+    Export {
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// One past the last index (default: the latest checkpoint).
+        #[arg(long, default_value_t = 0)]
+        end: u64,
+        /// Leave payloads out (commitments still cover them).
+        #[arg(long)]
+        no_payloads: bool,
+    },
     /// Prove the log only grew since a checkpoint you kept (no rewrite, no fork).
     Consistency {
         /// A signed checkpoint note saved earlier (`ledger checkpoint -o`).
@@ -77,6 +119,122 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         size: u64,
     },
+}
+
+#[derive(Args, Clone, Default)]
+struct FilterArgs {
+    #[arg(long)]
+    correlation_id: Option<String>,
+    #[arg(long)]
+    agent: Option<String>,
+    #[arg(long)]
+    principal: Option<String>,
+    #[arg(long)]
+    tool: Option<String>,
+    /// Any of these kinds (repeatable).
+    #[arg(long = "kind")]
+    kinds: Vec<String>,
+    /// Any of these risk tiers (repeatable).
+    #[arg(long = "risk")]
+    risks: Vec<String>,
+    /// Any of these outcomes (repeatable).
+    #[arg(long = "outcome")]
+    outcomes: Vec<String>,
+    /// occurred_at at or after (RFC 3339).
+    #[arg(long)]
+    from: Option<String>,
+    /// occurred_at before (RFC 3339).
+    #[arg(long)]
+    to: Option<String>,
+}
+
+#[derive(Args)]
+struct EventsArgs {
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Most events to show (0: all).
+    #[arg(long, default_value_t = 100)]
+    limit: u64,
+    /// Newest first.
+    #[arg(long)]
+    desc: bool,
+    /// Fetch and verify an inclusion proof for every event (needs --key).
+    #[arg(long)]
+    prove: bool,
+    /// Include payloads (JSON output).
+    #[arg(long)]
+    payloads: bool,
+}
+
+fn timestamp(flag: &str, s: &str) -> Result<prost_types::Timestamp> {
+    let t = chrono::DateTime::parse_from_rfc3339(s)
+        .with_context(|| format!("{flag}: {s:?} is not an RFC 3339 time"))?;
+    Ok(prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    })
+}
+
+impl FilterArgs {
+    fn to_filter(&self) -> Result<EventFilter> {
+        let mut f = EventFilter {
+            correlation_id: self.correlation_id.clone().unwrap_or_default(),
+            agent_id: self.agent.clone().unwrap_or_default(),
+            principal: self.principal.clone().unwrap_or_default(),
+            tool_name: self.tool.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        for k in &self.kinds {
+            f.kinds
+                .push(parse_kind(k).with_context(|| format!("--kind: unknown kind {k:?}"))? as i32);
+        }
+        for r in &self.risks {
+            f.risk_tiers
+                .push(parse_risk(r).with_context(|| format!("--risk: unknown tier {r:?}"))? as i32);
+        }
+        for o in &self.outcomes {
+            f.outcomes.push(
+                parse_outcome(o).with_context(|| format!("--outcome: unknown {o:?}"))? as i32,
+            );
+        }
+        if let Some(t) = &self.from {
+            f.occurred_from = Some(timestamp("--from", t)?);
+        }
+        if let Some(t) = &self.to {
+            f.occurred_to = Some(timestamp("--to", t)?);
+        }
+        Ok(f)
+    }
+}
+
+/// A record as JSON: the event, where it sits, and what was checked.
+fn record_json(r: &Record) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "index": r.index,
+        "leaf_hash": r.leaf_hash.to_hex(),
+        "writer": r.entry.writer,
+        "integrated_at": r.entry.integrated_at.map(|t| t.seconds as f64 + t.nanos as f64 / 1e9),
+        "payload_redacted": r.payload_redacted,
+        "proved": r.proved,
+    });
+    if let Some(e) = r.event() {
+        let mut ev = EventJson::from_event(e);
+        match &r.payload {
+            Some(p) => {
+                let with = ledger_client::AuditEvent {
+                    payload: p.clone(),
+                    ..e.clone()
+                };
+                ev = EventJson::from_event(&with);
+            }
+            None => {
+                ev.payload = None;
+                ev.payload_text = None;
+            }
+        }
+        v["event"] = serde_json::to_value(ev).unwrap_or_default();
+    }
+    v
 }
 
 #[derive(Args)]
@@ -276,6 +434,192 @@ async fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Cmd::Timeline {
+            correlation_id,
+            prove,
+            payloads,
+        } => {
+            let t = client
+                .timeline(
+                    &correlation_id,
+                    ReadOptions {
+                        payloads,
+                        proofs: prove,
+                        proof_size: 0,
+                    },
+                )
+                .await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "correlation_id": correlation_id,
+                        "entries": t.records.iter().map(record_json).collect::<Vec<_>>(),
+                        "spans": t.spans.iter().map(|s| serde_json::json!({
+                            "span_id": s.span_id,
+                            "parent_span_id": s.parent_span_id,
+                            "entry_indexes": s.entry_indexes,
+                            "child_span_ids": s.child_span_ids,
+                        })).collect::<Vec<_>>(),
+                        "root_span_ids": t.roots,
+                        "checkpoint_size": t.checkpoint.as_ref().map(|c| c.checkpoint.size),
+                    })
+                );
+            } else if t.records.is_empty() {
+                println!("no events with correlation id {correlation_id}");
+            } else {
+                print!("{}", render::timeline(&t, &correlation_id, color()));
+            }
+        }
+        Cmd::Events(a) => {
+            let filter = a.filter.to_filter()?;
+            let opts = ReadOptions {
+                payloads: a.payloads,
+                proofs: a.prove,
+                proof_size: 0,
+            };
+            let mut token = None;
+            let mut shown = 0u64;
+            let color = color();
+            'pages: loop {
+                let want = if a.limit == 0 {
+                    1000
+                } else {
+                    (a.limit - shown).min(1000)
+                };
+                let page = client
+                    .list_events(filter.clone(), want as u32, token.take(), a.desc, opts)
+                    .await?;
+                for r in &page.records {
+                    if cli.json {
+                        println!("{}", record_json(r));
+                    } else {
+                        println!("{}", render::event_line(r, color));
+                    }
+                    shown += 1;
+                    if a.limit != 0 && shown >= a.limit {
+                        break 'pages;
+                    }
+                }
+                match page.next_page_token {
+                    Some(t) => token = Some(t),
+                    None => break,
+                }
+            }
+            if !cli.json && shown == 0 {
+                eprintln!("no matching events");
+            }
+        }
+        Cmd::Tail {
+            follow,
+            lines,
+            from_index,
+            filter,
+        } => {
+            let filter = filter.to_filter()?;
+            let color = color();
+            let print = |r: &Record| {
+                if cli.json {
+                    println!("{}", record_json(r));
+                } else {
+                    println!("{}", render::event_line(r, color));
+                }
+                std::io::stdout().flush().ok();
+            };
+            // The last `lines` matching entries, oldest first.
+            let mut start = from_index;
+            if start.is_none() {
+                let page = client
+                    .list_events(
+                        filter.clone(),
+                        lines.clamp(1, 1000) as u32,
+                        None,
+                        true,
+                        ReadOptions::default(),
+                    )
+                    .await?;
+                let size = page.checkpoint.as_ref().map(|c| c.checkpoint.size);
+                let mut recs = page.records;
+                recs.reverse();
+                if lines > 0 {
+                    recs.iter().for_each(print);
+                }
+                start = Some(match (recs.last(), size) {
+                    (Some(r), _) => r.index + 1,
+                    (None, Some(s)) => s,
+                    (None, None) => client
+                        .checkpoint(0)
+                        .await
+                        .map(|c| c.checkpoint.size)
+                        .unwrap_or(0),
+                });
+            }
+            let mut tail = client.tail(start.unwrap_or(0), filter, false);
+            if follow {
+                loop {
+                    let r = tail.next().await?;
+                    print(&r);
+                }
+            } else if from_index.is_some() {
+                // From an index without -f: up to the current end.
+                let end = client
+                    .checkpoint(0)
+                    .await
+                    .map(|c| c.checkpoint.size)
+                    .unwrap_or(0);
+                while tail.position() < end {
+                    let r = tail.next().await?;
+                    print(&r);
+                    if r.index + 1 >= end {
+                        break;
+                    }
+                }
+            }
+        }
+        Cmd::Export {
+            output,
+            start,
+            end,
+            no_payloads,
+        } => {
+            let tmp = output.with_extension("partial");
+            let file = std::fs::File::create(&tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?;
+            let mut w = std::io::BufWriter::new(file);
+            let bar = if std::io::stderr().is_terminal() {
+                indicatif::ProgressBar::new(0).with_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} exporting {pos}/{len} entries [{bar:40}] {bytes_per_sec} eta {eta}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                )
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            let written = client
+                .export(start, end, !no_payloads, &mut w, |done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })
+                .await?;
+            bar.finish_and_clear();
+            w.into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &output)
+                .with_context(|| format!("renaming to {}", output.display()))?;
+            if cli.json {
+                println!("{}", serde_json::json!({"file": output, "bytes": written}));
+            } else {
+                println!(
+                    "wrote {} ({written} bytes); check it with: ledger-verify bundle --key KEY {}",
+                    output.display(),
+                    output.display()
+                );
+            }
+        }
         Cmd::Consistency { old, size } => {
             let key = cli
                 .key
@@ -311,6 +655,11 @@ async fn run(cli: Cli) -> Result<()> {
     }
     std::io::stdout().flush().ok();
     Ok(())
+}
+
+/// Colour on a terminal, unless NO_COLOR is set.
+fn color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
 fn main() -> std::process::ExitCode {

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod log;
 pub mod metrics;
+pub mod query;
 pub mod sequencer;
 pub mod server;
 pub mod service;

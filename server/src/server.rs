@@ -4,12 +4,16 @@ use crate::config::Config;
 use crate::log::{Log, LogSettings};
 use crate::metrics::{self, Metrics};
 use crate::service::Logs;
+use crate::service::export::ExportService;
 use crate::service::ingest::IngestService;
 use crate::service::proofs::ProofsService;
+use crate::service::query::QueryService;
 use crate::validate::Limits;
 use anyhow::Context;
+use ledger_proto::v1::export_server::ExportServer;
 use ledger_proto::v1::ingest_server::IngestServer;
 use ledger_proto::v1::proofs_server::ProofsServer;
+use ledger_proto::v1::query_server::QueryServer;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -105,6 +109,8 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IngestServer<IngestService>>().await;
     health.set_serving::<ProofsServer<ProofsService>>().await;
+    health.set_serving::<QueryServer<QueryService>>().await;
+    health.set_serving::<ExportServer<ExportService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ledger_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -114,6 +120,9 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     let ingest = IngestServer::new(IngestService { logs: logs.clone() })
         .max_decoding_message_size(max_message);
     let proofs = ProofsServer::new(ProofsService { logs: logs.clone() });
+    let query =
+        QueryServer::new(QueryService { logs: logs.clone() }).max_encoding_message_size(256 << 20);
+    let export = ExportServer::new(ExportService { logs: logs.clone() });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -127,6 +136,8 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         .add_service(reflection)
         .add_service(ingest)
         .add_service(proofs)
+        .add_service(query)
+        .add_service(export)
         // The builder's tcp_nodelay only reaches sockets tonic accepts
         // itself; without it here every small response waits out the
         // peer's delayed ACK (~40 ms).

@@ -67,6 +67,8 @@ pub enum StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+/// A key and its value, as read from a column family.
+pub type KeyValue = (Box<[u8]>, Box<[u8]>);
 
 /// Big-endian u64, so keys sort numerically.
 pub fn be(n: u64) -> [u8; 8] {
@@ -265,6 +267,44 @@ impl Store {
             .and_then(|v| String::from_utf8(v).ok()))
     }
 
+    /// Keys and values of `cf_name` in `[lower, upper)`, ascending or
+    /// descending, starting just past `after` when given.
+    pub fn scan<'a>(
+        &'a self,
+        cf_name: &str,
+        lower: &[u8],
+        upper: &[u8],
+        after: Option<&[u8]>,
+        descending: bool,
+    ) -> impl Iterator<Item = Result<KeyValue>> + 'a {
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_lower_bound(lower.to_vec());
+        ro.set_iterate_upper_bound(upper.to_vec());
+        let mode = match (after, descending) {
+            (None, false) => IteratorMode::Start,
+            (None, true) => IteratorMode::End,
+            (Some(k), false) => IteratorMode::From(k, Direction::Forward),
+            (Some(k), true) => IteratorMode::From(k, Direction::Reverse),
+        };
+        let skip: Option<Box<[u8]>> = after.map(Into::into);
+        self.db
+            .iterator_cf_opt(self.cf(cf_name), ro, mode)
+            .map(|kv| kv.map_err(StoreError::from))
+            // `From` lands on `after` itself when it exists: skip it.
+            .skip_while(move |kv| matches!((kv, &skip), (Ok((k, _)), Some(s)) if k == s))
+    }
+
+    /// Stored entries of many indexes at once (None where absent).
+    pub fn entries(&self, indexes: &[u64]) -> Result<Vec<Option<Vec<u8>>>> {
+        let cf = self.cf(cf::ENTRIES);
+        let keys: Vec<[u8; 8]> = indexes.iter().map(|i| be(*i)).collect();
+        self.db
+            .batched_multi_get_cf(cf, &keys, true)
+            .into_iter()
+            .map(|r| Ok(r?.map(|v| v.to_vec())))
+            .collect()
+    }
+
     /// Indexes (ascending) under a secondary-index prefix, from `start`.
     pub fn scan_index(
         &self,
@@ -303,18 +343,35 @@ impl Store {
     }
 }
 
-impl HashSource for Store {
+/// A [`HashSource`] that keeps the tiles it has read, for answering many
+/// proofs against one tree size (stored tiles only ever grow, so a tile read
+/// once holds every node below the size the caller proves against).
+pub struct CachedTiles<'a> {
+    store: &'a Store,
+    cache: std::cell::RefCell<std::collections::HashMap<(u8, u64), Vec<Hash>>>,
+}
+
+impl<'a> CachedTiles<'a> {
+    pub fn new(store: &'a Store) -> CachedTiles<'a> {
+        CachedTiles {
+            store,
+            cache: Default::default(),
+        }
+    }
+}
+
+impl HashSource for CachedTiles<'_> {
     type Error = StoreError;
 
     fn nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>> {
-        let mut cache: std::collections::HashMap<(u8, u64), Vec<Hash>> = Default::default();
+        let mut cache = self.cache.borrow_mut();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let span = tiles::span_of(*id);
             if let std::collections::hash_map::Entry::Vacant(e) =
                 cache.entry((span.level, span.index))
             {
-                e.insert(self.tile(span.level, span.index)?);
+                e.insert(self.store.tile(span.level, span.index)?);
             }
             let row = &cache[&(span.level, span.index)];
             let slice = row
@@ -328,5 +385,13 @@ impl HashSource for Store {
             out.push(tiles::fold_row(slice));
         }
         Ok(out)
+    }
+}
+
+impl HashSource for Store {
+    type Error = StoreError;
+
+    fn nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>> {
+        CachedTiles::new(self).nodes(ids)
     }
 }

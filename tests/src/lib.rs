@@ -85,14 +85,20 @@ impl Server {
             std::fs::write(&p, t).expect("write config");
             p
         });
-        Server::spawn(dir.join("data"), config, dir.join("ledgerd.log"))
-            .unwrap_or_else(|e| panic!("ledgerd did not start: {e}"))
+        Server::spawn(
+            dir.join("data"),
+            config,
+            dir.join("ledgerd.log"),
+            "127.0.0.1:0",
+        )
+        .unwrap_or_else(|e| panic!("ledgerd did not start: {e}"))
     }
 
     fn spawn(
         data_dir: PathBuf,
         config: Option<PathBuf>,
         log_path: PathBuf,
+        listen: &str,
     ) -> Result<Server, String> {
         let ready = data_dir.with_extension("ready");
         let _ = std::fs::remove_file(&ready);
@@ -106,7 +112,7 @@ impl Server {
             .arg(&data_dir)
             .args([
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--metrics-listen",
                 "127.0.0.1:0",
                 "--log-format",
@@ -162,12 +168,14 @@ impl Server {
             .unwrap_or_else(|e| panic!("restart failed: {e}"));
     }
 
-    /// Starts ledgerd on this data directory, returning its failure if any.
+    /// Starts ledgerd on this data directory and the same gRPC port (so
+    /// clients can reconnect), returning its failure if any.
     pub fn try_restart(&self) -> Result<Server, String> {
         Server::spawn(
             self.data_dir.clone(),
             self.config.clone(),
             self.log_path.clone(),
+            self.grpc.trim_start_matches("http://"),
         )
     }
 

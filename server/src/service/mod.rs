@@ -1,8 +1,10 @@
 //! gRPC handlers: thin. They resolve the log, identify the caller, validate
 //! and hand over to the log; they never order or write anything themselves.
 
+pub mod export;
 pub mod ingest;
 pub mod proofs;
+pub mod query;
 
 use crate::log::Log;
 use std::collections::BTreeMap;
