@@ -117,6 +117,14 @@ impl Store {
         // mean fewer, bigger flushes under load.
         opts.set_write_buffer_size(64 << 20);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // Flushes and compactions run niced: on a small machine a 64 MiB
+        // memtable flush otherwise takes a core away from the sequencer and
+        // the gRPC threads for a few hundred milliseconds, and acks wait.
+        let mut env = rocksdb::Env::new()?;
+        env.lower_thread_pool_cpu_priority();
+        env.lower_high_priority_thread_pool_cpu_priority();
+        env.lower_thread_pool_io_priority();
+        opts.set_env(&env);
 
         let descriptors = cf::ALL.iter().map(|name| {
             let mut o = Options::default();

@@ -11,7 +11,10 @@
 //! Figures only; nothing here asserts on time.
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use clap::{Args, Parser, Subcommand};
 use hdrhistogram::Histogram;
 use ledger_proto::v1::ingest_client::IngestClient;
 use ledger_proto::v1::{AppendRequest, AuditEvent, EventKind, RiskTier, append_response};
@@ -24,15 +27,29 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 use tonic::transport::{Channel, Endpoint};
 
-#[derive(Parser, Clone)]
+#[derive(Parser)]
 #[command(
     name = "ledger-bench",
     version,
-    about = "Load generator for ledgerd: events/s, ack latency, and a raw RocksDB baseline"
+    about = "Load generator for ledgerd: ingest throughput and latency against a raw RocksDB baseline, and timeline query speed"
 )]
 struct Cli {
-    /// Use this running server instead of starting one (then there is no
-    /// batch-size figure and no baseline unless --baseline-batch is given).
+    #[command(subcommand)]
+    cmd: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Append throughput, ack latency, and the raw RocksDB baseline.
+    Ingest(IngestArgs),
+    /// Fill a log, then time timelines: one large trace, and many small
+    /// ones queried concurrently.
+    Query(QueryArgs),
+}
+
+#[derive(Args, Clone)]
+struct Load {
+    /// Use this running server instead of starting one.
     #[arg(long)]
     server: Option<String>,
     /// Scratch directory for the server's data and the baseline database.
@@ -50,6 +67,12 @@ struct Cli {
     /// Events in flight per stream (unacknowledged).
     #[arg(long, default_value_t = 256)]
     window: usize,
+}
+
+#[derive(Args, Clone)]
+struct IngestArgs {
+    #[command(flatten)]
+    load: Load,
     /// Seconds of each measured phase (after a 1 s warm-up).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
@@ -64,37 +87,84 @@ struct Cli {
     no_baseline: bool,
 }
 
+#[derive(Args, Clone)]
+struct QueryArgs {
+    #[command(flatten)]
+    load: Load,
+    /// Entries to fill the log with.
+    #[arg(long, default_value_t = 10_000_000)]
+    entries: u64,
+    /// Events of the large trace, spread evenly through the log.
+    #[arg(long, default_value_t = 1000)]
+    trace_events: u64,
+    /// Events per small trace.
+    #[arg(long, default_value_t = 10)]
+    small_trace_events: u64,
+    /// Concurrent small timeline queries.
+    #[arg(long, default_value_t = 1000)]
+    concurrent: usize,
+    /// Seconds of the concurrent query phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Reuse the data left in --dir by an earlier fill with the same settings.
+    #[arg(long)]
+    reuse: bool,
+}
+
+/// Makes the event `seq` of stream `stream`.
+type Gen = Arc<dyn Fn(usize, u64) -> AuditEvent + Send + Sync>;
+
+/// When a drive ends.
+#[derive(Clone, Copy)]
+enum Until {
+    /// After a warm-up second, measure for this long.
+    Elapsed(Duration),
+    /// Send exactly this many events per stream, all measured.
+    Count(u64),
+}
+
 /// An event of exactly `size` encoded bytes.
 fn event(stream: usize, seq: u64, size: usize, run: &str) -> AuditEvent {
+    sized(
+        AuditEvent {
+            event_id: format!("{run}-{stream}-{seq}"),
+            correlation_id: format!("{:016x}{:016x}", stream as u64 + 1, seq / 16 + 1),
+            span_id: format!("{:016x}", seq + 1),
+            agent_id: format!("agent-{stream}"),
+            session_id: format!("session-{stream}"),
+            tool_name: format!("tool-{}", seq % 8),
+            ..template()
+        },
+        size,
+    )
+}
+
+/// Fields every generated event shares.
+fn template() -> AuditEvent {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
-    let mut e = AuditEvent {
-        event_id: format!("{run}-{stream}-{seq}"),
-        correlation_id: format!("{:016x}{:016x}", stream as u64 + 1, seq / 16 + 1),
-        span_id: format!("{:016x}", seq + 1),
-        parent_span_id: String::new(),
-        agent_id: format!("agent-{stream}"),
-        session_id: format!("session-{stream}"),
+    AuditEvent {
         principal: "bench@example.com".into(),
         kind: EventKind::ToolCall as i32,
-        tool_name: format!("tool-{}", seq % 8),
         action: "execute".into(),
         resource: "db://bench/table".into(),
         risk_tier: RiskTier::Medium as i32,
-        outcome: 0,
         occurred_at: Some(prost_types::Timestamp {
             seconds: now.as_secs() as i64,
             nanos: now.subsec_nanos() as i32,
         }),
-        attributes: Default::default(),
-        payload: Vec::new(),
         payload_content_type: "application/octet-stream".into(),
-    };
+        ..Default::default()
+    }
+}
+
+/// Pads the payload so the event encodes to exactly `size` bytes (or as
+/// close as its fixed fields allow).
+fn sized(mut e: AuditEvent, size: usize) -> AuditEvent {
     let base = e.encoded_len();
     // Field tag + a length varint of up to 2 bytes.
-    let fill = size.saturating_sub(base + 3);
-    e.payload = vec![b'x'; fill];
+    e.payload = vec![b'x'; size.saturating_sub(base + 3)];
     while e.encoded_len() > size && !e.payload.is_empty() {
         e.payload.pop();
     }
@@ -108,34 +178,40 @@ struct Phase {
     latency: Histogram<u64>,
 }
 
-/// Runs `streams` AppendStreams for `duration`, each keeping up to `window`
+/// Runs `load.streams` AppendStreams, each keeping up to `load.window`
 /// events in flight; with `rate` set, paces sends to that total rate.
 async fn drive(
     channels: &[Channel],
-    cli: &Cli,
-    run: &str,
-    duration: Duration,
+    load: &Load,
+    make: Gen,
+    until: Until,
     rate: Option<f64>,
 ) -> Result<Phase> {
     let stop = Arc::new(AtomicBool::new(false));
-    let measuring = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(matches!(until, Until::Count(_))));
     let acks = Arc::new(AtomicU64::new(0));
     let rejected = Arc::new(AtomicU64::new(0));
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
     )?));
+    let quota = match until {
+        Until::Count(n) => n,
+        Until::Elapsed(_) => u64::MAX,
+    };
+    let started = Instant::now();
     let mut tasks = Vec::new();
-    for s in 0..cli.streams {
+    for s in 0..load.streams {
         let channel = channels[s % channels.len()].clone();
-        let (stop, measuring, acks, rejected, hist) = (
+        let (stop, measuring, acks, rejected, hist, make) = (
             stop.clone(),
             measuring.clone(),
             acks.clone(),
             rejected.clone(),
             hist.clone(),
+            make.clone(),
         );
-        let (size, window, run) = (cli.event_bytes, cli.window, run.to_string());
-        let per_stream = rate.map(|r| r / cli.streams as f64);
+        let window = load.window;
+        let per_stream = rate.map(|r| r / load.streams as f64);
         tasks.push(tokio::spawn(async move {
             let mut client = IngestClient::new(channel);
             let (tx, rx) = mpsc::channel::<AppendRequest>(window);
@@ -148,12 +224,11 @@ async fn drive(
             let sender = {
                 let (stop, credits) = (stop.clone(), credits.clone());
                 tokio::spawn(async move {
-                    let mut seq = 0u64;
                     let start = Instant::now();
-                    while !stop.load(Ordering::Relaxed) {
+                    let mut seq = 0u64;
+                    while seq < quota && !stop.load(Ordering::Relaxed) {
                         if let Some(r) = per_stream {
-                            // Pace: send event `seq` at start + seq/r, with a
-                            // random-free fixed schedule (open loop).
+                            // Open loop: event `seq` is due at start + seq/r.
                             let due = start + Duration::from_secs_f64(seq as f64 / r);
                             tokio::time::sleep_until(due.into()).await;
                         }
@@ -163,7 +238,7 @@ async fn drive(
                         permit.forget();
                         let req = AppendRequest {
                             log: String::new(),
-                            event: Some(event(s, seq, size, &run)),
+                            event: Some(make(s, seq)),
                         };
                         let _ = sent_tx.send(Instant::now());
                         if tx.send(req).await.is_err() {
@@ -174,22 +249,23 @@ async fn drive(
                 })
             };
             let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut received = 0u64;
             while let Some(resp) = responses.message().await? {
                 let sent = sent_rx.recv().await.context("ack without a send")?;
                 credits.add_permits(1);
-                if !measuring.load(Ordering::Relaxed) {
-                    continue;
-                }
-                match resp.result {
-                    Some(append_response::Result::Ack(_)) => {
-                        acks.fetch_add(1, Ordering::Relaxed);
-                        local.saturating_record(sent.elapsed().as_micros() as u64);
+                received += 1;
+                if measuring.load(Ordering::Relaxed) {
+                    match resp.result {
+                        Some(append_response::Result::Ack(_)) => {
+                            acks.fetch_add(1, Ordering::Relaxed);
+                            local.saturating_record(sent.elapsed().as_micros() as u64);
+                        }
+                        _ => {
+                            rejected.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                    _ => {
-                        rejected.fetch_add(1, Ordering::Relaxed);
-                    }
                 }
-                if stop.load(Ordering::Relaxed) {
+                if stop.load(Ordering::Relaxed) || received >= quota {
                     break;
                 }
             }
@@ -198,17 +274,33 @@ async fn drive(
             anyhow::Ok(())
         }));
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    measuring.store(true, Ordering::Relaxed);
-    let start = Instant::now();
-    tokio::time::sleep(duration).await;
-    let n = acks.load(Ordering::Relaxed);
-    let r = rejected.load(Ordering::Relaxed);
-    let elapsed = start.elapsed();
-    stop.store(true, Ordering::Relaxed);
+    let start = match until {
+        Until::Elapsed(d) => {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            measuring.store(true, Ordering::Relaxed);
+            let start = Instant::now();
+            tokio::time::sleep(d).await;
+            Some(start)
+        }
+        Until::Count(_) => None,
+    };
+    let (n, r) = (
+        acks.load(Ordering::Relaxed),
+        rejected.load(Ordering::Relaxed),
+    );
+    let elapsed = start.unwrap_or(started).elapsed();
+    stop.store(matches!(until, Until::Elapsed(_)), Ordering::Relaxed);
     for t in tasks {
         t.await??;
     }
+    let (n, r, elapsed) = match until {
+        Until::Count(_) => (
+            acks.load(Ordering::Relaxed),
+            rejected.load(Ordering::Relaxed),
+            started.elapsed(),
+        ),
+        Until::Elapsed(_) => (n, r, elapsed),
+    };
     let latency = Arc::try_unwrap(hist)
         .map_err(|_| anyhow::anyhow!("histogram still shared"))?
         .into_inner();
@@ -237,7 +329,7 @@ fn report(name: &str, p: &Phase) -> f64 {
 }
 
 /// The baseline: the same encoded events, keyed by index, in sync batches.
-fn baseline(dir: &Path, cli: &Cli, batch: usize, seconds: u64) -> Result<f64> {
+fn baseline(dir: &Path, event_bytes: usize, batch: usize, seconds: u64) -> Result<f64> {
     let path = dir.join("baseline-db");
     let _ = std::fs::remove_dir_all(&path);
     let mut opts = rocksdb::Options::default();
@@ -246,7 +338,7 @@ fn baseline(dir: &Path, cli: &Cli, batch: usize, seconds: u64) -> Result<f64> {
     let mut wo = rocksdb::WriteOptions::default();
     wo.set_sync(true);
     let events: Vec<Vec<u8>> = (0..batch)
-        .map(|i| event(0, i as u64, cli.event_bytes, "baseline").encode_to_vec())
+        .map(|i| event(0, i as u64, event_bytes, "baseline").encode_to_vec())
         .collect();
     let start = Instant::now();
     let mut index = 0u64;
@@ -277,9 +369,11 @@ impl Drop for Spawned {
     }
 }
 
-fn spawn_server(dir: &Path) -> Result<Spawned> {
+fn spawn_server(dir: &Path, fresh: bool) -> Result<Spawned> {
     let data = dir.join("data");
-    let _ = std::fs::remove_dir_all(&data);
+    if fresh {
+        let _ = std::fs::remove_dir_all(&data);
+    }
     std::fs::create_dir_all(dir)?;
     let ready = dir.join("ready.json");
     let _ = std::fs::remove_file(&ready);
@@ -354,49 +448,204 @@ async fn connect(addr: &str, n: usize) -> Result<Vec<Channel>> {
     Ok(v)
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let cli = Cli::parse();
-    let spawned = match &cli.server {
+async fn start(load: &Load, fresh: bool) -> Result<(Option<Spawned>, String, Vec<Channel>)> {
+    let spawned = match &load.server {
         Some(_) => None,
-        None => Some(spawn_server(&cli.dir)?),
+        None => Some(spawn_server(&load.dir, fresh)?),
     };
-    let addr = cli
+    let addr = load
         .server
         .clone()
         .or_else(|| spawned.as_ref().map(|s| s.grpc.clone()))
         .context("no server")?;
-    let channels = connect(&addr, cli.connections).await?;
-    let run = format!(
-        "b{}",
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)?
-            .as_millis()
-    );
+    let channels = connect(&addr, load.connections).await?;
+    Ok((spawned, addr, channels))
+}
+
+fn run_id() -> String {
+    let ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    format!("b{ms}")
+}
+
+async fn ingest(a: IngestArgs) -> Result<()> {
+    let (spawned, addr, channels) = start(&a.load, true).await?;
+    let load = &a.load;
     println!(
-        "ledger-bench: {} streams over {} connections, {}-byte events, window {}, {} s per phase, server {addr}",
-        cli.streams, cli.connections, cli.event_bytes, cli.window, cli.seconds
+        "ledger-bench ingest: {} streams over {} connections, {}-byte events, window {}, {} s per phase, server {addr}",
+        load.streams, load.connections, load.event_bytes, load.window, a.seconds
     );
-    let seconds = Duration::from_secs(cli.seconds);
-    let sat = drive(&channels, &cli, &format!("{run}s"), seconds, None).await?;
+    let gen_for = |run: String| -> Gen {
+        let size = a.load.event_bytes;
+        Arc::new(move |s, seq| event(s, seq, size, &run))
+    };
+    let seconds = Until::Elapsed(Duration::from_secs(a.seconds));
+    let run = run_id();
+    let sat = drive(&channels, load, gen_for(format!("{run}s")), seconds, None).await?;
     let rate = report("saturation", &sat);
-    let batch = match (&spawned, cli.baseline_batch) {
+    let batch = match (&spawned, a.baseline_batch) {
         (_, Some(b)) => Some(b as f64),
         (Some(s), None) => Some(mean_batch(&s.metrics)?),
         (None, None) => None,
     };
-    let target = rate * cli.latency_fraction;
-    let lat = drive(&channels, &cli, &format!("{run}l"), seconds, Some(target)).await?;
-    report(&format!("{:.0}% rate", cli.latency_fraction * 100.0), &lat);
+    let target = rate * a.latency_fraction;
+    let lat = drive(
+        &channels,
+        load,
+        gen_for(format!("{run}l")),
+        seconds,
+        Some(target),
+    )
+    .await?;
+    report(&format!("{:.0}% rate", a.latency_fraction * 100.0), &lat);
     drop(channels);
     drop(spawned);
-    if let (Some(batch), false) = (batch, cli.no_baseline) {
+    if let (Some(batch), false) = (batch, a.no_baseline) {
         let b = (batch.round() as usize).max(1);
-        let base = baseline(&cli.dir, &cli, b, cli.seconds)?;
+        let base = baseline(&load.dir, load.event_bytes, b, a.seconds)?;
         println!(
             "baseline     {base:>10.0} events/s   raw RocksDB, sync batches of {b} (mean group size of the saturation run)"
         );
         println!("ratio        {:>10.2}   ledger / baseline", rate / base);
     }
     Ok(())
+}
+
+/// Trace id of the large trace.
+fn big_trace() -> String {
+    format!("{:032x}", 0xb16_u128 << 64 | 1)
+}
+
+/// Trace id of small trace `t`.
+fn small_trace(t: u64) -> String {
+    format!("{:016x}{:016x}", 0x5a11_u64, t + 1)
+}
+
+fn percentiles(mut v: Vec<Duration>) -> String {
+    v.sort();
+    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0;
+    format!(
+        "p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} queries)",
+        q(0.5),
+        q(0.99),
+        q(1.0),
+        v.len()
+    )
+}
+
+async fn query(a: QueryArgs) -> Result<()> {
+    use ledger_proto::v1::TimelineRequest;
+    use ledger_proto::v1::query_client::QueryClient;
+    let (spawned, addr, channels) = start(&a.load, !a.reuse).await?;
+    let load = &a.load;
+    let streams = load.streams as u64;
+    let per_stream = a.entries.div_ceil(streams);
+    let total = per_stream * streams;
+    let every = (total / a.trace_events).max(1);
+    let small = a.small_trace_events.max(1);
+    println!(
+        "ledger-bench query: log of {total} entries, one trace of {} events spread through it, small traces of {small}, server {addr}",
+        total / every
+    );
+    if !a.reuse {
+        let size = load.event_bytes;
+        let run = run_id();
+        let make: Gen = Arc::new(move |s, seq| {
+            let g = seq * streams + s as u64;
+            let trace = if g.is_multiple_of(every) {
+                big_trace()
+            } else {
+                small_trace(g / small)
+            };
+            sized(
+                AuditEvent {
+                    event_id: format!("{run}-{g}"),
+                    correlation_id: trace,
+                    span_id: format!("{:016x}", g % 7 + 1),
+                    agent_id: format!("agent-{}", g % 100),
+                    tool_name: format!("tool-{}", g % 8),
+                    ..template()
+                },
+                size,
+            )
+        });
+        let fill = drive(&channels, load, make, Until::Count(per_stream), None).await?;
+        report("fill", &fill);
+    }
+    let client = QueryClient::new(channels[0].clone()).max_decoding_message_size(256 << 20);
+    for proofs in [false, true] {
+        let mut times = Vec::new();
+        let mut n = 0;
+        for _ in 0..30 {
+            let t = Instant::now();
+            let r = client
+                .clone()
+                .get_timeline(TimelineRequest {
+                    correlation_id: big_trace(),
+                    with_proofs: proofs,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            times.push(t.elapsed());
+            n = r.entries.len();
+        }
+        println!(
+            "timeline of {n} events{}: {}",
+            if proofs { " with inclusion proofs" } else { "" },
+            percentiles(times)
+        );
+    }
+    // Many small timelines at once: `concurrent` queries always in flight.
+    let traces = (total / small).max(1);
+    let stop = Instant::now() + Duration::from_secs(a.seconds);
+    let mut tasks = Vec::new();
+    for w in 0..a.concurrent {
+        let client = QueryClient::new(channels[w % channels.len()].clone());
+        tasks.push(tokio::spawn(async move {
+            let mut times = Vec::new();
+            let mut x = (w as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            while Instant::now() < stop {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let t = Instant::now();
+                let r = client
+                    .clone()
+                    .get_timeline(TimelineRequest {
+                        correlation_id: small_trace(x % traces),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                anyhow::ensure!(!r.entries.is_empty(), "small trace {} is empty", x % traces);
+                times.push(t.elapsed());
+            }
+            anyhow::Ok(times)
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{} concurrent small timelines: {:.0} queries/s, latency {}",
+        a.concurrent,
+        all.len() as f64 / secs,
+        percentiles(all)
+    );
+    drop(spawned);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Bench::Ingest(a) => ingest(a).await,
+        Bench::Query(a) => query(a).await,
+    }
 }
