@@ -18,6 +18,8 @@ pub struct Config {
     /// `human` or `json` log lines.
     pub log_format: LogFormat,
     pub ingest: IngestConfig,
+    /// Where signed checkpoints are anchored.
+    pub anchor: AnchorConfig,
     /// The logs (one per tenant). The first is the default log.
     pub logs: Vec<LogConfig>,
 }
@@ -46,6 +48,72 @@ pub struct IngestConfig {
     pub max_future_skew_secs: u64,
 }
 
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AnchorBackend {
+    /// A local directory (files made read-only). Protects against nothing
+    /// that can write to this machine: use `s3` in production.
+    Dir,
+    /// S3 (or compatible) with Object Lock in compliance mode.
+    S3,
+    /// No anchoring.
+    None,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnchorConfig {
+    pub backend: AnchorBackend,
+    /// Directory of the `dir` backend; default `<data_dir>/anchors`.
+    pub dir: Option<PathBuf>,
+    /// Seconds between anchors (only when the log grew). Also anchored on
+    /// shutdown.
+    pub interval_secs: u64,
+    pub s3: S3AnchorConfig,
+}
+
+/// The S3 backend. Credentials come from `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, never from this file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3AnchorConfig {
+    /// A bucket created with Object Lock enabled.
+    pub bucket: String,
+    /// Key prefix; objects go under `<prefix>/<origin>/checkpoint.<size>`.
+    pub prefix: String,
+    pub region: String,
+    /// Endpoint URL for S3-compatible stores (MinIO, …); empty for AWS.
+    pub endpoint: String,
+    /// Path-style addressing (needed by most S3-compatible stores).
+    pub force_path_style: bool,
+    /// Compliance-mode retention of each anchor, in days.
+    pub retention_days: u64,
+}
+
+impl Default for AnchorConfig {
+    fn default() -> Self {
+        AnchorConfig {
+            backend: AnchorBackend::Dir,
+            dir: None,
+            interval_secs: 60,
+            s3: S3AnchorConfig::default(),
+        }
+    }
+}
+
+impl Default for S3AnchorConfig {
+    fn default() -> Self {
+        S3AnchorConfig {
+            bucket: String::new(),
+            prefix: "agent-ledger".into(),
+            region: "us-east-1".into(),
+            endpoint: String::new(),
+            force_path_style: false,
+            retention_days: 2557,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -68,6 +136,7 @@ impl Default for Config {
             metrics_listen: "127.0.0.1:7401".parse().expect("valid default address"),
             log_format: LogFormat::Human,
             ingest: IngestConfig::default(),
+            anchor: AnchorConfig::default(),
             logs: vec![LogConfig {
                 id: "default".into(),
                 origin: "ledger.local/default".into(),
@@ -122,6 +191,18 @@ impl Config {
                 l.id
             );
         }
+        let a = &self.anchor;
+        anyhow::ensure!(a.interval_secs > 0, "anchor.interval_secs must be positive");
+        if a.backend == AnchorBackend::S3 {
+            anyhow::ensure!(
+                !a.s3.bucket.is_empty(),
+                "anchor.s3.bucket is required with backend = \"s3\""
+            );
+            anyhow::ensure!(
+                a.s3.retention_days > 0,
+                "anchor.s3.retention_days must be positive"
+            );
+        }
         let i = &self.ingest;
         anyhow::ensure!(
             i.queue_events > 0 && i.max_batch > 0,
@@ -132,6 +213,13 @@ impl Config {
             "ingest.queue_bytes must hold at least one event of max_payload_bytes"
         );
         Ok(())
+    }
+
+    pub fn anchor_dir(&self) -> PathBuf {
+        self.anchor
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("anchors"))
     }
 
     pub fn log_dir(&self, id: &str) -> PathBuf {

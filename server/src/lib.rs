@@ -4,6 +4,7 @@
 //!
 //! request → [`service`] → [`log`] → [`sequencer`] → [`store`] → ack
 
+pub mod anchor;
 pub mod config;
 pub mod log;
 pub mod metrics;

@@ -49,6 +49,13 @@ pub struct Metrics {
     pub queue_depth: Family<LogLabel, Gauge>,
     pub tree_size: Family<LogLabel, Gauge>,
     pub commit_failures: Family<LogLabel, Counter>,
+    /// Entries signed but not yet anchored.
+    pub anchor_lag: Family<LogLabel, Gauge>,
+    /// Tree size of the latest anchor written.
+    pub anchored_size: Family<LogLabel, Gauge>,
+    /// Unix time of the latest anchor written.
+    pub anchor_last_success: Family<LogLabel, Gauge>,
+    pub anchor_failures: Family<LogLabel, Counter>,
 }
 
 fn batch_buckets() -> Histogram {
@@ -69,6 +76,30 @@ impl Metrics {
         let queue_depth = Family::<LogLabel, Gauge>::default();
         let tree_size = Family::<LogLabel, Gauge>::default();
         let commit_failures = Family::<LogLabel, Counter>::default();
+        let anchor_lag = Family::<LogLabel, Gauge>::default();
+        let anchored_size = Family::<LogLabel, Gauge>::default();
+        let anchor_last_success = Family::<LogLabel, Gauge>::default();
+        let anchor_failures = Family::<LogLabel, Counter>::default();
+        registry.register(
+            "anchor_lag_entries",
+            "Entries covered by a signed checkpoint but not yet anchored",
+            anchor_lag.clone(),
+        );
+        registry.register(
+            "anchored_tree_size",
+            "Tree size of the latest checkpoint written to the anchor store",
+            anchored_size.clone(),
+        );
+        registry.register(
+            "anchor_last_success_timestamp_seconds",
+            "Unix time of the latest successful anchor",
+            anchor_last_success.clone(),
+        );
+        registry.register(
+            "anchor_failures",
+            "Failed attempts to write an anchor",
+            anchor_failures.clone(),
+        );
         registry.register(
             "appended_entries",
             "Entries appended to the log",
@@ -109,7 +140,31 @@ impl Metrics {
             queue_depth,
             tree_size,
             commit_failures,
+            anchor_lag,
+            anchored_size,
+            anchor_last_success,
+            anchor_failures,
         })
+    }
+
+    pub fn set_anchor_lag(&self, log: &str, lag: u64) {
+        self.anchor_lag.get_or_create(&log.into()).set(lag as i64);
+    }
+
+    pub fn anchored(&self, log: &str, size: u64) {
+        self.anchored_size
+            .get_or_create(&log.into())
+            .set(size as i64);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.anchor_last_success
+            .get_or_create(&log.into())
+            .set(now.as_secs() as i64);
+    }
+
+    pub fn anchor_failed(&self, log: &str) {
+        self.anchor_failures.get_or_create(&log.into()).inc();
     }
 
     pub fn reject(&self, log: &str, reason: &str) {

@@ -72,6 +72,65 @@ pub fn open_logs(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Vec<
         .collect()
 }
 
+/// Starts one anchorer per log on the configured store.
+async fn start_anchoring(
+    config: &Config,
+    logs: Vec<Arc<Log>>,
+    metrics: &Arc<Metrics>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    use crate::anchor::{AnchorStore, Anchorer, DirStore, S3Settings, S3Store};
+    use crate::config::AnchorBackend;
+    fn spawn<S: AnchorStore>(
+        store: Arc<S>,
+        logs: Vec<Arc<Log>>,
+        metrics: &Arc<Metrics>,
+        interval: Duration,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        tracing::info!(store = %store.describe(), interval = ?interval, "anchoring checkpoints");
+        logs.into_iter()
+            .map(|log| {
+                let a = Anchorer {
+                    store: store.clone(),
+                    log,
+                    metrics: metrics.clone(),
+                    interval,
+                };
+                tokio::spawn(a.run(stop.clone(), Duration::from_secs(10)))
+            })
+            .collect()
+    }
+    let interval = Duration::from_secs(config.anchor.interval_secs);
+    Ok(match config.anchor.backend {
+        AnchorBackend::None => {
+            tracing::warn!(
+                "anchoring is disabled: nothing outside this machine vouches for the log"
+            );
+            Vec::new()
+        }
+        AnchorBackend::Dir => {
+            let dir = config.anchor_dir();
+            let store = DirStore::new(&dir)
+                .with_context(|| format!("anchor directory {}", dir.display()))?;
+            spawn(Arc::new(store), logs, metrics, interval, stop)
+        }
+        AnchorBackend::S3 => {
+            let s3 = &config.anchor.s3;
+            let store = S3Store::connect(&S3Settings {
+                bucket: s3.bucket.clone(),
+                prefix: s3.prefix.clone(),
+                region: s3.region.clone(),
+                endpoint: (!s3.endpoint.is_empty()).then(|| s3.endpoint.clone()),
+                force_path_style: s3.force_path_style,
+                retention: Duration::from_secs(s3.retention_days * 86_400),
+            })
+            .await?;
+            spawn(Arc::new(store), logs, metrics, interval, stop)
+        }
+    })
+}
+
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -180,6 +239,15 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         std::fs::rename(&tmp, &path)?;
     }
 
+    let (anchor_stop, anchor_stop_rx) = tokio::sync::watch::channel(false);
+    let anchorers = start_anchoring(
+        &config,
+        logs.all().cloned().collect(),
+        &metrics,
+        anchor_stop_rx,
+    )
+    .await?;
+
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutdown requested: draining queued appends"),
         r = grpc_task => {
@@ -192,6 +260,11 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         .await;
     for log in logs.all() {
         log.shutdown().await;
+    }
+    // Every queued append is committed: anchor the final state.
+    let _ = anchor_stop.send(true);
+    for a in anchorers {
+        let _ = a.await;
     }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), metrics_task).await;

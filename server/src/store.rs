@@ -56,6 +56,8 @@ pub mod cf {
 mod meta {
     /// Number of entries committed (u64 BE).
     pub const TREE_SIZE: &[u8] = b"tree_size";
+    /// Tree size of the latest checkpoint written to the anchor store.
+    pub const ANCHORED_SIZE: &[u8] = b"anchored_size";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +195,22 @@ impl Store {
                 read_be(&v).ok_or_else(|| StoreError::Corrupt("tree_size is not 8 bytes".into()))
             }
         }
+    }
+
+    /// Tree size of the latest anchored checkpoint (0: none yet).
+    pub fn anchored_size(&self) -> Result<u64> {
+        match self.db.get_cf(self.cf(cf::META), meta::ANCHORED_SIZE)? {
+            None => Ok(0),
+            Some(v) => read_be(&v).ok_or_else(|| StoreError::Corrupt("anchored_size".into())),
+        }
+    }
+
+    /// Records an anchor. Not synced: losing it only means the same
+    /// checkpoint is anchored again, which the store answers as already there.
+    pub fn set_anchored_size(&self, size: u64) -> Result<()> {
+        Ok(self
+            .db
+            .put_cf(self.cf(cf::META), meta::ANCHORED_SIZE, be(size))?)
     }
 
     pub fn entry(&self, index: u64) -> Result<Option<Vec<u8>>> {

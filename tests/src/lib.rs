@@ -121,6 +121,9 @@ impl Server {
             .arg("--ready-file")
             .arg(&ready)
             .env("RUST_LOG", "info")
+            // For S3 anchoring against the test S3 server.
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log);
@@ -260,5 +263,130 @@ pub fn event(id: &str, n: u64) -> AuditEvent {
         attributes: [("k".to_string(), format!("v{n}"))].into_iter().collect(),
         payload: format!("{{\"n\":{n}}}").into_bytes(),
         payload_content_type: "application/json".into(),
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A real S3 API server (moto, from PyPI; `.ci/run` installs it) on
+/// 127.0.0.1, with Object Lock support. Killed on drop.
+pub struct S3Server {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server not found: install it with `pip install 'moto[server]'` (.ci/run does)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// An S3 client for this server (test credentials, path-style).
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        s3_client(&self.endpoint)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An S3 client for `endpoint` with moto's test credentials.
+pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// A TCP forwarder that can be cut off and restored: an outage of whatever
+/// is behind it, as seen by its clients.
+pub struct Outage {
+    pub addr: std::net::SocketAddr,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Outage {
+    /// Forwards a fresh 127.0.0.1 port to `target`.
+    pub async fn start(target: std::net::SocketAddr) -> Outage {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+            Default::default();
+        let accept = {
+            let (down, conns) = (down.clone(), conns.clone());
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if down.load(Ordering::SeqCst) {
+                        continue; // Dropped: connection reset.
+                    }
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    conns.lock().unwrap().push(task);
+                }
+            })
+        };
+        Outage {
+            addr,
+            down,
+            conns,
+            accept,
+        }
+    }
+
+    /// Cuts every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
     }
 }

@@ -64,6 +64,8 @@ pub struct AuditReport {
     pub root: String,
     /// Latest checkpoint that verified against the data.
     pub verified_size: u64,
+    /// Anchored checkpoints the data matched.
+    pub anchors_matched: u64,
     pub findings: Vec<Finding>,
 }
 
@@ -81,6 +83,14 @@ impl AuditReport {
 /// Findings beyond this many are counted, not kept.
 const MAX_FINDINGS: usize = 1000;
 
+/// Where a checkpoint the data is checked against came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Bundle,
+    /// Write-once anchor storage: what the log vouched for to the outside.
+    Anchor,
+}
+
 struct Auditor<'k> {
     key: &'k NoteVerifier,
     report: AuditReport,
@@ -88,7 +98,7 @@ struct Auditor<'k> {
     /// Leaf hashes of the last two entries (position - 1, position - 2).
     recent: [Option<Hash>; 2],
     /// Checkpoints waiting for the tree to reach their size.
-    pending: BTreeMap<u64, (Hash, String)>,
+    pending: BTreeMap<u64, (Hash, Source)>,
     /// Root per checkpoint size seen, to catch two signed histories.
     signed_roots: BTreeMap<u64, Hash>,
     /// After a structural break, roots cannot match; say so once.
@@ -224,7 +234,7 @@ impl Auditor<'_> {
             if cp_size > size {
                 break;
             }
-            let (root, _note) = self.pending.remove(&cp_size).expect("first key exists");
+            let (root, source) = self.pending.remove(&cp_size).expect("first key exists");
             self.report.checkpoints_checked += 1;
             if cp_size < size {
                 // Only reachable for checkpoints placed after the entries
@@ -237,8 +247,19 @@ impl Auditor<'_> {
                 continue;
             }
             if root == self.range.root() {
-                self.last_good = cp_size;
-                self.report.verified_size = cp_size;
+                self.last_good = self.last_good.max(cp_size);
+                self.report.verified_size = self.report.verified_size.max(cp_size);
+                if source == Source::Anchor {
+                    self.report.anchors_matched += 1;
+                }
+            } else if source == Source::Anchor {
+                self.find(
+                    TamperKind::Forked,
+                    cp_size,
+                    format!(
+                        "the checkpoint anchored at size {cp_size} has another root than these entries: the log was rewritten or forked after it was anchored"
+                    ),
+                );
             } else if self.broken_at.is_none() {
                 // The chain held but the signed root differs: entries between
                 // the last good checkpoint and this one were rewritten with a
@@ -286,7 +307,24 @@ impl Auditor<'_> {
         if cp.size < self.report.start {
             return; // Before the bundle: not checkable from it.
         }
-        self.pending.insert(cp.size, (cp.root, note.to_string()));
+        self.expect(cp.size, cp.root, Source::Bundle);
+    }
+
+    /// Queues a signed root to check the data against when it reaches `size`.
+    fn expect(&mut self, size: u64, root: Hash, source: Source) {
+        if let Some(&(other, _)) = self.pending.get(&size)
+            && other != root
+        {
+            self.find(
+                TamperKind::Forked,
+                size,
+                format!("two checkpoints signed for size {size} with different roots"),
+            );
+        }
+        // An anchor takes precedence: a mismatch against it is reported as such.
+        if source == Source::Anchor || !self.pending.contains_key(&size) {
+            self.pending.insert(size, (root, source));
+        }
         self.settle();
     }
 }
@@ -296,6 +334,18 @@ impl Auditor<'_> {
 pub fn audit_bundle<R: BufRead>(
     input: R,
     key: &NoteVerifier,
+    progress: impl FnMut(u64, u64),
+) -> Result<AuditReport, BundleError> {
+    audit_bundle_against(input, key, &[], progress)
+}
+
+/// [`audit_bundle`], also checking the entries against anchored checkpoints
+/// (already opened with the log key): each anchored size the bundle reaches
+/// must have the anchored root, and no anchor may lie beyond its end.
+pub fn audit_bundle_against<R: BufRead>(
+    input: R,
+    key: &NoteVerifier,
+    anchors: &[crate::Checkpoint],
     mut progress: impl FnMut(u64, u64),
 ) -> Result<AuditReport, BundleError> {
     let mut reader = BundleReader::new(input)?;
@@ -354,6 +404,11 @@ pub fn audit_bundle<R: BufRead>(
     } else {
         Hash::from_slice(&header.prev_leaf_hash)
     };
+    for cp in anchors {
+        if cp.size >= header.start {
+            a.expect(cp.size, cp.root, Source::Anchor);
+        }
+    }
     let total = header.end.saturating_sub(header.start);
     let mut held: Option<EntryRecord> = None;
     let mut ended = false;
@@ -408,7 +463,17 @@ pub fn audit_bundle<R: BufRead>(
     }
     progress(a.report.entries, total);
     let size = a.range.size();
-    if let Some((&cp_size, _)) = a.pending.last_key_value() {
+    let beyond: Vec<(u64, Source)> = a.pending.iter().map(|(s, (_, src))| (*s, *src)).collect();
+    if let Some(&(anchored, _)) = beyond.iter().rev().find(|(_, src)| *src == Source::Anchor) {
+        a.find(
+            TamperKind::RolledBack,
+            size,
+            format!(
+                "the log ends at {size} entries but size {anchored} was anchored: it was rolled back or truncated after anchoring"
+            ),
+        );
+    }
+    if let Some(&(cp_size, _)) = beyond.iter().rev().find(|(_, src)| *src == Source::Bundle) {
         a.find(
             TamperKind::Truncated,
             size,

@@ -11,6 +11,7 @@
 //! * [`tiles`]: the C2SP tlog-tiles layout of stored hashes.
 //! * [`tlog_proof`]: C2SP tlog-proof files, offline inclusion proofs for auditors.
 
+pub mod anchors;
 pub mod audit;
 pub mod bundle;
 pub mod checkpoint;

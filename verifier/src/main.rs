@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Parser, Subcommand, ValueEnum};
-use ledger_verify::audit::audit_bundle;
+use ledger_verify::anchors::{Anchor, check_anchors};
+use ledger_verify::audit::{Finding, TamperKind, audit_bundle_against};
 use ledger_verify::checkpoint::open_checkpoint;
 use ledger_verify::hash::{Hash, leaf_hash};
 use ledger_verify::note::NoteVerifier;
@@ -53,6 +54,7 @@ enum Command {
         file: PathBuf,
     },
     /// Check an offline inclusion proof (C2SP tlog-proof file) for one entry.
+    #[command(visible_alias = "inclusion")]
     Proof {
         #[arg(long)]
         key: String,
@@ -77,9 +79,37 @@ enum Command {
         key: String,
         /// The bundle file (`ledger export -o FILE`).
         file: PathBuf,
+        /// Also check the data against the anchored checkpoints in this
+        /// directory or `s3://bucket/prefix`.
+        #[arg(long)]
+        anchors: Option<String>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Check the anchored checkpoints in a directory or `s3://bucket/prefix`:
+    /// every one signed by the key, one history, never going back. (S3 uses
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and, for
+    /// S3-compatible stores, AWS_ENDPOINT_URL.)
+    Anchors {
+        #[arg(long)]
+        key: String,
+        source: String,
+    },
+    /// Check a running server: its current checkpoint is signed by the key
+    /// and extends every anchored checkpoint (no fork, no rollback).
+    Live {
+        #[arg(long)]
+        key: String,
+        /// The server's gRPC address.
+        #[arg(long, default_value = "http://127.0.0.1:7400")]
+        server: String,
+        /// The anchors to hold it to (directory or `s3://bucket/prefix`).
+        #[arg(long)]
+        anchors: Option<String>,
+        /// Log name on the server (default: its default log).
+        #[arg(long, default_value = "")]
+        log: String,
     },
     /// Check that a newer checkpoint extends an older one (RFC 9162 consistency).
     Consistency {
@@ -125,8 +155,246 @@ fn parse_key(arg: &str) -> Result<NoteVerifier> {
     })
 }
 
-fn audit(key: &str, file: &Path, quiet: bool) -> Result<Report> {
+/// Reads anchor objects from a directory or `s3://bucket/prefix`, keeping
+/// those of `origin` (`<origin>/checkpoint.<size>`).
+fn read_anchors(source: &str, origin: &str) -> Result<Vec<Anchor>> {
+    if let Some(rest) = source.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_end_matches('/');
+        let list_prefix = if prefix.is_empty() {
+            format!("{origin}/checkpoint.")
+        } else {
+            format!("{prefix}/{origin}/checkpoint.")
+        };
+        return read_s3_anchors(bucket, &list_prefix);
+    }
+    let root = Path::new(source);
+    anyhow::ensure!(root.is_dir(), "{source}: not a directory");
+    let dir = if root.join(origin).is_dir() {
+        root.join(origin)
+    } else {
+        root.to_path_buf()
+    };
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("checkpoint.") {
+            continue;
+        }
+        let path = e.path();
+        out.push(Anchor {
+            key: path.display().to_string(),
+            note: std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?,
+            written_at: e.metadata().ok().and_then(|m| m.modified().ok()),
+        });
+    }
+    Ok(out)
+}
+
+fn read_s3_anchors(bucket: &str, prefix: &str) -> Result<Vec<Anchor>> {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut b = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(
+                env("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
+            ));
+        if let (Some(k), Some(s)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+            b = b.credentials_provider(Credentials::new(
+                k,
+                s,
+                env("AWS_SESSION_TOKEN"),
+                None,
+                "environment",
+            ));
+        }
+        if let Some(e) = env("AWS_ENDPOINT_URL") {
+            b = b.endpoint_url(e).force_path_style(true);
+        }
+        let client = aws_sdk_s3::Client::from_conf(b.build());
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "listing s3://{bucket}/{prefix}: {}",
+                        aws_sdk_s3::error::DisplayErrorContext(&e)
+                    )
+                })?;
+            for o in page.contents() {
+                let Some(key) = o.key() else { continue };
+                let body = client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "reading s3://{bucket}/{key}: {}",
+                            aws_sdk_s3::error::DisplayErrorContext(&e)
+                        )
+                    })?
+                    .body
+                    .collect()
+                    .await?
+                    .into_bytes();
+                out.push(Anchor {
+                    key: format!("s3://{bucket}/{key}"),
+                    note: String::from_utf8_lossy(&body).into_owned(),
+                    written_at: o
+                        .last_modified()
+                        .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                });
+            }
+            match page.next_continuation_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => break,
+            }
+        }
+        Ok(out)
+    })
+}
+
+fn findings_text(findings: &[Finding]) -> String {
+    findings
+        .iter()
+        .map(|f| format!("\n  {:?} at {}: {}", f.kind, f.index, f.detail))
+        .collect()
+}
+
+fn anchors_report(key: &str, source: &str) -> Result<Report> {
     let key = parse_key(key)?;
+    let anchors = read_anchors(source, key.name())?;
+    anyhow::ensure!(
+        !anchors.is_empty(),
+        "{source}: no anchors of {} found",
+        key.name()
+    );
+    let check = check_anchors(&anchors, &key);
+    let ok = check.findings.is_empty();
+    let latest = check.checkpoints.last().map(|c| c.size).unwrap_or(0);
+    let summary = if ok {
+        format!(
+            "anchors OK: {} checkpoints of {} signed by the key, one history up to size {latest}",
+            check.checkpoints.len(),
+            key.name()
+        )
+    } else {
+        format!(
+            "anchors TAMPERED: {} finding(s){}",
+            check.findings.len(),
+            findings_text(&check.findings)
+        )
+    };
+    Ok(Report {
+        ok,
+        summary,
+        details: json!({"anchors": anchors.len(), "verified": check.checkpoints.len(), "latest_size": latest, "findings": check.findings}),
+    })
+}
+
+fn live(key: &str, server: &str, anchors: Option<&str>, log: &str) -> Result<Report> {
+    use ledger_verify::proto::proofs_client::ProofsClient;
+    use ledger_verify::proto::{GetCheckpointRequest, GetConsistencyProofRequest};
+    let key = parse_key(key)?;
+    let anchored = match anchors {
+        Some(src) => {
+            let a = read_anchors(src, key.name())?;
+            check_anchors(&a, &key)
+        }
+        None => Default::default(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut findings = anchored.findings.clone();
+    let latest = rt.block_on(async {
+        let mut client = ProofsClient::connect(server.to_string())
+            .await
+            .with_context(|| format!("connecting to {server}"))?;
+        let cp = client
+            .get_checkpoint(GetCheckpointRequest { log: log.to_string(), tree_size: 0 })
+            .await
+            .context("GetCheckpoint")?
+            .into_inner();
+        let latest = match open_checkpoint(&cp.note, &key) {
+            Ok(c) => c,
+            Err(e) => {
+                findings.push(Finding { kind: TamperKind::BadSignature, index: cp.tree_size, detail: format!("the server's checkpoint: {e}") });
+                return anyhow::Ok(None);
+            }
+        };
+        for a in &anchored.checkpoints {
+            if a.size > latest.size {
+                findings.push(Finding {
+                    kind: TamperKind::RolledBack,
+                    index: latest.size,
+                    detail: format!("the server is at size {} but size {} was anchored", latest.size, a.size),
+                });
+                continue;
+            }
+            let proof = client
+                .get_consistency_proof(GetConsistencyProofRequest { log: log.to_string(), old_size: a.size, new_size: latest.size })
+                .await
+                .with_context(|| format!("consistency proof {}..{}", a.size, latest.size))?
+                .into_inner()
+                .proof
+                .map(|p| p.hashes)
+                .unwrap_or_default();
+            let hashes: Option<Vec<Hash>> = proof.iter().map(|h| Hash::from_slice(h)).collect();
+            let ok = hashes.is_some_and(|h| verify_consistency(a.size, latest.size, &h, &a.root, &latest.root).is_ok());
+            if !ok {
+                findings.push(Finding {
+                    kind: TamperKind::Forked,
+                    index: a.size,
+                    detail: format!("the server's log at size {} does not extend the checkpoint anchored at size {}", latest.size, a.size),
+                });
+            }
+        }
+        anyhow::Ok(Some(latest))
+    })?;
+    let ok = findings.is_empty();
+    let size = latest.as_ref().map(|c| c.size).unwrap_or(0);
+    let summary = if ok {
+        format!(
+            "live OK: {server} serves {} at size {size}, signed by the key, extending all {} anchored checkpoints",
+            key.name(),
+            anchored.checkpoints.len()
+        )
+    } else {
+        format!(
+            "live TAMPERED: {} finding(s){}",
+            findings.len(),
+            findings_text(&findings)
+        )
+    };
+    Ok(Report {
+        ok,
+        summary,
+        details: json!({"tree_size": size, "anchors_checked": anchored.checkpoints.len(), "findings": findings}),
+    })
+}
+
+fn audit(key: &str, file: &Path, anchors: Option<&str>, quiet: bool) -> Result<Report> {
+    let key = parse_key(key)?;
+    let anchored = match anchors {
+        Some(src) => check_anchors(&read_anchors(src, key.name())?, &key),
+        None => Default::default(),
+    };
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let input = std::io::BufReader::with_capacity(1 << 20, f);
     let bar = if quiet {
@@ -141,24 +409,28 @@ fn audit(key: &str, file: &Path, quiet: bool) -> Result<Report> {
         )
     };
     let started = std::time::Instant::now();
-    let report = audit_bundle(input, &key, |done, total| {
+    let mut report = audit_bundle_against(input, &key, &anchored.checkpoints, |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })
     .with_context(|| format!("reading {}", file.display()))?;
     bar.finish_and_clear();
+    report
+        .findings
+        .splice(0..0, anchored.findings.iter().cloned());
     let secs = started.elapsed().as_secs_f64();
     let rate = report.entries as f64 / secs.max(1e-9);
     let ok = report.clean();
     let summary = if ok {
         format!(
-            "bundle OK: {} entries {}..{} of {}, {} checkpoints verified (latest size {}), {} payloads checked, {} redacted; root {} ({:.1} s, {:.0} entries/s)",
+            "bundle OK: {} entries {}..{} of {}, {} checkpoints verified (latest size {}), {} anchors matched, {} payloads checked, {} redacted; root {} ({:.1} s, {:.0} entries/s)",
             report.entries,
             report.start,
             report.tree_size,
             report.origin,
             report.checkpoints_checked,
             report.verified_size,
+            report.anchors_matched,
             report.payloads_checked,
             report.payloads_redacted,
             report.root,
@@ -173,9 +445,7 @@ fn audit(key: &str, file: &Path, quiet: bool) -> Result<Report> {
             report.origin,
             report.verified_size
         );
-        for f in &report.findings {
-            s.push_str(&format!("\n  {:?} at {}: {}", f.kind, f.index, f.detail));
-        }
+        s.push_str(&findings_text(&report.findings));
         s
     };
     let mut details = serde_json::to_value(&report)?;
@@ -190,7 +460,19 @@ fn audit(key: &str, file: &Path, quiet: bool) -> Result<Report> {
 
 fn run(command: Command) -> Result<Report> {
     Ok(match command {
-        Command::Bundle { key, file, quiet } => audit(&key, &file, quiet)?,
+        Command::Bundle {
+            key,
+            file,
+            anchors,
+            quiet,
+        } => audit(&key, &file, anchors.as_deref(), quiet)?,
+        Command::Anchors { key, source } => anchors_report(&key, &source)?,
+        Command::Live {
+            key,
+            server,
+            anchors,
+            log,
+        } => live(&key, &server, anchors.as_deref(), &log)?,
         Command::Checkpoint { key, file } => {
             let key = parse_key(&key)?;
             let note = read_input(&file)?;
