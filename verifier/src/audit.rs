@@ -105,6 +105,10 @@ struct Auditor<'k> {
     broken_at: Option<u64>,
     /// Size of the last checkpoint that matched.
     last_good: u64,
+    /// Claimed index minus position, after deletions and insertions.
+    shift: i64,
+    /// Position of the second half of a reported swap.
+    swapped: Option<u64>,
 }
 
 impl Auditor<'_> {
@@ -139,38 +143,60 @@ impl Auditor<'_> {
             ),
             Ok(entry) => {
                 let claimed = entry.index;
-                if claimed != position {
-                    if claimed == position + 1 && next_claim == Some(position) {
+                // The index this entry should claim, once earlier deletions
+                // and insertions are allowed for (so each is reported once).
+                let expect = position.wrapping_add_signed(self.shift);
+                let prev = prev_hash(&entry).ok();
+                if claimed != expect {
+                    if claimed == expect + 1 && next_claim == Some(expect) {
                         self.structural(
                             TamperKind::Reordered,
-                            position,
-                            format!("entries {position} and {} are swapped", position + 1),
+                            expect,
+                            format!("entries {expect} and {} are swapped", expect + 1),
                         );
-                    } else if claimed > position {
+                        self.swapped = Some(expect + 1);
+                    } else if self.swapped == Some(expect) && claimed + 1 == expect {
+                        // The second half of the swap reported just before.
+                    } else if claimed < expect && prev.is_some() && prev == self.recent[1] {
+                        // It links to the entry two back: the one just
+                        // before it was slipped in.
                         self.structural(
-                            TamperKind::DeletedEntry,
-                            position,
+                            TamperKind::InsertedEntry,
+                            position - 1,
                             format!(
-                                "entries {position}..{claimed} are missing ({} entries)",
-                                claimed - position
+                                "the entry at position {} is not in the log: entry {claimed} follows it but links to the entry before it",
+                                position - 1
                             ),
                         );
-                    } else if !(claimed + 1 == position && next_claim == Some(position + 1)) {
-                        // (The second half of a swap was reported with the first.)
+                        self.shift -= 1;
+                    } else if claimed > expect {
+                        self.structural(
+                            TamperKind::DeletedEntry,
+                            expect,
+                            format!(
+                                "entries {expect}..{claimed} are missing ({} entries)",
+                                claimed - expect
+                            ),
+                        );
+                        self.shift += (claimed - expect) as i64;
+                    } else {
                         self.structural(
                             TamperKind::InsertedEntry,
                             position,
                             format!(
-                                "entry at position {position} claims index {claimed}: an entry was inserted"
+                                "the entry at position {position} claims index {claimed}, which came before it"
                             ),
                         );
+                        self.shift -= (expect - claimed) as i64;
                     }
                 } else {
-                    match prev_hash(&entry) {
-                        Err(e) => {
-                            self.structural(TamperKind::ModifiedEntry, position, e.to_string())
-                        }
-                        Ok(prev) => {
+                    match prev {
+                        None => self.structural(
+                            TamperKind::ModifiedEntry,
+                            position,
+                            format!("entry {position} has a malformed prev_leaf_hash"),
+                        ),
+                        Some(prev) => {
                             if let Some(expected) = self.recent[0]
                                 && prev != expected
                                 && self.broken_at.is_none()
@@ -371,6 +397,8 @@ pub fn audit_bundle_against<R: BufRead>(
         signed_roots: BTreeMap::new(),
         broken_at: None,
         last_good: header.start,
+        shift: 0,
+        swapped: None,
     };
     if header.origin != key.name() {
         a.find(

@@ -1,0 +1,382 @@
+//! The tampering suite: a real log, tampered with in each way the verifier
+//! claims to detect, each reported with its kind and first bad index; the
+//! untouched log verifies clean.
+
+use ledger_client::{Client, Event, EventKind};
+use ledger_e2e::{Server, binary};
+use ledger_verify::audit::{AuditReport, TamperKind, audit_bundle};
+use ledger_verify::bundle::{BundleReader, BundleWriter};
+use ledger_verify::proto::{
+    BundleHeader, EntryRecord, LedgerEntry, SignedCheckpoint, bundle_item::Item,
+};
+use ledger_verify::{NoteVerifier, leaf_hash};
+use prost::Message;
+use std::path::Path;
+use std::process::Command;
+
+/// A bundle as items, to tamper with.
+struct Items {
+    header: BundleHeader,
+    body: Vec<Item>,
+}
+
+impl Items {
+    fn parse(bytes: &[u8]) -> Items {
+        let mut r = BundleReader::new(bytes).unwrap();
+        let Some(Item::Header(header)) = r.next_item().unwrap() else {
+            panic!("no header")
+        };
+        let mut body = Vec::new();
+        while let Some(item) = r.next_item().unwrap() {
+            if !matches!(item, Item::End(_)) {
+                body.push(item);
+            }
+        }
+        Items { header, body }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut w = BundleWriter::new(Vec::new(), self.header.clone()).unwrap();
+        for item in &self.body {
+            match item {
+                Item::Entry(e) => w.entry(e.clone()).unwrap(),
+                Item::Checkpoint(c) => w.checkpoint(c.clone()).unwrap(),
+                _ => unreachable!(),
+            }
+        }
+        w.finish().unwrap()
+    }
+
+    /// Position in `body` of entry `index`.
+    fn at(&self, index: u64) -> usize {
+        self.body
+            .iter()
+            .position(|i| matches!(i, Item::Entry(e) if e.index == index))
+            .unwrap()
+    }
+
+    fn entry_mut(&mut self, index: u64) -> &mut EntryRecord {
+        let p = self.at(index);
+        match &mut self.body[p] {
+            Item::Entry(e) => e,
+            _ => unreachable!(),
+        }
+    }
+
+    fn audit(&self, key: &NoteVerifier) -> AuditReport {
+        audit_bundle(self.bytes().as_slice(), key, |_, _| {}).unwrap()
+    }
+}
+
+fn assert_first(r: &AuditReport, kind: TamperKind, index: u64, case: &str) {
+    let f = r
+        .first()
+        .unwrap_or_else(|| panic!("{case}: tampering not detected"));
+    assert_eq!(
+        (f.kind, f.index),
+        (kind, index),
+        "{case}: {:#?}",
+        r.findings
+    );
+}
+
+async fn fill(server: &Server, rounds: u64, per: u64, tag: &str) {
+    let c = Client::connect(&server.grpc).await.unwrap();
+    let a = c.appender(Default::default());
+    for r in 0..rounds {
+        let mut acks = Vec::new();
+        for i in 0..per {
+            let e = Event::new(EventKind::ToolCall, format!("agent-{}", i % 4))
+                .tool("sql.execute")
+                .event_id(format!("{tag}-{r}-{i}"))
+                .payload_json(&serde_json::json!({"round": r, "i": i}))
+                .build();
+            acks.push(a.send(e).await.unwrap());
+        }
+        for ack in acks {
+            ack.await.unwrap();
+        }
+    }
+}
+
+async fn export(server: &Server) -> Vec<u8> {
+    let mut out = Vec::new();
+    Client::connect(&server.grpc)
+        .await
+        .unwrap()
+        .export(0, 0, true, &mut out, |_, _| {})
+        .await
+        .unwrap();
+    out
+}
+
+fn verify_cli(args: &[&str]) -> (i32, serde_json::Value) {
+    let out = Command::new(binary("ledger-verify"))
+        .args(["--format", "json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap(), v)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_kind_of_tampering_in_a_bundle_is_named_with_its_first_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    fill(&server, 10, 30, "t").await;
+    let key = server.verifier.clone();
+    let original = Items::parse(&export(&server).await);
+
+    let clean = original.audit(&key);
+    assert!(clean.clean(), "{:?}", clean.findings);
+    assert_eq!(clean.tree_size, 300);
+    assert!(clean.checkpoints_checked >= 10);
+
+    // Modified entry bytes (still a well-formed entry).
+    let mut t = Items::parse(&original.bytes());
+    let e = t.entry_mut(100);
+    let mut entry = LedgerEntry::decode(e.entry.as_slice()).unwrap();
+    entry.event.as_mut().unwrap().agent_id = "someone-else".into();
+    e.entry = entry.encode_to_vec();
+    assert_first(
+        &t.audit(&key),
+        TamperKind::ModifiedEntry,
+        100,
+        "modified entry",
+    );
+
+    // Modified payload.
+    let mut t = Items::parse(&original.bytes());
+    t.entry_mut(120).payload = br#"{"round":9,"i":9}"#.to_vec();
+    assert_first(
+        &t.audit(&key),
+        TamperKind::ModifiedPayload,
+        120,
+        "modified payload",
+    );
+
+    // Deleted entry.
+    let mut t = Items::parse(&original.bytes());
+    let p = t.at(150);
+    t.body.remove(p);
+    assert_first(
+        &t.audit(&key),
+        TamperKind::DeletedEntry,
+        150,
+        "deleted entry",
+    );
+
+    // Inserted entry: well formed, chained to its predecessor.
+    let mut t = Items::parse(&original.bytes());
+    let prev = leaf_hash(&t.entry_mut(169).entry.clone());
+    let mut forged = LedgerEntry::decode(t.entry_mut(170).entry.as_slice()).unwrap();
+    forged.prev_leaf_hash = prev.to_vec();
+    forged.event.as_mut().unwrap().event_id = "fabricated".into();
+    forged.event.as_mut().unwrap().agent_id = "cover-up".into();
+    let p = t.at(170);
+    t.body.insert(
+        p,
+        Item::Entry(EntryRecord {
+            index: 170,
+            entry: forged.encode_to_vec(),
+            ..Default::default()
+        }),
+    );
+    assert_first(
+        &t.audit(&key),
+        TamperKind::InsertedEntry,
+        170,
+        "inserted entry",
+    );
+
+    // Two entries swapped.
+    let mut t = Items::parse(&original.bytes());
+    let (a, b) = (t.at(200), t.at(201));
+    t.body.swap(a, b);
+    assert_first(
+        &t.audit(&key),
+        TamperKind::Reordered,
+        200,
+        "swapped entries",
+    );
+
+    // The tail cut off (its checkpoints still vouch for it).
+    let mut t = Items::parse(&original.bytes());
+    t.body
+        .retain(|i| !matches!(i, Item::Entry(e) if e.index >= 250));
+    assert_first(&t.audit(&key), TamperKind::Truncated, 250, "truncated tail");
+
+    // A checkpoint not signed by the log key.
+    let mut t = Items::parse(&original.bytes());
+    let p = t
+        .body
+        .iter()
+        .position(|i| matches!(i, Item::Checkpoint(_)))
+        .unwrap();
+    if let Item::Checkpoint(SignedCheckpoint { note, .. }) = &mut t.body[p] {
+        // Flip one character of the signature.
+        let at = note.rfind(' ').unwrap() + 10;
+        let mut b = note.clone().into_bytes();
+        b[at] = if b[at] == b'A' { b'B' } else { b'A' };
+        *note = String::from_utf8(b).unwrap();
+    }
+    let r = t.audit(&key);
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.kind == TamperKind::BadSignature),
+        "{:?}",
+        r.findings
+    );
+
+    // A bundle cut short in the middle of the file.
+    let bytes = original.bytes();
+    let r = audit_bundle(&bytes[..bytes.len() / 2], &key, |_, _| {}).unwrap();
+    assert!(r.findings.iter().any(|f| f.kind == TamperKind::Malformed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_with_the_store_rollback_and_a_forked_history_are_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let anchors = dir.path().join("anchors");
+    let config = format!(
+        "[anchor]\nbackend = \"dir\"\ndir = {:?}\ninterval_secs = 1\n",
+        anchors.display().to_string()
+    );
+    let mut server = Server::start_with(dir.path(), Some(&config));
+    let key = server.verifier.to_string();
+    let anchors_arg = anchors.to_str().unwrap().to_string();
+    fill(&server, 5, 40, "a").await;
+    server.stop(); // Anchors size 200.
+    let backup = dir.path().join("backup");
+    copy_dir(&server.data_dir, &backup);
+
+    // More history, anchored.
+    server.restart();
+    fill(&server, 5, 40, "b").await;
+    server.stop(); // Anchors size 400.
+
+    // 1. An entry's bytes changed inside RocksDB (the server's own
+    //    start-up check covers only the tail and the root of its tiles).
+    {
+        use ledgerd::store::{Store, be, cf};
+        let store = Store::open(&server.data_dir.join("logs/default/db")).unwrap();
+        let bytes = store.entry(77).unwrap().unwrap();
+        let mut e = LedgerEntry::decode(bytes.as_slice()).unwrap();
+        e.event.as_mut().unwrap().tool_name = "harmless.read".into();
+        let mut batch = store.new_batch();
+        store.put(&mut batch, cf::ENTRIES, &be(77), &e.encode_to_vec());
+        store.commit(batch).unwrap();
+    }
+    server.restart();
+    let file = dir.path().join("modified.bundle");
+    std::fs::write(&file, export(&server).await).unwrap();
+    let (code, v) = verify_cli(&["bundle", "--quiet", "--key", &key, file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["findings"][0]["kind"], "modified_entry");
+    assert_eq!(v["findings"][0]["index"], 77);
+    server.stop();
+
+    // 2. The whole store rolled back to the copy taken at size 200: it is
+    //    self-consistent, so the server starts, but the anchors say 400.
+    std::fs::remove_dir_all(&server.data_dir).unwrap();
+    copy_dir(&backup, &server.data_dir);
+    // The rolled-back server must not anchor over the evidence: run it
+    // without anchoring, as an operator hiding something would.
+    std::fs::write(
+        dir.path().join("ledgerd.toml"),
+        "[anchor]\nbackend = \"none\"\n",
+    )
+    .unwrap();
+    server.restart();
+    let (code, v) = verify_cli(&[
+        "live",
+        "--key",
+        &key,
+        "--server",
+        &server.grpc,
+        "--anchors",
+        &anchors_arg,
+    ]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["findings"][0]["kind"], "rolled_back");
+    let file = dir.path().join("rolled-back.bundle");
+    std::fs::write(&file, export(&server).await).unwrap();
+    let (code, v) = verify_cli(&[
+        "bundle",
+        "--quiet",
+        "--key",
+        &key,
+        "--anchors",
+        &anchors_arg,
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["findings"][0]["kind"], "rolled_back");
+    assert_eq!(v["findings"][0]["index"], 200);
+    // Offline, without the anchors, the rolled-back log is self-consistent:
+    // only the write-once copy can tell.
+    let (code, _) = verify_cli(&["bundle", "--quiet", "--key", &key, file.to_str().unwrap()]);
+    assert_eq!(code, 0);
+
+    // 3. A forked history signed with the right key: the rolled-back log
+    //    grows again with other events, past the anchored 400.
+    fill(&server, 6, 40, "fork").await;
+    let (code, v) = verify_cli(&[
+        "live",
+        "--key",
+        &key,
+        "--server",
+        &server.grpc,
+        "--anchors",
+        &anchors_arg,
+    ]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["findings"][0]["kind"], "forked");
+    let file = dir.path().join("forked.bundle");
+    std::fs::write(&file, export(&server).await).unwrap();
+    let (code, v) = verify_cli(&[
+        "bundle",
+        "--quiet",
+        "--key",
+        &key,
+        "--anchors",
+        &anchors_arg,
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{v}");
+    let forked: Vec<&serde_json::Value> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "forked")
+        .collect();
+    assert!(!forked.is_empty(), "{v}");
+    // The first anchored size past the common prefix of 200 entries.
+    let first = forked
+        .iter()
+        .map(|f| f["index"].as_u64().unwrap())
+        .min()
+        .unwrap();
+    assert!(first > 200 && first <= 400, "{v}");
+}
