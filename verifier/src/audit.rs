@@ -5,7 +5,7 @@
 
 use crate::bundle::{BundleError, BundleReader};
 use crate::checkpoint::open_checkpoint;
-use crate::entry::{SALT_LEN, decode_entry, payload_commitment, prev_hash};
+use crate::entry::{EntryError, EntryHead, SALT_LEN, decode_head, payload_commitment};
 use crate::hash::{Hash, leaf_hash};
 use crate::note::NoteVerifier;
 use crate::proto::{EntryRecord, bundle_item::Item};
@@ -131,11 +131,16 @@ impl Auditor<'_> {
 
     /// One entry at the next position; `next_claim` is the index the
     /// following entry claims (for telling a swap from a deletion).
-    fn entry(&mut self, rec: &EntryRecord, next_claim: Option<u64>) {
+    fn entry(
+        &mut self,
+        rec: &EntryRecord,
+        head: Result<EntryHead, EntryError>,
+        next_claim: Option<u64>,
+    ) {
         let position = self.range.size();
         let leaf = leaf_hash(&rec.entry);
         self.report.entries += 1;
-        match decode_entry(&rec.entry) {
+        match head {
             Err(e) => self.structural(
                 TamperKind::ModifiedEntry,
                 position,
@@ -146,7 +151,7 @@ impl Auditor<'_> {
                 // The index this entry should claim, once earlier deletions
                 // and insertions are allowed for (so each is reported once).
                 let expect = position.wrapping_add_signed(self.shift);
-                let prev = prev_hash(&entry).ok();
+                let prev = Hash::from_slice(&entry.prev_leaf_hash);
                 if claimed != expect {
                     if claimed == expect + 1 && next_claim == Some(expect) {
                         self.structural(
@@ -355,9 +360,21 @@ impl Auditor<'_> {
     }
 }
 
+/// Items handed from the reading thread to the checking one at a time.
+const READ_BATCH: usize = 512;
+
+/// What the reading thread hands over.
+enum Read {
+    Entry(EntryRecord, Result<EntryHead, EntryError>),
+    Other(Item),
+    CutShort(u64),
+    Failed(BundleError),
+    Done,
+}
+
 /// Audits a bundle against the log key the auditor trusts. `progress` is
 /// called with the number of entries done, now and then.
-pub fn audit_bundle<R: BufRead>(
+pub fn audit_bundle<R: BufRead + Send>(
     input: R,
     key: &NoteVerifier,
     progress: impl FnMut(u64, u64),
@@ -368,7 +385,7 @@ pub fn audit_bundle<R: BufRead>(
 /// [`audit_bundle`], also checking the entries against anchored checkpoints
 /// (already opened with the log key): each anchored size the bundle reaches
 /// must have the anchored root, and no anchor may lie beyond its end.
-pub fn audit_bundle_against<R: BufRead>(
+pub fn audit_bundle_against<R: BufRead + Send>(
     input: R,
     key: &NoteVerifier,
     anchors: &[crate::Checkpoint],
@@ -438,57 +455,75 @@ pub fn audit_bundle_against<R: BufRead>(
         }
     }
     let total = header.end.saturating_sub(header.start);
-    let mut held: Option<EntryRecord> = None;
-    let mut ended = false;
-    loop {
-        let item = match reader.next_item() {
-            Ok(i) => i,
-            Err(BundleError::Truncated { items }) => {
-                a.find(
+    // Reading and decoding run on their own thread; hashing and the checks
+    // on this one. Items arrive in file order, in batches.
+    std::thread::scope(|scope| -> Result<(), BundleError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Read>>(8);
+        scope.spawn(move || {
+            let mut batch = Vec::with_capacity(READ_BATCH);
+            loop {
+                let (msg, last) = match reader.next_item() {
+                    Ok(Some(Item::Entry(e))) => {
+                        let head = decode_head(&e.entry);
+                        (Read::Entry(e, head), false)
+                    }
+                    Ok(Some(item)) => {
+                        let end = matches!(item, Item::End(_));
+                        (Read::Other(item), end)
+                    }
+                    Ok(None) => (Read::Done, true),
+                    Err(BundleError::Truncated { items }) => (Read::CutShort(items), true),
+                    Err(e) => (Read::Failed(e), true),
+                };
+                batch.push(msg);
+                if last || batch.len() == READ_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(READ_BATCH));
+                    if tx.send(full).is_err() || last {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut held: Option<(EntryRecord, Result<EntryHead, EntryError>)> = None;
+        for msg in rx.into_iter().flatten() {
+            // One entry of look-ahead: a swap shows in the pair.
+            let next_claim = match &msg {
+                Read::Entry(_, Ok(h)) => Some(h.index),
+                _ => None,
+            };
+            if let Some((rec, rec_head)) = held.take() {
+                a.entry(&rec, rec_head, next_claim);
+                if a.report.entries.is_multiple_of(65536) {
+                    progress(a.report.entries, total);
+                }
+            }
+            match msg {
+                Read::Entry(e, head) => held = Some((e, head)),
+                Read::Other(Item::Checkpoint(c)) => a.checkpoint(&c.note),
+                Read::Other(Item::End(end)) => {
+                    if end.entries != a.report.entries {
+                        a.find(
+                            TamperKind::Malformed,
+                            a.range.size(),
+                            format!(
+                                "end marker counts {} entries, the bundle holds {}",
+                                end.entries, a.report.entries
+                            ),
+                        );
+                    }
+                }
+                Read::Other(_) => a.find(TamperKind::Malformed, a.range.size(), "a second header"),
+                Read::CutShort(items) => a.find(
                     TamperKind::Malformed,
                     a.range.size(),
                     format!("the bundle was cut short after {items} items"),
-                );
-                None
-            }
-            Err(e) => return Err(e),
-        };
-        // One entry of look-ahead: a swap shows in the pair.
-        let next_claim = match &item {
-            Some(Item::Entry(e)) => decode_entry(&e.entry).ok().map(|d| d.index),
-            _ => None,
-        };
-        if let Some(rec) = held.take() {
-            a.entry(&rec, next_claim);
-            if a.report.entries.is_multiple_of(65536) {
-                progress(a.report.entries, total);
+                ),
+                Read::Failed(e) => return Err(e),
+                Read::Done => {}
             }
         }
-        match item {
-            Some(Item::Entry(e)) => held = Some(e),
-            Some(Item::Checkpoint(c)) => a.checkpoint(&c.note),
-            Some(Item::End(end)) => {
-                ended = true;
-                if end.entries != a.report.entries {
-                    a.find(
-                        TamperKind::Malformed,
-                        a.range.size(),
-                        format!(
-                            "end marker counts {} entries, the bundle holds {}",
-                            end.entries, a.report.entries
-                        ),
-                    );
-                }
-            }
-            Some(Item::Header(_)) => {
-                a.find(TamperKind::Malformed, a.range.size(), "a second header")
-            }
-            None => break,
-        }
-        if ended {
-            break;
-        }
-    }
+        Ok(())
+    })?;
     progress(a.report.entries, total);
     let size = a.range.size();
     let beyond: Vec<(u64, Source)> = a.pending.iter().map(|(s, (_, src))| (*s, *src)).collect();

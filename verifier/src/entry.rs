@@ -40,6 +40,24 @@ pub fn decode_entry(bytes: &[u8]) -> Result<LedgerEntry, EntryError> {
     LedgerEntry::decode(bytes).map_err(|e| EntryError::Decode(e.to_string()))
 }
 
+/// The fields of a stored entry an audit needs, decoded without the event
+/// (prost skips the other fields by their length, so this costs little more
+/// than reading three varints). The leaf hash still covers every byte.
+#[derive(Clone, PartialEq, Message)]
+pub struct EntryHead {
+    #[prost(uint64, tag = "1")]
+    pub index: u64,
+    #[prost(bytes = "vec", tag = "2")]
+    pub prev_leaf_hash: Vec<u8>,
+    #[prost(bytes = "vec", tag = "6")]
+    pub payload_commitment: Vec<u8>,
+}
+
+/// Decodes the head of stored entry bytes.
+pub fn decode_head(bytes: &[u8]) -> Result<EntryHead, EntryError> {
+    EntryHead::decode(bytes).map_err(|e| EntryError::Decode(e.to_string()))
+}
+
 /// `prev_leaf_hash` of an entry as a hash.
 pub fn prev_hash(entry: &LedgerEntry) -> Result<Hash, EntryError> {
     Hash::from_slice(&entry.prev_leaf_hash).ok_or(EntryError::BadPrevHashLength {
