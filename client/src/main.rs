@@ -69,6 +69,13 @@ enum Cmd {
         /// Against the stored checkpoint of this size (default: the latest).
         #[arg(long, default_value_t = 0)]
         size: u64,
+        /// Also write the proof as a C2SP tlog-proof file, for
+        /// `ledger-verify inclusion` (with the entry bytes: --entry-out).
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+        /// Write the entry's stored bytes (the leaf input) here.
+        #[arg(long)]
+        entry_out: Option<std::path::PathBuf>,
     },
     /// Every event of one trace, drawn as a span tree.
     Timeline {
@@ -403,6 +410,8 @@ async fn run(cli: Cli) -> Result<()> {
             index,
             event_id,
             size,
+            output,
+            entry_out,
         } => {
             let leaf = match (index, event_id) {
                 (Some(i), _) => Leaf::Index(i),
@@ -410,6 +419,22 @@ async fn run(cli: Cli) -> Result<()> {
                 (None, None) => bail!("give an index or --event-id"),
             };
             let p = client.inclusion(leaf, size).await?;
+            if let Some(path) = &output {
+                let file = ledger_verify::tlog_proof::TlogProof {
+                    extra: None,
+                    index: p.index,
+                    proof: p.hashes.clone(),
+                    checkpoint_note: p.note.clone(),
+                };
+                std::fs::write(path, file.to_text())
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if let Some(path) = &entry_out {
+                let mut entries = client.entries(p.index, p.index + 1).await?;
+                let bytes = entries.pop().context("the server returned no entry")?.entry;
+                std::fs::write(path, bytes)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             if cli.json {
                 println!(
                     "{}",

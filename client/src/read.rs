@@ -233,6 +233,26 @@ impl Client {
         }
     }
 
+    /// Stored entries [start, end), as the server sends them (raw records:
+    /// the entry bytes are the leaf input).
+    pub async fn entries(&self, start: u64, end: u64) -> Result<Vec<EntryRecord>, Error> {
+        let mut s = self
+            .query()
+            .get_entries(ledger_proto::v1::GetEntriesRequest {
+                log: self.log.clone(),
+                start,
+                end,
+                include_payloads: false,
+            })
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(r) = s.message().await? {
+            out.push(r);
+        }
+        Ok(out)
+    }
+
     /// Streams an export bundle of [start, end) (end 0: up to the latest
     /// checkpoint) into `out`, calling `progress(done, total)` per chunk.
     /// Returns the bytes written.

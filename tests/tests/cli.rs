@@ -130,6 +130,51 @@ fn append_checkpoint_proof_and_consistency_from_the_command_line() {
     ));
     assert_eq!(p[0]["index"], 0);
 
+    // An offline proof file the auditor's verifier checks with the entry.
+    let proof_file = dir.path().join("entry2.tlog-proof");
+    let entry_file = dir.path().join("entry2.bin");
+    let o = ledger(
+        &server,
+        &key,
+        &[
+            "proof",
+            "2",
+            "-o",
+            proof_file.to_str().unwrap(),
+            "--entry-out",
+            entry_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = Command::new(binary("ledger-verify"))
+        .args(["inclusion", "--key", &key, "--entry"])
+        .arg(&entry_file)
+        .arg(&proof_file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+    let mut other_entry = std::fs::read(&entry_file).unwrap();
+    let last = other_entry.len() - 1;
+    other_entry[last] ^= 1;
+    std::fs::write(&entry_file, other_entry).unwrap();
+    let v = Command::new(binary("ledger-verify"))
+        .args(["inclusion", "--key", &key, "--entry"])
+        .arg(&entry_file)
+        .arg(&proof_file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        v.status.code(),
+        Some(1),
+        "a changed entry is not in the log"
+    );
+
     // The log grows; consistency with the kept note holds.
     let o = ledger(
         &server,
