@@ -117,6 +117,9 @@ enum Cmd {
         #[arg(long)]
         no_payloads: bool,
     },
+    /// Ask the server whether it is serving (gRPC health); exit 0 if so.
+    /// For container health checks.
+    Health,
     /// Prove the log only grew since a checkpoint you kept (no rewrite, no fork).
     Consistency {
         /// A signed checkpoint note saved earlier (`ledger checkpoint -o`).
@@ -644,6 +647,22 @@ async fn run(cli: Cli) -> Result<()> {
                     output.display()
                 );
             }
+        }
+        Cmd::Health => {
+            use tonic_health::pb::HealthCheckRequest;
+            use tonic_health::pb::health_client::HealthClient;
+            let status = HealthClient::new(client.channel())
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await?
+                .into_inner()
+                .status;
+            // 1 = SERVING in grpc.health.v1.
+            if status != 1 {
+                bail!("server is not serving (health status {status})");
+            }
+            println!("serving");
         }
         Cmd::Consistency { old, size } => {
             let key = cli

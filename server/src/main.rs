@@ -46,6 +46,11 @@ struct Cli {
     /// Load and check the configuration, print it as TOML, and exit.
     #[arg(long)]
     check_config: bool,
+    /// Generate a signing key for a log with this origin: the private key
+    /// goes to standard output (save it as the log's key_file, mode 0600),
+    /// the public verifier key to standard error. Then exit.
+    #[arg(long, value_name = "ORIGIN")]
+    generate_key: Option<String>,
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Config> {
@@ -71,6 +76,19 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(origin) = &cli.generate_key {
+        return match ledger_verify::NoteSigner::generate(origin) {
+            Ok(k) => {
+                println!("{}", k.to_private_key_string());
+                eprintln!("verifier key: {}", k.verifier());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ledgerd: --generate-key: {e}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let config = match load(&cli) {
         Ok(c) => c,
         Err(e) => {

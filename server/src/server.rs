@@ -258,6 +258,9 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     health
         .set_not_serving::<IngestServer<IngestService>>()
         .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
     for log in logs.all() {
         log.shutdown().await;
     }

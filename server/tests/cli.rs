@@ -49,3 +49,58 @@ fn check_config_prints_the_effective_configuration() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("logs.id"));
 }
+
+/// The configurations shipped in deploy/ (container, compose, Kubernetes)
+/// load and validate.
+#[test]
+fn the_deploy_configurations_load() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let mut configs = vec![
+        (
+            "deploy/ledgerd.toml",
+            std::fs::read_to_string(root.join("deploy/ledgerd.toml")).unwrap(),
+        ),
+        (
+            "deploy/compose/ledgerd.toml",
+            std::fs::read_to_string(root.join("deploy/compose/ledgerd.toml")).unwrap(),
+        ),
+    ];
+    // The ConfigMap's embedded file: the block under `ledgerd.toml: |`.
+    let cm = std::fs::read_to_string(root.join("deploy/k8s/configmap.yaml")).unwrap();
+    let block: String = cm
+        .split_once("ledgerd.toml: |\n")
+        .expect("configmap holds ledgerd.toml")
+        .1
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    configs.push(("deploy/k8s/configmap.yaml", block));
+    for (name, text) in configs {
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, &text).unwrap();
+        let o = ledgerd(&["--check-config", "--config", path.to_str().unwrap()]);
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let effective = String::from_utf8_lossy(&o.stdout);
+        assert!(effective.contains("[anchor]"), "{name}: {effective}");
+    }
+}
+
+#[test]
+fn generate_key_prints_a_signing_key_for_the_origin() {
+    let o = ledgerd(&["--generate-key", "ledger.example.com/shard-0"]);
+    assert!(o.status.success());
+    let private = String::from_utf8_lossy(&o.stdout);
+    let signer: ledger_verify::NoteSigner = private.trim().parse().unwrap();
+    assert_eq!(signer.name(), "ledger.example.com/shard-0");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("verifier key: {}", signer.verifier())),
+        "{err}"
+    );
+}
