@@ -3,10 +3,11 @@
 //! data in `./ledger-data`, needing no file at all.
 
 use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where logs keep their databases and keys.
@@ -24,14 +25,16 @@ pub struct Config {
     pub logs: Vec<LogConfig>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Human,
     Json,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestConfig {
     /// Appends that may wait for the sequencer, per log.
@@ -40,15 +43,19 @@ pub struct IngestConfig {
     pub queue_bytes: usize,
     /// Most entries in one commit group.
     pub max_batch: usize,
+    /// Largest event payload accepted, in bytes.
     pub max_payload_bytes: usize,
+    /// Most attributes on one event.
     pub max_attributes: usize,
+    /// Longest attribute key, in bytes.
     pub max_attribute_key_bytes: usize,
+    /// Longest attribute value, in bytes.
     pub max_attribute_value_bytes: usize,
     /// How far in the future an event's occurred_at may be.
     pub max_future_skew_secs: u64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AnchorBackend {
     /// A local directory (files made read-only). Protects against nothing
@@ -60,9 +67,12 @@ pub enum AnchorBackend {
     None,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnchorConfig {
+    /// Where anchors go: `dir` (a local directory; protects against nothing
+    /// that can write to this machine), `s3` (Object Lock, compliance mode),
+    /// or `none`.
     pub backend: AnchorBackend,
     /// Directory of the `dir` backend; default `<data_dir>/anchors`.
     pub dir: Option<PathBuf>,
@@ -74,13 +84,14 @@ pub struct AnchorConfig {
 
 /// The S3 backend. Credentials come from `AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, never from this file.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct S3AnchorConfig {
     /// A bucket created with Object Lock enabled.
     pub bucket: String,
     /// Key prefix; objects go under `<prefix>/<origin>/checkpoint.<size>`.
     pub prefix: String,
+    /// AWS region of the bucket.
     pub region: String,
     /// Endpoint URL for S3-compatible stores (MinIO, …); empty for AWS.
     pub endpoint: String,
@@ -114,7 +125,7 @@ impl Default for S3AnchorConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// Short name used in requests and paths: [a-z0-9-], 1 to 64 characters.
@@ -231,6 +242,131 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.log_dir(&log.id).join("log.key"))
     }
+}
+
+/// The configuration reference, in Markdown, generated from the types above
+/// (their doc comments) and the defaults: `ledgerd --config-reference`,
+/// kept as docs/configuration.md.
+pub fn reference() -> String {
+    use serde_json::Value;
+    let schema = serde_json::to_value(schemars::schema_for!(Config)).expect("schema is JSON");
+    let defs = schema.get("$defs").cloned().unwrap_or(Value::Null);
+    let defaults = serde_json::to_value(Config::default()).expect("defaults are JSON");
+    let resolve = |v: &Value| -> Value {
+        let r = v
+            .get("$ref")
+            .or_else(|| v.get("allOf").and_then(|a| a[0].get("$ref")))
+            .and_then(Value::as_str);
+        match r {
+            Some(r) => defs[r.trim_start_matches("#/$defs/")].clone(),
+            None => v.clone(),
+        }
+    };
+    let type_of = |v: &Value| -> String {
+        let v = resolve(v);
+        if let Some(e) = v.get("enum").and_then(Value::as_array) {
+            return e
+                .iter()
+                .map(|x| format!("`{}`", x.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(" \\| ");
+        }
+        if let Some(one) = v.get("oneOf").and_then(Value::as_array) {
+            return one
+                .iter()
+                .filter_map(|x| x.get("const").or_else(|| x.get("enum").map(|e| &e[0])))
+                .map(|x| format!("`{}`", x.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(" \\| ");
+        }
+        match &v["type"] {
+            Value::String(t) => t.clone(),
+            Value::Array(ts) => ts
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|t| *t != "null")
+                .collect::<Vec<_>>()
+                .join(" or "),
+            _ => "table".into(),
+        }
+    };
+    let one_line = |v: &Value| -> String {
+        resolve(v)
+            .get("description")
+            .or_else(|| v.get("description"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .replace('\n', " ")
+    };
+    let show = |v: &Value| -> String {
+        match v {
+            Value::Null => "(none)".into(),
+            Value::String(s) if s.is_empty() => "`\"\"`".into(),
+            Value::String(s) => format!("`{s:?}`"),
+            other => format!("`{other}`"),
+        }
+    };
+    let mut out = String::from(
+        "# Configuration reference\n\n\
+         Generated from the configuration types by `ledgerd --config-reference`; a \
+         test keeps this file in step with them. Settings come from the defaults, \
+         then `--config FILE` (TOML), then the `LEDGERD_*` environment variables \
+         and flags of `ledgerd --help`. Unknown keys are refused.\n",
+    );
+    // (section path, title, schema, defaults) in depth-first order.
+    let mut stack = vec![(
+        String::new(),
+        "top level".to_string(),
+        schema.clone(),
+        defaults.clone(),
+    )];
+    while let Some((section, title, node, dflt)) = stack.pop() {
+        let node = resolve(&node);
+        let Some(props) = node.get("properties").and_then(Value::as_object) else {
+            continue;
+        };
+        let _ = write!(out, "\n## {title}\n\n");
+        if let Some(d) = node.get("description").and_then(Value::as_str)
+            && !section.is_empty()
+        {
+            let _ = writeln!(out, "{}\n", d.replace('\n', " "));
+        }
+        out.push_str("| key | type | default | meaning |\n|---|---|---|---|\n");
+        let mut nested = Vec::new();
+        for (key, prop) in props {
+            let target = resolve(prop);
+            let d = dflt.get(key).cloned().unwrap_or(Value::Null);
+            if target.get("properties").is_some() {
+                let name = if section.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{section}.{key}")
+                };
+                nested.push((name.clone(), format!("`[{name}]`"), target, d));
+                continue;
+            }
+            if let Some(items) = target.get("items") {
+                let item = resolve(items);
+                if item.get("properties").is_some() {
+                    let first = d.get(0).cloned().unwrap_or(Value::Null);
+                    let title = format!(
+                        "`[[{key}]]` (repeated; defaults are those of the built-in first entry)"
+                    );
+                    nested.push((key.clone(), title, item, first));
+                    continue;
+                }
+            }
+            let _ = writeln!(
+                out,
+                "| `{key}` | {} | {} | {} |",
+                type_of(prop),
+                show(&d),
+                one_line(prop)
+            );
+        }
+        stack.extend(nested.into_iter().rev());
+    }
+    out
 }
 
 #[cfg(test)]

@@ -51,6 +51,9 @@ struct Cli {
     /// the public verifier key to standard error. Then exit.
     #[arg(long, value_name = "ORIGIN")]
     generate_key: Option<String>,
+    /// Print the configuration reference (Markdown) and exit.
+    #[arg(long)]
+    config_reference: bool,
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Config> {
@@ -76,6 +79,10 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if cli.config_reference {
+        print!("{}", ledgerd::config::reference());
+        return std::process::ExitCode::SUCCESS;
+    }
     if let Some(origin) = &cli.generate_key {
         return match ledger_verify::NoteSigner::generate(origin) {
             Ok(k) => {

@@ -104,3 +104,30 @@ fn generate_key_prints_a_signing_key_for_the_origin() {
         "{err}"
     );
 }
+
+/// docs/configuration.md is what `ledgerd --config-reference` generates from
+/// the configuration types: regenerate it when they change.
+#[test]
+fn the_configuration_reference_is_up_to_date() {
+    let o = ledgerd(&["--config-reference"]);
+    assert!(o.status.success());
+    let generated = String::from_utf8(o.stdout).unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
+    let committed = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        generated == committed,
+        "docs/configuration.md is stale: run `ledgerd --config-reference > docs/configuration.md`"
+    );
+    for key in [
+        "data_dir",
+        "interval_secs",
+        "retention_days",
+        "queue_bytes",
+        "key_file",
+    ] {
+        assert!(
+            generated.contains(&format!("`{key}`")),
+            "{key} undocumented"
+        );
+    }
+}
