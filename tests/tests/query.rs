@@ -761,3 +761,76 @@ async fn the_export_of_a_live_log_verifies_offline() {
     assert_eq!(r.verified_size, r.tree_size);
     assert!(r.checkpoints_checked > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn the_appender_resends_across_a_crash_and_each_event_is_recorded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let c = client(&server).await;
+    let appender = c.appender(ledger_client::AppenderOptions {
+        window: 256,
+        max_retries: 30,
+    });
+    let sender = {
+        let appender = appender.clone();
+        tokio::spawn(async move {
+            let mut acks = Vec::new();
+            for n in 0..3000u64 {
+                acks.push(appender.send(fixture_event(n)).await.unwrap());
+                if n % 100 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            let mut out = Vec::new();
+            for a in acks {
+                out.push(a.await);
+            }
+            out
+        })
+    };
+    // Crash the server mid-stream and bring it back on the same address.
+    while c
+        .checkpoint(0)
+        .await
+        .map(|cp| cp.checkpoint.size)
+        .unwrap_or(0)
+        < 500
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill9();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server = server.try_restart().unwrap();
+    let results = tokio::time::timeout(Duration::from_secs(120), sender)
+        .await
+        .expect("the appender finished after the restart")
+        .unwrap();
+    let acks: Vec<_> = results
+        .into_iter()
+        .map(|r| r.expect("every event acked in the end"))
+        .collect();
+    assert_eq!(acks.len(), 3000);
+
+    // Every event is in the log exactly once, at the index it was acked with.
+    let c = client(&server).await;
+    let mut all = c
+        .stream_events(EventFilter::default(), false, false)
+        .await
+        .unwrap();
+    let mut seen = std::collections::HashMap::new();
+    while let Some(r) = all.next().await.unwrap() {
+        let id = r.event().unwrap().event_id.clone();
+        assert!(
+            seen.insert(id.clone(), r.index).is_none(),
+            "{id} recorded twice"
+        );
+    }
+    assert_eq!(seen.len(), 3000);
+    for a in &acks {
+        assert_eq!(
+            seen[&a.event_id], a.index,
+            "{} acked at another index",
+            a.event_id
+        );
+    }
+}
