@@ -390,3 +390,22 @@ impl Drop for Outage {
         self.cut();
     }
 }
+
+/// Runs `ledger-verify --format json ARGS` with extra environment; returns
+/// its exit code and its JSON report.
+pub fn verify_json(args: &[&str], env: &[(&str, &str)]) -> (i32, serde_json::Value) {
+    let mut cmd = Command::new(binary("ledger-verify"));
+    cmd.args(["--format", "json"]).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run ledger-verify");
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "ledger-verify {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), v)
+}

@@ -4,8 +4,7 @@
 //! log to them.
 
 use ledger_client::{Client, Event, EventKind};
-use ledger_e2e::{Outage, S3Server, Server, binary};
-use std::process::Command;
+use ledger_e2e::{Outage, S3Server, Server, verify_json as verify};
 use std::time::{Duration, Instant};
 
 async fn append(server: &Server, n: usize, tag: &str) {
@@ -51,23 +50,6 @@ async fn wait_for(what: &str, secs: u64, mut ok: impl AsyncFnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn verify(args: &[&str], env: &[(&str, &str)]) -> (i32, serde_json::Value) {
-    let mut cmd = Command::new(binary("ledger-verify"));
-    cmd.args(["--format", "json"]).args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "ledger-verify {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), v)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

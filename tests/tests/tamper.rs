@@ -3,7 +3,7 @@
 //! untouched log verifies clean.
 
 use ledger_client::{Client, Event, EventKind};
-use ledger_e2e::{Server, binary};
+use ledger_e2e::{Server, verify_json};
 use ledger_verify::audit::{AuditReport, TamperKind, audit_bundle};
 use ledger_verify::bundle::{BundleReader, BundleWriter};
 use ledger_verify::proto::{
@@ -12,7 +12,6 @@ use ledger_verify::proto::{
 use ledger_verify::{NoteVerifier, leaf_hash};
 use prost::Message;
 use std::path::Path;
-use std::process::Command;
 
 /// A bundle as items, to tamper with.
 struct Items {
@@ -108,22 +107,6 @@ async fn export(server: &Server) -> Vec<u8> {
         .await
         .unwrap();
     out
-}
-
-fn verify_cli(args: &[&str]) -> (i32, serde_json::Value) {
-    let out = Command::new(binary("ledger-verify"))
-        .args(["--format", "json"])
-        .args(args)
-        .output()
-        .unwrap();
-    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap(), v)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -291,7 +274,10 @@ async fn tampering_with_the_store_rollback_and_a_forked_history_are_caught() {
     server.restart();
     let file = dir.path().join("modified.bundle");
     std::fs::write(&file, export(&server).await).unwrap();
-    let (code, v) = verify_cli(&["bundle", "--quiet", "--key", &key, file.to_str().unwrap()]);
+    let (code, v) = verify_json(
+        &["bundle", "--quiet", "--key", &key, file.to_str().unwrap()],
+        &[],
+    );
     assert_eq!(code, 1, "{v}");
     assert_eq!(v["findings"][0]["kind"], "modified_entry");
     assert_eq!(v["findings"][0]["index"], 77);
@@ -309,61 +295,76 @@ async fn tampering_with_the_store_rollback_and_a_forked_history_are_caught() {
     )
     .unwrap();
     server.restart();
-    let (code, v) = verify_cli(&[
-        "live",
-        "--key",
-        &key,
-        "--server",
-        &server.grpc,
-        "--anchors",
-        &anchors_arg,
-    ]);
+    let (code, v) = verify_json(
+        &[
+            "live",
+            "--key",
+            &key,
+            "--server",
+            &server.grpc,
+            "--anchors",
+            &anchors_arg,
+        ],
+        &[],
+    );
     assert_eq!(code, 1, "{v}");
     assert_eq!(v["findings"][0]["kind"], "rolled_back");
     let file = dir.path().join("rolled-back.bundle");
     std::fs::write(&file, export(&server).await).unwrap();
-    let (code, v) = verify_cli(&[
-        "bundle",
-        "--quiet",
-        "--key",
-        &key,
-        "--anchors",
-        &anchors_arg,
-        file.to_str().unwrap(),
-    ]);
+    let (code, v) = verify_json(
+        &[
+            "bundle",
+            "--quiet",
+            "--key",
+            &key,
+            "--anchors",
+            &anchors_arg,
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(code, 1, "{v}");
     assert_eq!(v["findings"][0]["kind"], "rolled_back");
     assert_eq!(v["findings"][0]["index"], 200);
     // Offline, without the anchors, the rolled-back log is self-consistent:
     // only the write-once copy can tell.
-    let (code, _) = verify_cli(&["bundle", "--quiet", "--key", &key, file.to_str().unwrap()]);
+    let (code, _) = verify_json(
+        &["bundle", "--quiet", "--key", &key, file.to_str().unwrap()],
+        &[],
+    );
     assert_eq!(code, 0);
 
     // 3. A forked history signed with the right key: the rolled-back log
     //    grows again with other events, past the anchored 400.
     fill(&server, 6, 40, "fork").await;
-    let (code, v) = verify_cli(&[
-        "live",
-        "--key",
-        &key,
-        "--server",
-        &server.grpc,
-        "--anchors",
-        &anchors_arg,
-    ]);
+    let (code, v) = verify_json(
+        &[
+            "live",
+            "--key",
+            &key,
+            "--server",
+            &server.grpc,
+            "--anchors",
+            &anchors_arg,
+        ],
+        &[],
+    );
     assert_eq!(code, 1, "{v}");
     assert_eq!(v["findings"][0]["kind"], "forked");
     let file = dir.path().join("forked.bundle");
     std::fs::write(&file, export(&server).await).unwrap();
-    let (code, v) = verify_cli(&[
-        "bundle",
-        "--quiet",
-        "--key",
-        &key,
-        "--anchors",
-        &anchors_arg,
-        file.to_str().unwrap(),
-    ]);
+    let (code, v) = verify_json(
+        &[
+            "bundle",
+            "--quiet",
+            "--key",
+            &key,
+            "--anchors",
+            &anchors_arg,
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(code, 1, "{v}");
     let forked: Vec<&serde_json::Value> = v["findings"]
         .as_array()
