@@ -36,7 +36,36 @@ use ledger_proto::v1::{
     proofs_client::ProofsClient,
 };
 use ledger_verify::checkpoint::open_checkpoint;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// Adds the caller's API key to every request.
+#[derive(Clone, Default)]
+pub struct Credentials(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// The transport every generated client of this crate runs on.
+pub type Transport = InterceptedService<Channel, Credentials>;
+
+/// How to reach a server over TLS.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// CA certificate (PEM) that signed the server's; system roots are not used.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate and key (PEM), for mutual TLS.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// Name to check the server certificate against (default: the host).
+    pub domain: Option<String>,
+}
 
 /// What can go wrong talking to a ledger.
 #[derive(Debug, thiserror::Error)]
@@ -94,34 +123,68 @@ pub struct VerifiedConsistency {
 #[derive(Clone)]
 pub struct Client {
     channel: Channel,
+    credentials: Credentials,
     log: String,
     key: Option<NoteVerifier>,
 }
 
 impl Client {
-    /// Connects to `addr` (`http://host:port`, or `host:port`).
+    /// Connects to `addr` (`http://host:port`, `https://…`, or `host:port`).
     pub async fn connect(addr: &str) -> Result<Client, Error> {
+        Client::connect_tls(addr, None).await
+    }
+
+    /// Connects, over TLS when `tls` is given (the address may then be
+    /// `https://` or bare).
+    pub async fn connect_tls(addr: &str, tls: Option<TlsOptions>) -> Result<Client, Error> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let uri = if addr.contains("://") {
             addr.to_string()
         } else {
-            format!("http://{addr}")
+            format!("{scheme}://{addr}")
         };
         let connect_err = |source| Error::Connect {
             addr: addr.to_string(),
             source,
         };
-        let channel = Endpoint::from_shared(uri)
+        let mut endpoint = Endpoint::from_shared(uri)
             .map_err(connect_err)?
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(connect_err)?;
+            .tcp_nodelay(true);
+        if let Some(t) = tls {
+            let mut c = ClientTlsConfig::new();
+            if let Some(ca) = t.ca_pem {
+                c = c.ca_certificate(Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = t.identity {
+                c = c.identity(Identity::from_pem(cert, key));
+            }
+            if let Some(d) = t.domain {
+                c = c.domain_name(d);
+            }
+            endpoint = endpoint.tls_config(c).map_err(connect_err)?;
+        }
+        let channel = endpoint.connect().await.map_err(connect_err)?;
         Ok(Client::from_channel(channel))
+    }
+
+    /// Sends this API key (`alk_<id>.<secret>`) with every request.
+    pub fn with_token(mut self, token: &str) -> Result<Client, Error> {
+        let v = format!("Bearer {}", token.trim())
+            .parse()
+            .map_err(|_| Error::Verification("the API key is not valid header text".into()))?;
+        self.credentials = Credentials(Some(v));
+        Ok(self)
+    }
+
+    /// A generated client's transport: the channel with the credentials.
+    pub fn transport(&self) -> Transport {
+        InterceptedService::new(self.channel.clone(), self.credentials.clone())
     }
 
     pub fn from_channel(channel: Channel) -> Client {
         Client {
             channel,
+            credentials: Credentials::default(),
             log: String::new(),
             key: None,
         }
@@ -142,11 +205,28 @@ impl Client {
     pub fn channel(&self) -> Channel {
         self.channel.clone()
     }
-    pub fn ingest(&self) -> IngestClient<Channel> {
-        IngestClient::new(self.channel.clone())
+    pub fn ingest(&self) -> IngestClient<Transport> {
+        IngestClient::new(self.transport())
     }
-    pub fn proofs(&self) -> ProofsClient<Channel> {
-        ProofsClient::new(self.channel.clone())
+    pub fn proofs(&self) -> ProofsClient<Transport> {
+        ProofsClient::new(self.transport())
+    }
+    pub fn admin(&self) -> ledger_proto::v1::admin_client::AdminClient<Transport> {
+        ledger_proto::v1::admin_client::AdminClient::new(self.transport())
+    }
+
+    /// Redacts the payload of entry `target` (admins only): appends a
+    /// redaction entry naming who and why; the tree still verifies.
+    pub async fn redact(&self, target: u64, reason: &str) -> Result<AppendAck, Error> {
+        Ok(self
+            .admin()
+            .redact(ledger_proto::v1::RedactRequest {
+                log: self.log.clone(),
+                target_index: target,
+                reason: reason.to_string(),
+            })
+            .await?
+            .into_inner())
     }
 
     /// Appends one event and waits until it is durable. Retrying with the

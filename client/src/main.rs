@@ -43,6 +43,18 @@ struct Cli {
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
+    /// API key (`alk_<id>.<secret>`, from `ledgerd keys create`).
+    #[arg(long, global = true, env = "LEDGER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Use TLS, trusting this CA certificate (PEM) for the server's.
+    #[arg(long, global = true, env = "LEDGER_CA")]
+    ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mutual TLS (with --client-key).
+    #[arg(long, global = true, env = "LEDGER_CERT", requires = "client_key")]
+    cert: Option<std::path::PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, global = true, env = "LEDGER_CLIENT_KEY", requires = "cert")]
+    client_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -116,6 +128,15 @@ enum Cmd {
         /// Leave payloads out (commitments still cover them).
         #[arg(long)]
         no_payloads: bool,
+    },
+    /// Erase the payload of an entry (admins only): appends a redaction entry
+    /// naming who and why; the tree still verifies.
+    Redact {
+        /// The entry whose payload is erased.
+        index: u64,
+        /// Why: legal basis or ticket (recorded in the log).
+        #[arg(long)]
+        reason: String,
     },
     /// Ask the server whether it is serving (gRPC health); exit 0 if so.
     /// For container health checks.
@@ -354,7 +375,26 @@ fn print_ack(ack: &ledger_client::AppendAck, json: bool) {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let mut client = Client::connect(&cli.server).await?.log(cli.log.clone());
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let tls = if cli.ca.is_some() || cli.cert.is_some() || cli.server.starts_with("https://") {
+        Some(ledger_client::TlsOptions {
+            ca_pem: cli.ca.as_deref().map(read).transpose()?,
+            identity: match (&cli.cert, &cli.client_key) {
+                (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                _ => None,
+            },
+            domain: None,
+        })
+    } else {
+        None
+    };
+    let mut client = Client::connect_tls(&cli.server, tls)
+        .await?
+        .log(cli.log.clone());
+    if let Some(t) = &cli.token {
+        client = client.with_token(t)?;
+    }
     if let Some(k) = cli.key.clone() {
         client = client.verifying_with(k);
     }
@@ -646,6 +686,17 @@ async fn run(cli: Cli) -> Result<()> {
                     output.display(),
                     output.display()
                 );
+            }
+        }
+        Cmd::Redact { index, reason } => {
+            let ack = client.redact(index, &reason).await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"target_index": index, "redaction_index": ack.index, "duplicate": ack.duplicate})
+                );
+            } else {
+                println!("payload of entry {index} redacted by entry {}", ack.index);
             }
         }
         Cmd::Health => {

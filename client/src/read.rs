@@ -13,7 +13,6 @@ use ledger_verify::entry::decode_entry;
 use ledger_verify::{Hash, leaf_hash};
 use std::time::Duration;
 use tonic::Streaming;
-use tonic::transport::Channel;
 
 /// One stored entry, decoded, with the leaf hash computed here from its bytes.
 #[derive(Debug, Clone)]
@@ -64,8 +63,8 @@ pub struct Page {
 }
 
 impl Client {
-    pub fn query(&self) -> QueryClient<Channel> {
-        QueryClient::new(self.channel.clone()).max_decoding_message_size(256 << 20)
+    pub fn query(&self) -> QueryClient<crate::Transport> {
+        QueryClient::new(self.transport()).max_decoding_message_size(256 << 20)
     }
 
     /// Opens the checkpoint a read was bounded by: verified when this client
@@ -264,7 +263,7 @@ impl Client {
         out: &mut (impl std::io::Write + ?Sized),
         mut progress: impl FnMut(u64, u64),
     ) -> Result<u64, ExportError> {
-        let mut stream = ExportClient::new(self.channel.clone())
+        let mut stream = ExportClient::new(self.transport())
             .export(ExportRequest {
                 log: self.log.clone(),
                 start,

@@ -21,6 +21,12 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// Where signed checkpoints are anchored.
     pub anchor: AnchorConfig,
+    /// Who may call, and how they prove it.
+    pub auth: AuthConfig,
+    /// TLS for the gRPC port.
+    pub tls: TlsConfig,
+    /// Per-caller limits.
+    pub limits: LimitsConfig,
     /// The logs (one per tenant). The first is the default log.
     pub logs: Vec<LogConfig>,
 }
@@ -53,6 +59,56 @@ pub struct IngestConfig {
     pub max_attribute_value_bytes: usize,
     /// How far in the future an event's occurred_at may be.
     pub max_future_skew_secs: u64,
+}
+
+/// Authentication. Credentials (API keys, client certificates) are managed
+/// with `ledgerd keys …` and kept, hashed, in `<data_dir>/access.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Refuse callers without a valid credential. When false every caller is
+    /// an anonymous admin of every log, recorded as `anonymous@<ip>`: only
+    /// allowed on a loopback address unless `allow_anonymous_remote` is set.
+    pub required: bool,
+    /// Allow unauthenticated callers on a non-loopback address (unsafe).
+    pub allow_anonymous_remote: bool,
+}
+
+/// TLS (rustls) for gRPC. With `client_ca_file`, clients may (or, with
+/// `client_auth = "required"`, must) present a certificate signed by it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Server certificate chain (PEM). TLS is on when this is set.
+    pub cert_file: Option<PathBuf>,
+    /// Server private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// CA (PEM) that signs client certificates, for mutual TLS.
+    pub client_ca_file: Option<PathBuf>,
+    /// `optional` or `required` client certificates (with `client_ca_file`).
+    pub client_auth: ClientAuth,
+    /// Serve plaintext gRPC on a non-loopback address (behind a TLS proxy).
+    pub allow_plaintext: bool,
+}
+
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    Optional,
+    Required,
+}
+
+/// Per-caller limits (0 = unlimited).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Sustained events per second one credential may append.
+    pub events_per_second: u64,
+    /// Burst above the sustained rate.
+    pub burst_events: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
@@ -148,6 +204,9 @@ impl Default for Config {
             log_format: LogFormat::Human,
             ingest: IngestConfig::default(),
             anchor: AnchorConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
+            limits: LimitsConfig::default(),
             logs: vec![LogConfig {
                 id: "default".into(),
                 origin: "ledger.local/default".into(),
@@ -202,6 +261,26 @@ impl Config {
                 l.id
             );
         }
+        let loopback = self.listen.ip().is_loopback();
+        let t = &self.tls;
+        anyhow::ensure!(
+            t.cert_file.is_some() == t.key_file.is_some(),
+            "tls.cert_file and tls.key_file go together"
+        );
+        anyhow::ensure!(
+            t.client_ca_file.is_some() || t.client_auth == ClientAuth::Optional,
+            "tls.client_auth = \"required\" needs tls.client_ca_file"
+        );
+        anyhow::ensure!(
+            loopback || t.cert_file.is_some() || t.allow_plaintext,
+            "listen {}: plaintext gRPC beyond loopback; configure [tls] (or set tls.allow_plaintext = true behind a TLS proxy)",
+            self.listen
+        );
+        anyhow::ensure!(
+            loopback || self.auth.required || self.auth.allow_anonymous_remote,
+            "listen {}: anonymous callers beyond loopback; set auth.required = true and create keys with `ledgerd keys create`",
+            self.listen
+        );
         let a = &self.anchor;
         anyhow::ensure!(a.interval_secs > 0, "anchor.interval_secs must be positive");
         if a.backend == AnchorBackend::S3 {

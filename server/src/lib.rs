@@ -5,6 +5,7 @@
 //! request → [`service`] → [`log`] → [`sequencer`] → [`store`] → ack
 
 pub mod anchor;
+pub mod auth;
 pub mod config;
 pub mod log;
 pub mod metrics;

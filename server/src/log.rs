@@ -193,6 +193,7 @@ impl Log {
             writer,
             reply,
             budget: Some(budget),
+            redaction: None,
         };
         match self.tx.try_send(Msg::Append(Box::new(job))) {
             Ok(()) => Ok(rx),
@@ -209,6 +210,86 @@ impl Log {
                 })
             }
         }
+    }
+
+    /// Appends a redaction entry for `target` and drops its stored payload
+    /// (legal erasure). The entry names who (`writer`) and why (`reason`);
+    /// the payload's commitment stays in the tree, so it still verifies.
+    /// Redacting the same entry again returns the original ack.
+    pub async fn redact(
+        &self,
+        target: u64,
+        reason: &str,
+        writer: String,
+    ) -> Result<AppendAck, Rejection> {
+        let fail = |code: Code, field: &str, message: String| Rejection {
+            code,
+            message,
+            field: field.into(),
+        };
+        let reason = reason.trim();
+        if reason.is_empty() || reason.len() > 1024 || reason.chars().any(char::is_control) {
+            return Err(fail(
+                Code::InvalidArgument,
+                "reason",
+                "reason: required, at most 1024 characters, no control characters (name the legal basis or ticket)".into(),
+            ));
+        }
+        let size = self.latest_checkpoint().map_or(0, |c| c.checkpoint.size);
+        if target >= size {
+            return Err(fail(
+                Code::OutOfRange,
+                "target_index",
+                format!("target_index: {target} is not in the log (size {size})"),
+            ));
+        }
+        let key = crate::sequencer::redaction_key(target);
+        let redone = self
+            .store
+            .dedup(&key)
+            .map_err(|e| fail(Code::Internal, "", e.to_string()))?
+            .is_some();
+        if !redone {
+            let bytes = self
+                .store
+                .entry(target)
+                .map_err(|e| fail(Code::Internal, "", e.to_string()))?
+                .ok_or_else(|| {
+                    fail(
+                        Code::DataLoss,
+                        "target_index",
+                        format!("entry {target} is missing"),
+                    )
+                })?;
+            let entry = ledger_verify::entry::decode_entry(&bytes)
+                .map_err(|e| fail(Code::DataLoss, "target_index", e.to_string()))?;
+            if entry.event.is_none() || entry.payload_commitment.is_empty() {
+                return Err(fail(
+                    Code::FailedPrecondition,
+                    "target_index",
+                    format!("target_index: entry {target} has no payload to redact"),
+                ));
+            }
+        }
+        let (reply, rx) = oneshot::channel();
+        let job = AppendJob {
+            event: AuditEvent {
+                event_id: key,
+                ..Default::default()
+            },
+            writer,
+            reply,
+            budget: None,
+            redaction: Some(ledger_proto::v1::Redaction {
+                target_index: target,
+                reason: reason.to_string(),
+            }),
+        };
+        self.tx
+            .send(Msg::Append(Box::new(job)))
+            .await
+            .map_err(|_| fail(Code::Unavailable, "", "server is shutting down".into()))?;
+        Log::await_ack(rx).await
     }
 
     /// Turns the sequencer's answer into an ack or a status.

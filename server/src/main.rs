@@ -54,6 +54,114 @@ struct Cli {
     /// Print the configuration reference (Markdown) and exit.
     #[arg(long)]
     config_reference: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Manage credentials (API keys, client certificates) in
+    /// `<data_dir>/access.json`; a running server picks changes up within a second.
+    #[command(subcommand)]
+    Keys(Keys),
+}
+
+#[derive(clap::Subcommand)]
+enum Keys {
+    /// Create an API key; the token is printed once and only its hash is kept.
+    Create {
+        /// The log (tenant) it is bound to.
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, value_enum)]
+        role: ledgerd::auth::Role,
+        /// For writers: an agent id it may append as (repeatable; none: any).
+        #[arg(long = "agent")]
+        agents: Vec<String>,
+        /// Who or what it is for.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Register a client certificate (PEM) for mutual TLS.
+    AddCert {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, value_enum)]
+        role: ledgerd::auth::Role,
+        #[arg(long = "agent")]
+        agents: Vec<String>,
+        #[arg(long, default_value = "")]
+        note: String,
+        /// The client's certificate, PEM.
+        cert: PathBuf,
+    },
+    /// Revoke a credential by id.
+    Revoke { id: String },
+    /// List credentials (never secrets).
+    List,
+}
+
+fn keys(config: &Config, cmd: Keys) -> anyhow::Result<()> {
+    use ledgerd::auth::AccessFile;
+    let path = AccessFile::path(&config.data_dir);
+    let mut file = AccessFile::load(&path)?;
+    let tenant_ok = |t: &str| {
+        anyhow::ensure!(
+            config.logs.iter().any(|l| l.id == t),
+            "--tenant {t:?}: no such log in the configuration"
+        );
+        Ok(())
+    };
+    match cmd {
+        Keys::Create {
+            tenant,
+            role,
+            agents,
+            note,
+        } => {
+            tenant_ok(&tenant)?;
+            let token = file.create_key(&tenant, role, agents, &note)?;
+            file.save(&path)?;
+            println!("{token}");
+        }
+        Keys::AddCert {
+            tenant,
+            role,
+            agents,
+            note,
+            cert,
+        } => {
+            tenant_ok(&tenant)?;
+            let pem = std::fs::read(&cert)?;
+            let id = file.add_cert(&tenant, role, agents, &pem, &note)?;
+            file.save(&path)?;
+            println!("{id}");
+        }
+        Keys::Revoke { id } => {
+            file.revoke(&id)?;
+            file.save(&path)?;
+            println!("revoked {id}");
+        }
+        Keys::List => {
+            for c in &file.credentials {
+                println!(
+                    "{}\t{:?}\t{}\t{:?}\t{}\t{}{}",
+                    c.id,
+                    c.kind,
+                    c.tenant,
+                    c.role,
+                    c.agents.join(","),
+                    c.note,
+                    if c.revoked_at.is_some() {
+                        "\tREVOKED"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Config> {
@@ -103,6 +211,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Some(Command::Keys(k)) = cli.command {
+        return match keys(&config, k) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ledgerd keys: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     if cli.check_config {
         match toml::to_string_pretty(&config) {
             Ok(t) => {

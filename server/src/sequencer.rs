@@ -31,6 +31,16 @@ pub struct AppendJob {
     pub reply: oneshot::Sender<AckResult>,
     /// Share of the queue's byte budget, returned when the job is done.
     pub budget: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Set for a redaction: the entry records it instead of `event` (whose
+    /// event_id, `#redact/<target>`, only serves to make it idempotent), and
+    /// the target's stored payload is dropped in the same batch.
+    pub redaction: Option<ledger_proto::v1::Redaction>,
+}
+
+/// The dedup key of the redaction of entry `target` ('#' cannot occur in a
+/// client's event_id, so no event can take it).
+pub fn redaction_key(target: u64) -> String {
+    format!("#redact/{target}")
 }
 
 pub enum Msg {
@@ -315,6 +325,7 @@ impl Sequencer {
                 writer,
                 reply,
                 budget,
+                redaction,
             } = job;
             budgets.push(budget);
             if let Some(index) = existing {
@@ -333,6 +344,37 @@ impl Sequencer {
                 continue;
             }
             let index = self.edge.size();
+            if let Some(r) = redaction {
+                let target = r.target_index;
+                let entry = LedgerEntry {
+                    index,
+                    prev_leaf_hash: self.edge.prev_leaf.to_vec(),
+                    integrated_at: Some(integrated_at),
+                    writer,
+                    redaction: Some(r),
+                    ..Default::default()
+                };
+                let bytes = encode_entry(&entry);
+                let leaf = leaf_hash(&bytes);
+                self.extend_tree(&mut batch, leaf);
+                self.edge.prev_leaf = leaf;
+                let key = be(index);
+                self.store.put(&mut batch, cf::ENTRIES, &key, &bytes);
+                self.store.delete(&mut batch, cf::PAYLOADS, &be(target));
+                self.store
+                    .put(&mut batch, cf::DEDUP, event.event_id.as_bytes(), &key);
+                let ack = AppendAck {
+                    event_id: event.event_id.clone(),
+                    index,
+                    leaf_hash: leaf.to_vec(),
+                    integrated_at: Some(integrated_at),
+                    duplicate: false,
+                };
+                in_group.insert(event.event_id.clone(), ack.clone());
+                replies.push((reply, Ok(ack)));
+                appended += 1;
+                continue;
+            }
             let payload = std::mem::take(&mut event.payload);
             let salt: [u8; SALT_LEN] = salts[i * SALT_LEN..(i + 1) * SALT_LEN]
                 .try_into()

@@ -4,12 +4,14 @@ use crate::config::Config;
 use crate::log::{Log, LogSettings};
 use crate::metrics::{self, Metrics};
 use crate::service::Logs;
+use crate::service::admin::AdminService;
 use crate::service::export::ExportService;
 use crate::service::ingest::IngestService;
 use crate::service::proofs::ProofsService;
 use crate::service::query::QueryService;
 use crate::validate::Limits;
 use anyhow::Context;
+use ledger_proto::v1::admin_server::AdminServer;
 use ledger_proto::v1::export_server::ExportServer;
 use ledger_proto::v1::ingest_server::IngestServer;
 use ledger_proto::v1::proofs_server::ProofsServer;
@@ -18,7 +20,9 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// What a started server tells its supervisor (and the tests): where it
 /// listens and the public keys of its logs.
@@ -70,6 +74,22 @@ pub fn open_logs(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Vec<
             .with_context(|| format!("log {}", l.id))
         })
         .collect()
+}
+
+/// The rustls server configuration, when TLS is configured.
+fn tls_config(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let t = &config.tls;
+    let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) else {
+        return Ok(None);
+    };
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &t.client_ca_file {
+        tls = tls
+            .client_ca_root(Certificate::from_pem(read(ca)?))
+            .client_auth_optional(t.client_auth == crate::config::ClientAuth::Optional);
+    }
+    Ok(Some(tls))
 }
 
 /// Starts one anchorer per log on the configured store.
@@ -175,19 +195,56 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         .build_v1()
         .context("building gRPC reflection")?;
 
+    let access = crate::auth::Access::new(config.auth.required, &config.data_dir)?;
+    {
+        // Revocations and new keys take effect within a second.
+        let access = access.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                access.refresh();
+            }
+        });
+    }
+    let authn = crate::auth::Authenticate(access.clone());
+    let limiter = Arc::new(crate::auth::RateLimiter::new(
+        config.limits.events_per_second,
+        config.limits.burst_events,
+    ));
     let max_message = config.ingest.max_payload_bytes + (256 << 10);
-    let ingest = IngestServer::new(IngestService { logs: logs.clone() })
-        .max_decoding_message_size(max_message);
-    let proofs = ProofsServer::new(ProofsService { logs: logs.clone() });
-    let query =
-        QueryServer::new(QueryService { logs: logs.clone() }).max_encoding_message_size(256 << 20);
-    let export = ExportServer::new(ExportService { logs: logs.clone() });
+    let ingest = InterceptedService::new(
+        IngestServer::new(IngestService {
+            logs: logs.clone(),
+            limiter,
+        })
+        .max_decoding_message_size(max_message),
+        authn.clone(),
+    );
+    let proofs = InterceptedService::new(
+        ProofsServer::new(ProofsService { logs: logs.clone() }),
+        authn.clone(),
+    );
+    let query = InterceptedService::new(
+        QueryServer::new(QueryService { logs: logs.clone() }).max_encoding_message_size(256 << 20),
+        authn.clone(),
+    );
+    let export = InterceptedService::new(
+        ExportServer::new(ExportService { logs: logs.clone() }),
+        authn.clone(),
+    );
+    let admin =
+        InterceptedService::new(AdminServer::new(AdminService { logs: logs.clone() }), authn);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls_config(&config)? {
+        builder = builder.tls_config(tls).context("TLS configuration")?;
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let grpc = tonic::transport::Server::builder()
+    let grpc = builder
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(16 << 20))
@@ -197,6 +254,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         .add_service(proofs)
         .add_service(query)
         .add_service(export)
+        .add_service(admin)
         // The builder's tcp_nodelay only reaches sockets tonic accepts
         // itself; without it here every small response waits out the
         // peer's delayed ACK (~40 ms).

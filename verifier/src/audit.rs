@@ -58,6 +58,8 @@ pub struct AuditReport {
     pub entries: u64,
     pub payloads_checked: u64,
     pub payloads_redacted: u64,
+    /// Redaction entries in the bundle (each names who and why).
+    pub redaction_entries: u64,
     pub checkpoints_checked: u64,
     /// Size and root of the tree the bundle's entries build.
     pub tree_size: u64,
@@ -109,6 +111,10 @@ struct Auditor<'k> {
     shift: i64,
     /// Position of the second half of a reported swap.
     swapped: Option<u64>,
+    /// Entries whose payload the bundle marks as redacted.
+    withheld: Vec<u64>,
+    /// Targets of the redaction entries seen.
+    redacted: std::collections::HashSet<u64>,
 }
 
 impl Auditor<'_> {
@@ -229,6 +235,10 @@ impl Auditor<'_> {
                         }
                     }
                 }
+                if let Some(r) = &entry.redaction {
+                    self.report.redaction_entries += 1;
+                    self.redacted.insert(r.target_index);
+                }
                 self.payload(rec, &entry.payload_commitment, position);
             }
         }
@@ -240,6 +250,7 @@ impl Auditor<'_> {
     fn payload(&mut self, rec: &EntryRecord, commitment: &[u8], position: u64) {
         if rec.payload_redacted {
             self.report.payloads_redacted += 1;
+            self.withheld.push(position);
             return;
         }
         if rec.payload.is_empty() && rec.payload_salt.is_empty() {
@@ -416,6 +427,8 @@ pub fn audit_bundle_against<R: BufRead + Send>(
         last_good: header.start,
         shift: 0,
         swapped: None,
+        withheld: Vec::new(),
+        redacted: Default::default(),
     };
     if header.origin != key.name() {
         a.find(
@@ -525,6 +538,16 @@ pub fn audit_bundle_against<R: BufRead + Send>(
         Ok(())
     })?;
     progress(a.report.entries, total);
+    // A payload may only be missing because a redaction entry erased it.
+    for i in std::mem::take(&mut a.withheld) {
+        if !a.redacted.contains(&i) {
+            a.find(
+                TamperKind::ModifiedPayload,
+                i,
+                format!("the payload of entry {i} is withheld, but no redaction entry names it"),
+            );
+        }
+    }
     let size = a.range.size();
     let beyond: Vec<(u64, Source)> = a.pending.iter().map(|(s, (_, src))| (*s, *src)).collect();
     if let Some(&(anchored, _)) = beyond.iter().rev().find(|(_, src)| *src == Source::Anchor) {

@@ -51,6 +51,15 @@ pub struct EntryHead {
     pub prev_leaf_hash: Vec<u8>,
     #[prost(bytes = "vec", tag = "6")]
     pub payload_commitment: Vec<u8>,
+    #[prost(message, optional, tag = "8")]
+    pub redaction: Option<RedactionHead>,
+}
+
+/// The target of a redaction entry.
+#[derive(Clone, PartialEq, Message)]
+pub struct RedactionHead {
+    #[prost(uint64, tag = "1")]
+    pub target_index: u64,
 }
 
 /// Decodes the head of stored entry bytes.

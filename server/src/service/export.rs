@@ -135,8 +135,12 @@ impl Export for ExportService {
     type ExportStream = ChunkStream;
 
     async fn export(&self, req: Request<ExportRequest>) -> Result<Response<ChunkStream>, Status> {
+        let who = crate::auth::caller(&req)?;
         let req = req.into_inner();
-        let log = self.logs.resolve(&req.log)?.clone();
+        let log = self
+            .logs
+            .authorize(&who, crate::auth::Action::Export, &req.log)?
+            .clone();
         let latest = checkpoint_at(&log, 0).await?;
         if req.end > latest.tree_size {
             return Err(Status::out_of_range(format!(

@@ -1,6 +1,7 @@
 //! The Ingest service: unary `Append` and bidirectional `AppendStream`.
 
-use super::{Logs, writer_of};
+use super::Logs;
+use crate::auth::{Action, Identity, RateLimiter, caller};
 use crate::log::{Log, Rejection};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use ledger_proto::v1::ingest_server::Ingest;
@@ -20,6 +21,40 @@ const STREAM_WINDOW: usize = 4096;
 
 pub struct IngestService {
     pub logs: Arc<Logs>,
+    pub limiter: Arc<RateLimiter>,
+}
+
+type AckReceiver =
+    tokio::sync::oneshot::Receiver<Result<AppendAck, crate::sequencer::SequencerError>>;
+
+/// Everything between a request and the sequencer: the caller's right to
+/// this log and this agent id, its rate, then validation and the queue.
+fn admit(
+    logs: &Logs,
+    limiter: &RateLimiter,
+    who: &Identity,
+    req: AppendRequest,
+) -> Result<AckReceiver, Rejection> {
+    let from_status = |s: Status, field: &str| Rejection {
+        code: s.code(),
+        message: s.message().to_string(),
+        field: field.into(),
+    };
+    let log = logs
+        .authorize(who, Action::Append, &req.log)
+        .map_err(|s| from_status(s, "log"))?;
+    if let Some(e) = &req.event {
+        who.check_agent(&e.agent_id)
+            .map_err(|s| from_status(s, "event.agent_id"))?;
+    }
+    if !limiter.take(&who.name) {
+        return Err(Rejection {
+            code: tonic::Code::ResourceExhausted,
+            message: format!("{}: over its rate limit; retry later", who.name),
+            field: String::new(),
+        });
+    }
+    log.submit(req.event, who.name.clone())
 }
 
 type Pending = Pin<Box<dyn Future<Output = AppendResponse> + Send>>;
@@ -44,10 +79,10 @@ fn acked(ack: AppendAck) -> AppendResponse {
 #[tonic::async_trait]
 impl Ingest for IngestService {
     async fn append(&self, req: Request<AppendRequest>) -> Result<Response<AppendAck>, Status> {
-        let writer = writer_of(&req);
-        let req = req.into_inner();
-        let log = self.logs.resolve(&req.log)?;
-        log.append(req.event, writer)
+        let who = caller(&req)?;
+        let rx =
+            admit(&self.logs, &self.limiter, &who, req.into_inner()).map_err(|r| r.to_status())?;
+        Log::await_ack(rx)
             .await
             .map(Response::new)
             .map_err(|r| r.to_status())
@@ -59,9 +94,10 @@ impl Ingest for IngestService {
         &self,
         req: Request<Streaming<AppendRequest>>,
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
-        let writer = writer_of(&req);
+        let who = caller(&req)?;
         let mut inbound = req.into_inner();
         let logs = self.logs.clone();
+        let limiter = self.limiter.clone();
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
             let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
@@ -78,10 +114,7 @@ impl Ingest for IngestService {
                         match msg {
                             Ok(Some(req)) => {
                                 let event_id = req.event.as_ref().map(|e| e.event_id.clone()).unwrap_or_default();
-                                let submitted = logs
-                                    .resolve(&req.log)
-                                    .map_err(|s| Rejection { code: s.code(), message: s.message().to_string(), field: "log".into() })
-                                    .and_then(|log| log.submit(req.event, writer.clone()));
+                                let submitted = admit(&logs, &limiter, &who, req);
                                 let fut: Pending = match submitted {
                                     Ok(rx) => Box::pin(async move {
                                         match Log::await_ack(rx).await {

@@ -1,6 +1,7 @@
 //! gRPC handlers: thin. They resolve the log, identify the caller, validate
 //! and hand over to the log; they never order or write anything themselves.
 
+pub mod admin;
 pub mod export;
 pub mod ingest;
 pub mod proofs;
@@ -38,11 +39,16 @@ impl Logs {
     }
 }
 
-/// Who sent a request. Until authentication is configured every caller is
-/// anonymous; the peer address is kept so entries stay attributable.
-pub fn writer_of<T>(req: &tonic::Request<T>) -> String {
-    match req.remote_addr() {
-        Some(addr) => format!("anonymous@{}", addr.ip()),
-        None => "anonymous".to_string(),
+impl Logs {
+    /// The log a caller may use for `action`: its own tenant's (the one the
+    /// request names must be it, or empty).
+    pub fn authorize(
+        &self,
+        who: &crate::auth::Identity,
+        action: crate::auth::Action,
+        requested: &str,
+    ) -> Result<&Arc<Log>, Status> {
+        let name = who.check(action, requested)?;
+        self.resolve(name.as_deref().unwrap_or(""))
     }
 }

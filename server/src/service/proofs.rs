@@ -34,8 +34,11 @@ impl Proofs for ProofsService {
         &self,
         req: Request<GetCheckpointRequest>,
     ) -> Result<Response<SignedCheckpoint>, Status> {
+        let who = crate::auth::caller(&req)?;
         let req = req.into_inner();
-        let log = self.logs.resolve(&req.log)?;
+        let log = self
+            .logs
+            .authorize(&who, crate::auth::Action::Read, &req.log)?;
         checkpoint_at(log, req.tree_size).await.map(Response::new)
     }
 
@@ -43,8 +46,12 @@ impl Proofs for ProofsService {
         &self,
         req: Request<GetInclusionProofRequest>,
     ) -> Result<Response<GetInclusionProofResponse>, Status> {
+        let who = crate::auth::caller(&req)?;
         let req = req.into_inner();
-        let log = self.logs.resolve(&req.log)?.clone();
+        let log = self
+            .logs
+            .authorize(&who, crate::auth::Action::Read, &req.log)?
+            .clone();
         let cp = checkpoint_at(&log, req.tree_size).await?;
         let leaf = req
             .leaf
@@ -84,8 +91,12 @@ impl Proofs for ProofsService {
         &self,
         req: Request<GetConsistencyProofRequest>,
     ) -> Result<Response<GetConsistencyProofResponse>, Status> {
+        let who = crate::auth::caller(&req)?;
         let req = req.into_inner();
-        let log = self.logs.resolve(&req.log)?.clone();
+        let log = self
+            .logs
+            .authorize(&who, crate::auth::Action::Read, &req.log)?
+            .clone();
         let cp = checkpoint_at(&log, req.new_size).await?;
         let (old, new) = (req.old_size, cp.tree_size);
         if old > new {

@@ -109,8 +109,12 @@ impl Query for QueryService {
         &self,
         req: Request<TimelineRequest>,
     ) -> Result<Response<TimelineResponse>, Status> {
+        let who = crate::auth::caller(&req)?;
         let req = req.into_inner();
-        let log = self.logs.resolve(&req.log)?.clone();
+        let log = self
+            .logs
+            .authorize(&who, crate::auth::Action::Read, &req.log)?
+            .clone();
         let trace = query::parse_trace_id("correlation_id", &req.correlation_id)?;
         let cp = view(&log, req.proof_tree_size).await?;
         let store = log.store.clone();
@@ -138,8 +142,12 @@ impl Query for QueryService {
         &self,
         req: Request<ListEventsRequest>,
     ) -> Result<Response<ListEventsResponse>, Status> {
+        let who = crate::auth::caller(&req)?;
         let req = req.into_inner();
-        let log = self.logs.resolve(&req.log)?.clone();
+        let log = self
+            .logs
+            .authorize(&who, crate::auth::Action::Read, &req.log)?
+            .clone();
         let filter = Filter::from_proto(req.filter.as_ref())?;
         let cursor = if req.page_token.is_empty() {
             None
@@ -188,8 +196,12 @@ impl Query for QueryService {
         &self,
         req: Request<ListEventsRequest>,
     ) -> Result<Response<RecordStream>, Status> {
+        let who = crate::auth::caller(&req)?;
         let req = req.into_inner();
-        let log = self.logs.resolve(&req.log)?.clone();
+        let log = self
+            .logs
+            .authorize(&who, crate::auth::Action::Read, &req.log)?
+            .clone();
         let filter = Filter::from_proto(req.filter.as_ref())?;
         let mut cursor = if req.page_token.is_empty() {
             None
@@ -246,8 +258,12 @@ impl Query for QueryService {
     type TailStream = RecordStream;
 
     async fn tail(&self, req: Request<TailRequest>) -> Result<Response<RecordStream>, Status> {
+        let who = crate::auth::caller(&req)?;
         let req = req.into_inner();
-        let log = self.logs.resolve(&req.log)?.clone();
+        let log = self
+            .logs
+            .authorize(&who, crate::auth::Action::Read, &req.log)?
+            .clone();
         let filter = Filter::from_proto(req.filter.as_ref())?;
         let (tx, rx) = mpsc::channel(64);
         let mut next = req.from_index;
@@ -314,8 +330,12 @@ impl Query for QueryService {
         &self,
         req: Request<GetEntriesRequest>,
     ) -> Result<Response<RecordStream>, Status> {
+        let who = crate::auth::caller(&req)?;
         let req = req.into_inner();
-        let log = self.logs.resolve(&req.log)?.clone();
+        let log = self
+            .logs
+            .authorize(&who, crate::auth::Action::Read, &req.log)?
+            .clone();
         let cp = view(&log, 0).await?;
         let end = if req.end == 0 {
             cp.tree_size

@@ -1,0 +1,26 @@
+//! The Admin service: redaction of a payload (legal erasure), for admins of
+//! the log only. Nothing is ever deleted or updated otherwise.
+
+use super::Logs;
+use crate::auth::{Action, caller};
+use ledger_proto::v1::admin_server::Admin;
+use ledger_proto::v1::{AppendAck, RedactRequest};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct AdminService {
+    pub logs: Arc<Logs>,
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn redact(&self, req: Request<RedactRequest>) -> Result<Response<AppendAck>, Status> {
+        let who = caller(&req)?;
+        let req = req.into_inner();
+        let log = self.logs.authorize(&who, Action::Redact, &req.log)?;
+        log.redact(req.target_index, &req.reason, who.name.clone())
+            .await
+            .map(Response::new)
+            .map_err(|r| r.to_status())
+    }
+}
