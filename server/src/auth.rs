@@ -435,20 +435,56 @@ pub struct RateLimiter {
     rate: f64,
     burst: f64,
     buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
+    daily: u64,
+    /// Per caller: (UTC day number, events appended that day).
+    days: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
+}
+
+/// Why an append was held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    Rate,
+    Quota,
 }
 
 impl RateLimiter {
-    /// `rate` events/s sustained, `burst` on top; rate 0 = unlimited.
-    pub fn new(rate: u64, burst: u64) -> RateLimiter {
+    /// `rate` events/s sustained, `burst` on top, `daily` per UTC day;
+    /// 0 = unlimited.
+    pub fn new(rate: u64, burst: u64, daily: u64) -> RateLimiter {
         RateLimiter {
             rate: rate as f64,
             burst: (rate.max(burst)) as f64,
             buckets: Default::default(),
+            daily,
+            days: Default::default(),
+        }
+    }
+
+    /// Admits one event from `who`, or says which limit holds it back.
+    pub fn admit(&self, who: &str) -> Result<(), Limited> {
+        if self.daily > 0 {
+            let day = now() / 86_400;
+            if let Ok(mut d) = self.days.lock() {
+                let (d_day, count) = d.entry(who.to_string()).or_insert((day, 0));
+                if *d_day != day {
+                    *d_day = day;
+                    *count = 0;
+                }
+                if *count >= self.daily {
+                    return Err(Limited::Quota);
+                }
+                *count += 1;
+            }
+        }
+        if self.take(who) {
+            Ok(())
+        } else {
+            Err(Limited::Rate)
         }
     }
 
     /// Takes one event's token for `who`; false when it has none left.
-    pub fn take(&self, who: &str) -> bool {
+    fn take(&self, who: &str) -> bool {
         if self.rate == 0.0 {
             return true;
         }

@@ -109,6 +109,9 @@ pub struct LimitsConfig {
     pub events_per_second: u64,
     /// Burst above the sustained rate.
     pub burst_events: u64,
+    /// Events one credential may append per UTC day (counted in memory:
+    /// a restart starts the day's count afresh).
+    pub daily_events: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]

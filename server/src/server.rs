@@ -211,6 +211,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     let limiter = Arc::new(crate::auth::RateLimiter::new(
         config.limits.events_per_second,
         config.limits.burst_events,
+        config.limits.daily_events,
     ));
     let max_message = config.ingest.max_payload_bytes + (256 << 10);
     let ingest = InterceptedService::new(

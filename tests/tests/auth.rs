@@ -373,6 +373,32 @@ async fn a_noisy_writer_hits_its_own_limit_and_others_carry_on() {
     assert!(ok >= 100, "the burst got through: {ok}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_quota_is_per_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("{TWO_TENANTS}\n[limits]\ndaily_events = 20\n");
+    let server = Server::start_with(dir.path(), Some(&config));
+    let a = as_key(
+        &server,
+        &keys(&server, &["create", "--tenant", "acme", "--role", "writer"]),
+    )
+    .await;
+    let b = as_key(
+        &server,
+        &keys(&server, &["create", "--tenant", "acme", "--role", "writer"]),
+    )
+    .await;
+    for i in 0..20 {
+        a.append(event("a", &format!("a-{i}"))).await.unwrap();
+    }
+    let err = a.append(event("a", "a-20")).await.unwrap_err();
+    assert!(err.to_string().contains("quota"), "{err}");
+    assert!(matches!(&err, ledger_client::Error::Status(s) if s.code() == Code::ResourceExhausted));
+    b.append(event("b", "b-0"))
+        .await
+        .expect("another credential has its own quota");
+}
+
 /// A CA, a server certificate for localhost and two client certificates.
 fn pki(dir: &Path) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};

@@ -47,10 +47,19 @@ fn admit(
         who.check_agent(&e.agent_id)
             .map_err(|s| from_status(s, "event.agent_id"))?;
     }
-    if !limiter.take(&who.name) {
+    if let Err(l) = limiter.admit(&who.name) {
+        let message = match l {
+            crate::auth::Limited::Rate => format!("{}: over its rate limit; retry later", who.name),
+            crate::auth::Limited::Quota => {
+                format!(
+                    "{}: daily quota of events used up; retry tomorrow (UTC)",
+                    who.name
+                )
+            }
+        };
         return Err(Rejection {
             code: tonic::Code::ResourceExhausted,
-            message: format!("{}: over its rate limit; retry later", who.name),
+            message,
             field: String::new(),
         });
     }
