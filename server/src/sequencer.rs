@@ -37,6 +37,17 @@ pub struct AppendJob {
     pub redaction: Option<ledger_proto::v1::Redaction>,
 }
 
+/// The ack of a freshly appended entry.
+fn new_ack(event_id: &str, index: u64, leaf: Hash, at: prost_types::Timestamp) -> AppendAck {
+    AppendAck {
+        event_id: event_id.to_string(),
+        index,
+        leaf_hash: leaf.to_vec(),
+        integrated_at: Some(at),
+        duplicate: false,
+    }
+}
+
 /// The dedup key of the redaction of entry `target` ('#' cannot occur in a
 /// client's event_id, so no event can take it).
 pub fn redaction_key(target: u64) -> String {
@@ -282,6 +293,20 @@ impl Sequencer {
         })
     }
 
+    /// Adds `entry` at the next index: encodes it once, chains and hashes
+    /// it into the tree, and stores it with its dedup record. Returns its
+    /// leaf hash.
+    fn push_entry(&mut self, batch: &mut CommitBatch, entry: &LedgerEntry, dedup_id: &str) -> Hash {
+        let bytes = encode_entry(entry);
+        let leaf = leaf_hash(&bytes);
+        self.extend_tree(batch, leaf);
+        self.edge.prev_leaf = leaf;
+        let key = be(entry.index);
+        self.store.put(batch, cf::ENTRIES, &key, &bytes);
+        self.store.put(batch, cf::DEDUP, dedup_id.as_bytes(), &key);
+        leaf
+    }
+
     fn commit_group(&mut self, jobs: Vec<AppendJob>) {
         let started = Instant::now();
         let ids: Vec<&str> = jobs.iter().map(|j| j.event.event_id.as_str()).collect();
@@ -354,22 +379,9 @@ impl Sequencer {
                     redaction: Some(r),
                     ..Default::default()
                 };
-                let bytes = encode_entry(&entry);
-                let leaf = leaf_hash(&bytes);
-                self.extend_tree(&mut batch, leaf);
-                self.edge.prev_leaf = leaf;
-                let key = be(index);
-                self.store.put(&mut batch, cf::ENTRIES, &key, &bytes);
+                let leaf = self.push_entry(&mut batch, &entry, &event.event_id);
                 self.store.delete(&mut batch, cf::PAYLOADS, &be(target));
-                self.store
-                    .put(&mut batch, cf::DEDUP, event.event_id.as_bytes(), &key);
-                let ack = AppendAck {
-                    event_id: event.event_id.clone(),
-                    index,
-                    leaf_hash: leaf.to_vec(),
-                    integrated_at: Some(integrated_at),
-                    duplicate: false,
-                };
+                let ack = new_ack(&event.event_id, index, leaf, integrated_at);
                 in_group.insert(event.event_id.clone(), ack.clone());
                 replies.push((reply, Ok(ack)));
                 appended += 1;
@@ -394,14 +406,12 @@ impl Sequencer {
                 event: Some(event),
                 redaction: None,
             };
-            let bytes = encode_entry(&entry);
-            let leaf = leaf_hash(&bytes);
-            self.extend_tree(&mut batch, leaf);
-            self.edge.prev_leaf = leaf;
+            // Entry was built from a Some(event) just above.
+            let event_id = entry.event.as_ref().expect("event set").event_id.clone();
+            let leaf = self.push_entry(&mut batch, &entry, &event_id);
 
             let key = be(index);
             let store = &self.store;
-            store.put(&mut batch, cf::ENTRIES, &key, &bytes);
             if !payload.is_empty() {
                 let mut v = Vec::with_capacity(SALT_LEN + payload.len());
                 v.extend_from_slice(&salt);
@@ -440,16 +450,9 @@ impl Sequencer {
             let mut tk = be(occurred_nanos(event)).to_vec();
             tk.extend_from_slice(&key);
             store.put(&mut batch, cf::BY_TIME, &tk, &[]);
-            store.put(&mut batch, cf::DEDUP, event.event_id.as_bytes(), &key);
 
-            let ack = AppendAck {
-                event_id: event.event_id.clone(),
-                index,
-                leaf_hash: leaf.to_vec(),
-                integrated_at: Some(integrated_at),
-                duplicate: false,
-            };
-            in_group.insert(event.event_id.clone(), ack.clone());
+            let ack = new_ack(&event_id, index, leaf, integrated_at);
+            in_group.insert(event_id, ack.clone());
             replies.push((reply, Ok(ack)));
             appended += 1;
         }
