@@ -91,6 +91,10 @@ struct IngestArgs {
     /// Rate of the latency phase as a fraction of the measured throughput.
     #[arg(long, default_value_t = 0.5)]
     latency_fraction: f64,
+    /// Only a latency phase at this many events/s (no saturation run, no
+    /// baseline).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Batch size for the baseline when --server is given.
     #[arg(long)]
     baseline_batch: Option<usize>,
@@ -495,6 +499,18 @@ async fn ingest(a: IngestArgs) -> Result<()> {
     };
     let seconds = Until::Elapsed(Duration::from_secs(a.seconds));
     let run = run_id();
+    if let Some(r) = a.rate {
+        let lat = drive(
+            &channels,
+            load,
+            gen_for(format!("{run}r")),
+            seconds,
+            Some(r),
+        )
+        .await?;
+        report(&format!("{r:.0}/s"), &lat);
+        return Ok(());
+    }
     let sat = drive(&channels, load, gen_for(format!("{run}s")), seconds, None).await?;
     let rate = report("saturation", &sat);
     let batch = match (&spawned, a.baseline_batch) {
