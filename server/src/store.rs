@@ -371,11 +371,16 @@ impl Store {
 
 /// A [`HashSource`] that keeps the tiles it has read, for answering many
 /// proofs against one tree size (stored tiles only ever grow, so a tile read
-/// once holds every node below the size the caller proves against).
+/// once holds every node below the size the caller proves against). Each
+/// tile's eight interior levels are hashed once, so a node inside a tile is
+/// a lookup, not a fold of up to 255 hashes per proof.
 pub struct CachedTiles<'a> {
     store: &'a Store,
-    cache: std::cell::RefCell<std::collections::HashMap<(u8, u64), Vec<Hash>>>,
+    cache: std::cell::RefCell<std::collections::HashMap<(u8, u64), TileLevels>>,
 }
+
+/// A tile's row and the levels hashed from it.
+type TileLevels = Vec<Vec<Hash>>;
 
 impl<'a> CachedTiles<'a> {
     pub fn new(store: &'a Store) -> CachedTiles<'a> {
@@ -384,6 +389,21 @@ impl<'a> CachedTiles<'a> {
             cache: Default::default(),
         }
     }
+}
+
+/// A tile row and the levels above it, as far as complete pairs go.
+fn tile_levels(row: Vec<Hash>) -> TileLevels {
+    let mut levels = vec![row];
+    while let Some(last) = levels.last()
+        && last.len() >= 2
+    {
+        let up: Vec<Hash> = last
+            .chunks_exact(2)
+            .map(|p| ledger_verify::node_hash(&p[0], &p[1]))
+            .collect();
+        levels.push(up);
+    }
+    levels
 }
 
 impl HashSource for CachedTiles<'_> {
@@ -397,18 +417,22 @@ impl HashSource for CachedTiles<'_> {
             if let std::collections::hash_map::Entry::Vacant(e) =
                 cache.entry((span.level, span.index))
             {
-                e.insert(self.store.tile(span.level, span.index)?);
+                e.insert(tile_levels(self.store.tile(span.level, span.index)?));
             }
-            let row = &cache[&(span.level, span.index)];
-            let slice = row
-                .get(span.offset..span.offset + span.count)
+            let levels = &cache[&(span.level, span.index)];
+            // A node of `count` leaves (a power of two, aligned) sits at
+            // level log2(count) of its tile.
+            let k = span.count.trailing_zeros() as usize;
+            let node = levels
+                .get(k)
+                .and_then(|l| l.get(span.offset >> k))
                 .ok_or_else(|| {
                     StoreError::Corrupt(format!(
                         "tile {}/{} lacks node {id:?}",
                         span.level, span.index
                     ))
                 })?;
-            out.push(tiles::fold_row(slice));
+            out.push(*node);
         }
         Ok(out)
     }
