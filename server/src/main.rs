@@ -238,7 +238,14 @@ fn main() -> std::process::ExitCode {
             .json()
             .with_env_filter(filter)
             .init(),
-        LogFormat::Human => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        // Colour only on a terminal: log files and journald get plain text.
+        LogFormat::Human => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stdout())
+                    && std::env::var_os("NO_COLOR").is_none(),
+            )
+            .init(),
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
