@@ -121,6 +121,22 @@ impl Client {
         })
     }
 
+    /// Opens the checkpoint an answer was bounded by and turns its records
+    /// into [`Record`]s, verifying their proofs against it when asked for.
+    fn records_against(
+        &self,
+        entries: Vec<EntryRecord>,
+        cp: Option<SignedCheckpoint>,
+        proofs: bool,
+    ) -> Result<(Vec<Record>, Option<VerifiedCheckpoint>), Error> {
+        let checkpoint = self.bound(cp)?;
+        let records = entries
+            .into_iter()
+            .map(|r| self.record(r, checkpoint.as_ref(), proofs))
+            .collect::<Result<_, _>>()?;
+        Ok((records, checkpoint))
+    }
+
     /// Every event of one trace, in log order, with its span tree.
     pub async fn timeline(
         &self,
@@ -141,12 +157,8 @@ impl Client {
             })
             .await?
             .into_inner();
-        let checkpoint = self.bound(resp.checkpoint)?;
-        let records = resp
-            .entries
-            .into_iter()
-            .map(|r| self.record(r, checkpoint.as_ref(), opts.proofs))
-            .collect::<Result<_, _>>()?;
+        let (records, checkpoint) =
+            self.records_against(resp.entries, resp.checkpoint, opts.proofs)?;
         Ok(Timeline {
             records,
             spans: resp.spans,
@@ -182,12 +194,8 @@ impl Client {
             })
             .await?
             .into_inner();
-        let checkpoint = self.bound(resp.checkpoint)?;
-        let records = resp
-            .entries
-            .into_iter()
-            .map(|r| self.record(r, checkpoint.as_ref(), opts.proofs))
-            .collect::<Result<_, _>>()?;
+        let (records, checkpoint) =
+            self.records_against(resp.entries, resp.checkpoint, opts.proofs)?;
         Ok(Page {
             records,
             next_page_token: (!resp.next_page_token.is_empty()).then_some(resp.next_page_token),

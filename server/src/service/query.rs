@@ -149,16 +149,7 @@ impl Query for QueryService {
             .authorize(&who, crate::auth::Action::Read, &req.log)?
             .clone();
         let filter = Filter::from_proto(req.filter.as_ref())?;
-        let cursor = if req.page_token.is_empty() {
-            None
-        } else {
-            Some(Cursor::from_token(&req.page_token)?)
-        };
-        // A continued listing keeps its snapshot (and proves against it).
-        let size = match (&cursor, req.proof_tree_size) {
-            (Some(c), _) => c.snapshot,
-            (None, s) => s,
-        };
+        let (cursor, size) = listing_start(&req)?;
         let cp = view(&log, size).await?;
         let limit = match req.page_size {
             0 => query::DEFAULT_PAGE,
@@ -203,12 +194,7 @@ impl Query for QueryService {
             .authorize(&who, crate::auth::Action::Read, &req.log)?
             .clone();
         let filter = Filter::from_proto(req.filter.as_ref())?;
-        let mut cursor = if req.page_token.is_empty() {
-            None
-        } else {
-            Some(Cursor::from_token(&req.page_token)?)
-        };
-        let size = cursor.as_ref().map_or(req.proof_tree_size, |c| c.snapshot);
+        let (mut cursor, size) = listing_start(&req)?;
         let cp = view(&log, size).await?;
         let snapshot = cp.tree_size;
         let opts = RecordOptions {
@@ -233,18 +219,8 @@ impl Query for QueryService {
                         return;
                     }
                 };
-                match records(&store, hits_to_pairs(page.hits), opts) {
-                    Ok(rs) => {
-                        for r in rs {
-                            if tx.blocking_send(Ok(r)).is_err() {
-                                return; // The client went away.
-                            }
-                        }
-                    }
-                    Err(s) => {
-                        let _ = tx.blocking_send(Err(s));
-                        return;
-                    }
+                if !send_blocking(&tx, records(&store, hits_to_pairs(page.hits), opts)) {
+                    return;
                 }
                 match page.next {
                     Some(c) => cursor = Some(c),
@@ -365,23 +341,41 @@ impl Query for QueryService {
                         },
                     )
                 });
-                match batch {
-                    Ok(rs) => {
-                        for r in rs {
-                            if tx.blocking_send(Ok(r)).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(s) => {
-                        let _ = tx.blocking_send(Err(s));
-                        return;
-                    }
+                if !send_blocking(&tx, batch) {
+                    return;
                 }
                 at = stop;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Where a listing starts: the cursor of its page token, if any, and the
+/// tree size it views (a continued listing keeps its snapshot and proves
+/// against it).
+fn listing_start(req: &ListEventsRequest) -> Result<(Option<Cursor>, u64), Status> {
+    let cursor = if req.page_token.is_empty() {
+        None
+    } else {
+        Some(Cursor::from_token(&req.page_token)?)
+    };
+    let size = cursor.as_ref().map_or(req.proof_tree_size, |c| c.snapshot);
+    Ok((cursor, size))
+}
+
+/// Sends a batch of records (or its error) from a blocking task; false when
+/// the stream is over: an error was sent or the client went away.
+fn send_blocking(
+    tx: &mpsc::Sender<Result<EntryRecord, Status>>,
+    batch: Result<Vec<EntryRecord>, Status>,
+) -> bool {
+    match batch {
+        Ok(rs) => rs.into_iter().all(|r| tx.blocking_send(Ok(r)).is_ok()),
+        Err(s) => {
+            let _ = tx.blocking_send(Err(s));
+            false
+        }
     }
 }
 
