@@ -2,7 +2,7 @@
 //! the log only. Nothing is ever deleted or updated otherwise.
 
 use super::Logs;
-use crate::auth::{Action, caller};
+use crate::auth::Action;
 use ledger_proto::v1::admin_server::Admin;
 use ledger_proto::v1::{AppendAck, RedactRequest};
 use std::sync::Arc;
@@ -15,10 +15,8 @@ pub struct AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn redact(&self, req: Request<RedactRequest>) -> Result<Response<AppendAck>, Status> {
-        let who = caller(&req)?;
-        let req = req.into_inner();
-        let log = self.logs.authorize(&who, Action::Redact, &req.log)?;
-        log.redact(req.target_index, &req.reason, who.name.clone())
+        let (who, req, log) = self.logs.open(req, Action::Redact, |r| &r.log)?;
+        log.redact(req.target_index, &req.reason, who.name)
             .await
             .map(Response::new)
             .map_err(|r| r.to_status())

@@ -135,12 +135,9 @@ impl Export for ExportService {
     type ExportStream = ChunkStream;
 
     async fn export(&self, req: Request<ExportRequest>) -> Result<Response<ChunkStream>, Status> {
-        let who = crate::auth::caller(&req)?;
-        let req = req.into_inner();
-        let log = self
+        let (_, req, log) = self
             .logs
-            .authorize(&who, crate::auth::Action::Export, &req.log)?
-            .clone();
+            .open(req, crate::auth::Action::Export, |r| &r.log)?;
         let latest = checkpoint_at(&log, 0).await?;
         if req.end > latest.tree_size {
             return Err(Status::out_of_range(format!(

@@ -40,6 +40,20 @@ impl Logs {
 }
 
 impl Logs {
+    /// Takes a request apart for a handler: the authenticated caller, the
+    /// message, and the log it names, once the caller may do `action` there.
+    pub fn open<T>(
+        &self,
+        req: tonic::Request<T>,
+        action: crate::auth::Action,
+        log_of: fn(&T) -> &str,
+    ) -> Result<(crate::auth::Identity, T, Arc<Log>), Status> {
+        let who = crate::auth::caller(&req)?;
+        let msg = req.into_inner();
+        let log = self.authorize(&who, action, log_of(&msg))?.clone();
+        Ok((who, msg, log))
+    }
+
     /// The log a caller may use for `action`: its own tenant's (the one the
     /// request names must be it, or empty).
     pub fn authorize(

@@ -34,24 +34,15 @@ impl Proofs for ProofsService {
         &self,
         req: Request<GetCheckpointRequest>,
     ) -> Result<Response<SignedCheckpoint>, Status> {
-        let who = crate::auth::caller(&req)?;
-        let req = req.into_inner();
-        let log = self
-            .logs
-            .authorize(&who, crate::auth::Action::Read, &req.log)?;
-        checkpoint_at(log, req.tree_size).await.map(Response::new)
+        let (_, req, log) = self.logs.open(req, crate::auth::Action::Read, |r| &r.log)?;
+        checkpoint_at(&log, req.tree_size).await.map(Response::new)
     }
 
     async fn get_inclusion_proof(
         &self,
         req: Request<GetInclusionProofRequest>,
     ) -> Result<Response<GetInclusionProofResponse>, Status> {
-        let who = crate::auth::caller(&req)?;
-        let req = req.into_inner();
-        let log = self
-            .logs
-            .authorize(&who, crate::auth::Action::Read, &req.log)?
-            .clone();
+        let (_, req, log) = self.logs.open(req, crate::auth::Action::Read, |r| &r.log)?;
         let cp = checkpoint_at(&log, req.tree_size).await?;
         let leaf = req
             .leaf
@@ -91,12 +82,7 @@ impl Proofs for ProofsService {
         &self,
         req: Request<GetConsistencyProofRequest>,
     ) -> Result<Response<GetConsistencyProofResponse>, Status> {
-        let who = crate::auth::caller(&req)?;
-        let req = req.into_inner();
-        let log = self
-            .logs
-            .authorize(&who, crate::auth::Action::Read, &req.log)?
-            .clone();
+        let (_, req, log) = self.logs.open(req, crate::auth::Action::Read, |r| &r.log)?;
         let cp = checkpoint_at(&log, req.new_size).await?;
         let (old, new) = (req.old_size, cp.tree_size);
         if old > new {

@@ -109,12 +109,7 @@ impl Query for QueryService {
         &self,
         req: Request<TimelineRequest>,
     ) -> Result<Response<TimelineResponse>, Status> {
-        let who = crate::auth::caller(&req)?;
-        let req = req.into_inner();
-        let log = self
-            .logs
-            .authorize(&who, crate::auth::Action::Read, &req.log)?
-            .clone();
+        let (_, req, log) = self.logs.open(req, crate::auth::Action::Read, |r| &r.log)?;
         let trace = query::parse_trace_id("correlation_id", &req.correlation_id)?;
         let cp = view(&log, req.proof_tree_size).await?;
         let store = log.store.clone();
@@ -142,12 +137,7 @@ impl Query for QueryService {
         &self,
         req: Request<ListEventsRequest>,
     ) -> Result<Response<ListEventsResponse>, Status> {
-        let who = crate::auth::caller(&req)?;
-        let req = req.into_inner();
-        let log = self
-            .logs
-            .authorize(&who, crate::auth::Action::Read, &req.log)?
-            .clone();
+        let (_, req, log) = self.logs.open(req, crate::auth::Action::Read, |r| &r.log)?;
         let filter = Filter::from_proto(req.filter.as_ref())?;
         let (cursor, size) = listing_start(&req)?;
         let cp = view(&log, size).await?;
@@ -187,12 +177,7 @@ impl Query for QueryService {
         &self,
         req: Request<ListEventsRequest>,
     ) -> Result<Response<RecordStream>, Status> {
-        let who = crate::auth::caller(&req)?;
-        let req = req.into_inner();
-        let log = self
-            .logs
-            .authorize(&who, crate::auth::Action::Read, &req.log)?
-            .clone();
+        let (_, req, log) = self.logs.open(req, crate::auth::Action::Read, |r| &r.log)?;
         let filter = Filter::from_proto(req.filter.as_ref())?;
         let (mut cursor, size) = listing_start(&req)?;
         let cp = view(&log, size).await?;
@@ -234,12 +219,7 @@ impl Query for QueryService {
     type TailStream = RecordStream;
 
     async fn tail(&self, req: Request<TailRequest>) -> Result<Response<RecordStream>, Status> {
-        let who = crate::auth::caller(&req)?;
-        let req = req.into_inner();
-        let log = self
-            .logs
-            .authorize(&who, crate::auth::Action::Read, &req.log)?
-            .clone();
+        let (_, req, log) = self.logs.open(req, crate::auth::Action::Read, |r| &r.log)?;
         let filter = Filter::from_proto(req.filter.as_ref())?;
         let (tx, rx) = mpsc::channel(64);
         let mut next = req.from_index;
@@ -306,12 +286,7 @@ impl Query for QueryService {
         &self,
         req: Request<GetEntriesRequest>,
     ) -> Result<Response<RecordStream>, Status> {
-        let who = crate::auth::caller(&req)?;
-        let req = req.into_inner();
-        let log = self
-            .logs
-            .authorize(&who, crate::auth::Action::Read, &req.log)?
-            .clone();
+        let (_, req, log) = self.logs.open(req, crate::auth::Action::Read, |r| &r.log)?;
         let cp = view(&log, 0).await?;
         let end = if req.end == 0 {
             cp.tree_size
