@@ -66,32 +66,33 @@ enum Command {
     Keys(Keys),
 }
 
+/// What a new credential may do, and where.
+#[derive(clap::Args)]
+struct Grant {
+    /// The log (tenant) it is bound to.
+    #[arg(long)]
+    tenant: String,
+    #[arg(long, value_enum)]
+    role: ledgerd::auth::Role,
+    /// For writers: an agent id it may append as (repeatable; none: any).
+    #[arg(long = "agent")]
+    agents: Vec<String>,
+    /// Who or what it is for.
+    #[arg(long, default_value = "")]
+    note: String,
+}
+
 #[derive(clap::Subcommand)]
 enum Keys {
     /// Create an API key; the token is printed once and only its hash is kept.
     Create {
-        /// The log (tenant) it is bound to.
-        #[arg(long)]
-        tenant: String,
-        #[arg(long, value_enum)]
-        role: ledgerd::auth::Role,
-        /// For writers: an agent id it may append as (repeatable; none: any).
-        #[arg(long = "agent")]
-        agents: Vec<String>,
-        /// Who or what it is for.
-        #[arg(long, default_value = "")]
-        note: String,
+        #[command(flatten)]
+        grant: Grant,
     },
     /// Register a client certificate (PEM) for mutual TLS.
     AddCert {
-        #[arg(long)]
-        tenant: String,
-        #[arg(long, value_enum)]
-        role: ledgerd::auth::Role,
-        #[arg(long = "agent")]
-        agents: Vec<String>,
-        #[arg(long, default_value = "")]
-        note: String,
+        #[command(flatten)]
+        grant: Grant,
         /// The client's certificate, PEM.
         cert: PathBuf,
     },
@@ -113,27 +114,16 @@ fn keys(config: &Config, cmd: Keys) -> anyhow::Result<()> {
         Ok(())
     };
     match cmd {
-        Keys::Create {
-            tenant,
-            role,
-            agents,
-            note,
-        } => {
-            tenant_ok(&tenant)?;
-            let token = file.create_key(&tenant, role, agents, &note)?;
+        Keys::Create { grant: g } => {
+            tenant_ok(&g.tenant)?;
+            let token = file.create_key(&g.tenant, g.role, g.agents, &g.note)?;
             file.save(&path)?;
             println!("{token}");
         }
-        Keys::AddCert {
-            tenant,
-            role,
-            agents,
-            note,
-            cert,
-        } => {
-            tenant_ok(&tenant)?;
+        Keys::AddCert { grant: g, cert } => {
+            tenant_ok(&g.tenant)?;
             let pem = std::fs::read(&cert)?;
-            let id = file.add_cert(&tenant, role, agents, &pem, &note)?;
+            let id = file.add_cert(&g.tenant, g.role, g.agents, &pem, &g.note)?;
             file.save(&path)?;
             println!("{id}");
         }

@@ -163,6 +163,17 @@ impl Server {
         }
     }
 
+    /// Starts a server that anchors to `<dir>/anchors` every second;
+    /// returns it and that directory.
+    pub fn start_with_dir_anchors(dir: &Path) -> (Server, PathBuf) {
+        let anchors = dir.join("anchors");
+        let config = format!(
+            "[anchor]\nbackend = \"dir\"\ndir = {:?}\ninterval_secs = 1\n",
+            anchors.display().to_string()
+        );
+        (Server::start_with(dir, Some(&config)), anchors)
+    }
+
     /// Starts ledgerd again on the same data directory.
     pub fn restart(&mut self) {
         self.stop();

@@ -55,12 +55,7 @@ async fn wait_for(what: &str, secs: u64, mut ok: impl AsyncFnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_anchors_are_written_read_only_and_hold_the_log_to_them() {
     let dir = tempfile::tempdir().unwrap();
-    let anchors = dir.path().join("anchors");
-    let config = format!(
-        "[anchor]\nbackend = \"dir\"\ndir = {:?}\ninterval_secs = 1\n",
-        anchors.display().to_string()
-    );
-    let mut server = Server::start_with(dir.path(), Some(&config));
+    let (mut server, anchors) = Server::start_with_dir_anchors(dir.path());
     let key = server.verifier.to_string();
     append(&server, 200, "a").await;
     let size = tree_size(&server).await;

@@ -241,12 +241,7 @@ async fn each_kind_of_tampering_in_a_bundle_is_named_with_its_first_index() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampering_with_the_store_rollback_and_a_forked_history_are_caught() {
     let dir = tempfile::tempdir().unwrap();
-    let anchors = dir.path().join("anchors");
-    let config = format!(
-        "[anchor]\nbackend = \"dir\"\ndir = {:?}\ninterval_secs = 1\n",
-        anchors.display().to_string()
-    );
-    let mut server = Server::start_with(dir.path(), Some(&config));
+    let (mut server, anchors) = Server::start_with_dir_anchors(dir.path());
     let key = server.verifier.to_string();
     let anchors_arg = anchors.to_str().unwrap().to_string();
     fill(&server, 5, 40, "a").await;
