@@ -15,7 +15,8 @@ use std::time::SystemTime;
 pub struct Anchor {
     /// Its key or path (ends in `checkpoint.<size>`).
     pub key: String,
-    pub note: String,
+    /// The object's bytes: a signed checkpoint note, if it was not altered.
+    pub note: Vec<u8>,
     /// When the store says it was written, if it says.
     pub written_at: Option<SystemTime>,
 }
@@ -36,12 +37,20 @@ pub struct AnchorCheck {
 /// its own size; one root per size (else two histories were signed: a
 /// fork); and an anchor written later never has a smaller size than one
 /// written earlier (else the log was rolled back and re-anchored).
+///
+/// What it trusts: the key, and the store's write times for the order of
+/// anchors (which a compliance-mode Object Lock keeps from being rewritten).
+/// Anchors prove what the log signed and when it was written out; they say
+/// nothing of entries, which the bundle audit and the live check compare.
 pub fn check_anchors(anchors: &[Anchor], key: &NoteVerifier) -> AnchorCheck {
     let mut out = AnchorCheck::default();
     let mut by_size: BTreeMap<u64, (Hash, &Anchor)> = BTreeMap::new();
     let mut dated: Vec<(SystemTime, u64, &str)> = Vec::new();
     for a in anchors {
-        let cp = match open_checkpoint(&a.note, key) {
+        let opened = std::str::from_utf8(&a.note)
+            .map_err(|_| "not UTF-8 text".to_string())
+            .and_then(|note| open_checkpoint(note, key).map_err(|e| e.to_string()));
+        let cp = match opened {
             Ok(cp) => cp,
             Err(e) => {
                 out.findings.push(Finding {
@@ -106,7 +115,7 @@ mod tests {
         let cp = Checkpoint::new(signer.name(), size, Hash([root; 32]));
         Anchor {
             key: format!("{}/checkpoint.{size:020}", signer.name()),
-            note: cp.sign(signer).unwrap(),
+            note: cp.sign(signer).unwrap().into_bytes(),
             written_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(at)),
         }
     }
@@ -155,5 +164,11 @@ mod tests {
             .map(|f| f.kind)
             .collect();
         assert_eq!(kinds, [TamperKind::BadSignature, TamperKind::Malformed]);
+
+        // Bytes that are not text are a finding, not an error.
+        let mut garbled = good.clone();
+        garbled[1].note[3] = 0xff;
+        let f = check_anchors(&garbled, &key).findings;
+        assert_eq!((f[0].kind, f[0].index), (TamperKind::BadSignature, 9));
     }
 }

@@ -8,7 +8,7 @@
 //! without it was cut short). See `docs/export-format.md`.
 
 use crate::proto::{
-    BundleEnd, BundleHeader, BundleItem, EntryRecord, SignedCheckpoint, bundle_item,
+    BundleEnd, BundleHeader, BundleItem, EntryRecord, RedactionProof, SignedCheckpoint, bundle_item,
 };
 use prost::Message;
 use std::io::{self, BufRead, Write};
@@ -30,11 +30,12 @@ pub enum BundleError {
     Truncated { items: u64 },
 }
 
-/// Writes a bundle item by item.
+/// Writes a bundle item by item, counting what the end marker states.
 pub struct BundleWriter<W: Write> {
     out: W,
     entries: u64,
     checkpoints: u64,
+    redaction_proofs: u64,
 }
 
 impl<W: Write> BundleWriter<W> {
@@ -44,6 +45,7 @@ impl<W: Write> BundleWriter<W> {
             out,
             entries: 0,
             checkpoints: 0,
+            redaction_proofs: 0,
         };
         w.item(bundle_item::Item::Header(header))?;
         Ok(w)
@@ -64,11 +66,19 @@ impl<W: Write> BundleWriter<W> {
         self.item(bundle_item::Item::Checkpoint(c))
     }
 
+    /// Evidence of a redaction outside the range; after every entry and
+    /// checkpoint.
+    pub fn redaction_proof(&mut self, p: RedactionProof) -> io::Result<()> {
+        self.redaction_proofs += 1;
+        self.item(bundle_item::Item::RedactionProof(p))
+    }
+
     /// Writes the end marker and hands back the output.
     pub fn finish(mut self) -> io::Result<W> {
         let end = BundleEnd {
             entries: self.entries,
             checkpoints: self.checkpoints,
+            redaction_proofs: self.redaction_proofs,
         };
         self.item(bundle_item::Item::End(end))?;
         self.out.flush()?;
@@ -91,9 +101,10 @@ pub struct BundleReader<R: BufRead> {
 impl<R: BufRead> BundleReader<R> {
     pub fn new(mut input: R) -> Result<BundleReader<R>, BundleError> {
         let mut magic = vec![0u8; MAGIC.len()];
-        input
-            .read_exact(&mut magic)
-            .map_err(|_| BundleError::Magic)?;
+        input.read_exact(&mut magic).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => BundleError::Magic,
+            _ => BundleError::Io(e),
+        })?;
         if magic != MAGIC {
             return Err(BundleError::Magic);
         }
@@ -130,10 +141,18 @@ impl<R: BufRead> BundleReader<R> {
         })
     }
 
-    /// The next item; `Ok(None)` after the end marker.
+    /// The next item; `Ok(None)` after the end marker, if nothing follows
+    /// it (anything after it is malformed: a complete bundle ends there).
     pub fn next_item(&mut self) -> Result<Option<bundle_item::Item>, BundleError> {
         if self.ended {
-            return Ok(None);
+            return if self.input.fill_buf()?.is_empty() {
+                Ok(None)
+            } else {
+                Err(BundleError::Malformed {
+                    item: self.items,
+                    reason: "data follows the end marker".into(),
+                })
+            };
         }
         let Some(len) = self.read_varint()? else {
             return Err(BundleError::Truncated { items: self.items });
@@ -209,9 +228,11 @@ mod tests {
                 bundle_item::Item::Checkpoint(c) => format!("c{}", c.tree_size),
                 bundle_item::Item::End(e) => format!("end{}/{}", e.entries, e.checkpoints),
                 bundle_item::Item::Header(_) => "h".into(),
+                bundle_item::Item::RedactionProof(p) => format!("r{}", p.index),
             });
         }
         assert_eq!(kinds, ["e0", "e1", "c2", "end2/1"]);
+        assert_eq!(r.items(), 5);
 
         // Every cut short of the whole file is reported as truncation.
         for cut in MAGIC.len()..bytes.len() {
@@ -232,5 +253,18 @@ mod tests {
             BundleReader::new(&b"nope"[..]),
             Err(BundleError::Magic)
         ));
+
+        // Anything after the end marker is refused.
+        let mut extra = bytes.clone();
+        extra.push(0);
+        let mut r = BundleReader::new(extra.as_slice()).unwrap();
+        let err = loop {
+            match r.next_item() {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("trailing byte accepted"),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, BundleError::Malformed { .. }), "{err}");
     }
 }

@@ -185,8 +185,7 @@ fn read_anchors(source: &str, origin: &str) -> Result<Vec<Anchor>> {
         let path = e.path();
         out.push(Anchor {
             key: path.display().to_string(),
-            note: std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?,
+            note: std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
             written_at: e.metadata().ok().and_then(|m| m.modified().ok()),
         });
     }
@@ -254,7 +253,7 @@ fn read_s3_anchors(bucket: &str, prefix: &str) -> Result<Vec<Anchor>> {
                     .into_bytes();
                 out.push(Anchor {
                     key: format!("s3://{bucket}/{key}"),
-                    note: String::from_utf8_lossy(&body).into_owned(),
+                    note: body.to_vec(),
                     written_at: o
                         .last_modified()
                         .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
@@ -279,12 +278,15 @@ fn findings_text(findings: &[Finding]) -> String {
 fn anchors_report(key: &str, source: &str) -> Result<Report> {
     let key = parse_key(key)?;
     let anchors = read_anchors(source, key.name())?;
-    anyhow::ensure!(
-        !anchors.is_empty(),
-        "{source}: no anchors of {} found",
-        key.name()
-    );
-    let check = check_anchors(&anchors, &key);
+    let mut check = check_anchors(&anchors, &key);
+    if anchors.is_empty() {
+        // Nothing to vouch for: not a verified store.
+        check.findings.push(Finding {
+            kind: TamperKind::Truncated,
+            index: 0,
+            detail: format!("{source}: no anchors of {} found", key.name()),
+        });
+    }
     let ok = check.findings.is_empty();
     let latest = check.checkpoints.last().map(|c| c.size).unwrap_or(0);
     let summary = if ok {
@@ -422,17 +424,25 @@ fn audit(key: &str, file: &Path, anchors: Option<&str>, quiet: bool) -> Result<R
     let rate = report.entries as f64 / secs.max(1e-9);
     let ok = report.clean();
     let summary = if ok {
+        let anchored = if anchors.is_some() {
+            format!(
+                "; {} anchors matched, entries up to {} also covered by an anchor",
+                report.anchors_matched, report.anchored_size
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "bundle OK: {} entries {}..{} of {}, {} checkpoints verified (latest size {}), {} anchors matched, {} payloads checked, {} redacted; root {} ({:.1} s, {:.0} entries/s)",
+            "bundle OK: {} entries {}..{} of {}, every one covered by a verified signed checkpoint ({} checked, latest size {}){anchored}; {} payloads checked, {} redacted ({} by entries after the range, proved); root {} ({:.1} s, {:.0} entries/s)",
             report.entries,
             report.start,
             report.tree_size,
             report.origin,
             report.checkpoints_checked,
             report.verified_size,
-            report.anchors_matched,
             report.payloads_checked,
             report.payloads_redacted,
+            report.redaction_proofs_checked,
             report.root,
             secs,
             rate
@@ -499,24 +509,68 @@ fn run(command: Command) -> Result<Report> {
             file,
         } => {
             let key = parse_key(&key)?;
-            let leaf = match (entry, leaf_hex) {
-                (Some(path), _) => leaf_hash(
-                    &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+            let entry_bytes = match &entry {
+                Some(path) => Some(
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
                 ),
+                None => None,
+            };
+            let leaf = match (&entry_bytes, leaf_hex) {
+                (Some(bytes), _) => leaf_hash(bytes),
                 (None, Some(h)) => {
                     Hash::from_hex(&h).context("--leaf-hash must be 64 hex characters")?
                 }
                 (None, None) => anyhow::bail!("give --entry or --leaf-hash"),
             };
-            let proof = TlogProof::parse(&read_input(&file)?).context("parsing the proof file")?;
+            let proof = match TlogProof::parse(&read_input(&file)?) {
+                Ok(p) => p,
+                Err(e) => {
+                    return Ok(Report {
+                        ok: false,
+                        summary: format!("inclusion REJECTED: {e}"),
+                        details: json!({"error": e.to_string()}),
+                    });
+                }
+            };
+            // The entry's bytes state its own index: a proof for another
+            // position proves nothing about this entry.
+            if let Some(bytes) = &entry_bytes {
+                let claimed = ledger_verify::entry::decode_head(bytes).map(|h| h.index);
+                if claimed.as_ref().ok() != Some(&proof.index) {
+                    let why = match claimed {
+                        Ok(i) => format!(
+                            "the entry says it is index {i}, the proof is for index {}",
+                            proof.index
+                        ),
+                        Err(e) => format!("the --entry file is not a stored entry: {e}"),
+                    };
+                    return Ok(Report {
+                        ok: false,
+                        summary: format!("inclusion REJECTED: {why}"),
+                        details: json!({"index": proof.index, "error": why}),
+                    });
+                }
+            }
             match proof.verify(&key, &leaf) {
                 Ok(cp) => Report {
                     ok: true,
                     summary: format!(
-                        "inclusion OK: entry {} is in {} at size {}",
-                        proof.index, cp.origin, cp.size
+                        "inclusion OK: {} {} is in {} at size {}{}",
+                        if entry_bytes.is_some() {
+                            "entry"
+                        } else {
+                            "the leaf hash at index"
+                        },
+                        proof.index,
+                        cp.origin,
+                        cp.size,
+                        if proof.extra.is_some() {
+                            " (the file's extra data is not covered by the proof)"
+                        } else {
+                            ""
+                        }
                     ),
-                    details: json!({"index": proof.index, "tree_size": cp.size, "root": cp.root.to_hex(), "leaf_hash": leaf.to_hex()}),
+                    details: json!({"index": proof.index, "tree_size": cp.size, "root": cp.root.to_hex(), "leaf_hash": leaf.to_hex(), "entry_checked": entry_bytes.is_some()}),
                 },
                 Err(e) => Report {
                     ok: false,
@@ -552,9 +606,24 @@ fn run(command: Command) -> Result<Report> {
                     B64.decode(l.trim())
                         .ok()
                         .and_then(|b| Hash::from_slice(&b))
-                        .with_context(|| format!("proof line {l:?} is not a base64 SHA-256 hash"))
+                        .ok_or_else(|| {
+                            format!(
+                                "proof line {:?} is not a base64 SHA-256 hash",
+                                l.chars().take(64).collect::<String>()
+                            )
+                        })
                 })
-                .collect::<Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>, String>>();
+            let hashes = match hashes {
+                Ok(h) => h,
+                Err(e) => {
+                    return Ok(Report {
+                        ok: false,
+                        summary: format!("consistency REJECTED: {e}"),
+                        details: json!({"error": e}),
+                    });
+                }
+            };
             match verify_consistency(
                 old_cp.size,
                 new_cp.size,

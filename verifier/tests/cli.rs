@@ -42,7 +42,16 @@ fn checkpoint_proof_and_consistency_verdicts() {
     let signer = NoteSigner::from_seed("test.example/log", &[9; 32]).unwrap();
     let key = signer.verifier().to_string();
     let mut tree = MemoryTree::new();
-    let entries: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 10]).collect();
+    // Stored entries state their own index.
+    let entries: Vec<Vec<u8>> = (0..20u64)
+        .map(|i| {
+            prost::Message::encode_to_vec(&ledger_verify::proto::LedgerEntry {
+                index: i,
+                writer: format!("w{i}"),
+                ..Default::default()
+            })
+        })
+        .collect();
     for e in &entries {
         tree.push(leaf_hash(e));
     }
@@ -86,6 +95,63 @@ fn checkpoint_proof_and_consistency_verdicts() {
         verify(&["proof", "--key", &key, "--entry", &p("entry6"), &p("proof")])
             .status
             .code(),
+        Some(1)
+    );
+    // An entry whose bytes say another index than the proof's: refused even
+    // if its leaf hash were in the tree there.
+    let liar = prost::Message::encode_to_vec(&ledger_verify::proto::LedgerEntry {
+        index: 6,
+        ..Default::default()
+    });
+    let mut t2 = MemoryTree::new();
+    for (i, e) in entries.iter().enumerate() {
+        t2.push(leaf_hash(if i == 5 { &liar } else { e }));
+    }
+    let cp_liar = Checkpoint::new("test.example/log", 20, t2.root())
+        .sign(&signer)
+        .unwrap();
+    let liar_proof = TlogProof {
+        extra: None,
+        index: 5,
+        proof: inclusion_proof(&t2, 5, 20).unwrap(),
+        checkpoint_note: cp_liar,
+    };
+    std::fs::write(p("liar-proof"), liar_proof.to_text()).unwrap();
+    std::fs::write(p("liar"), &liar).unwrap();
+    let o = verify(&[
+        "proof",
+        "--key",
+        &key,
+        "--entry",
+        &p("liar"),
+        &p("liar-proof"),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("index 6"), "{}", stdout(&o));
+    // The same proof with only the leaf hash proves a hash, and says so.
+    let o = verify(&[
+        "proof",
+        "--key",
+        &key,
+        "--leaf-hash",
+        &leaf_hash(&liar).to_hex(),
+        &p("liar-proof"),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("leaf hash"), "{}", stdout(&o));
+    // A proof file that does not parse is a rejection, not a usage error.
+    std::fs::write(p("garbled"), "c2sp.org/tlog-proof@v1\nindex x\n\n").unwrap();
+    assert_eq!(
+        verify(&[
+            "proof",
+            "--key",
+            &key,
+            "--leaf-hash",
+            &leaf_hash(&liar).to_hex(),
+            &p("garbled")
+        ])
+        .status
+        .code(),
         Some(1)
     );
 
@@ -136,6 +202,20 @@ fn checkpoint_proof_and_consistency_verdicts() {
     let o = verify(&args);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("REJECTED"));
+    // A proof file that is not a proof: rejected (1), not a usage error.
+    std::fs::write(p("cproof-bad"), "not base64!\n").unwrap();
+    let o = verify(&[
+        "consistency",
+        "--key",
+        &key,
+        "--old",
+        &p("cp7"),
+        "--new",
+        &p("cp20"),
+        "--proof",
+        &p("cproof-bad"),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
 
     // I/O error: exit 2.
     assert_eq!(

@@ -4,12 +4,16 @@
 use super::Logs;
 use super::proofs::{checkpoint_at, internal};
 use super::query::{RecordOptions, range, records};
+use crate::sequencer::redaction_key;
 use crate::store::{Store, be, cf};
 use ledger_proto::v1::export_server::Export;
-use ledger_proto::v1::{BundleHeader, ExportChunk, ExportRequest, SignedCheckpoint};
-use ledger_verify::Hash;
+use ledger_proto::v1::{
+    BundleHeader, ConsistencyProof, ExportChunk, ExportRequest, InclusionProof, RedactionProof,
+    SignedCheckpoint,
+};
 use ledger_verify::bundle::BundleWriter;
-use ledger_verify::tree::{CompactRange, HashSource, NodeId};
+use ledger_verify::tree::{self, CompactRange, HashSource, NodeId};
+use ledger_verify::{Checkpoint, Hash};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -63,12 +67,91 @@ fn checkpoints_from(store: &Store, size: u64) -> Result<Option<u64>, Status> {
     }
 }
 
-fn proto_checkpoint(size: u64, note: String) -> SignedCheckpoint {
-    SignedCheckpoint {
-        note,
-        tree_size: size,
-        ..Default::default()
+/// A stored checkpoint with its convenience fields filled from its note
+/// (which the audit checks them against).
+fn proto_checkpoint(size: u64, note: String) -> Result<SignedCheckpoint, Status> {
+    let body = note
+        .find("\n\n")
+        .map(|at| &note[..=at])
+        .ok_or_else(|| Status::data_loss(format!("stored checkpoint {size} is not a note")))?;
+    let cp = Checkpoint::parse(body)
+        .map_err(|e| Status::data_loss(format!("stored checkpoint {size}: {e}")))?;
+    if cp.size != size {
+        return Err(Status::data_loss(format!(
+            "checkpoint stored under size {size} says {}",
+            cp.size
+        )));
     }
+    Ok(SignedCheckpoint {
+        origin: cp.origin,
+        tree_size: cp.size,
+        root_hash: cp.root.to_vec(),
+        note,
+    })
+}
+
+/// Evidence for each payload in the bundle that a redaction entry at or
+/// after `end` erased: that entry, the newest stored checkpoint (which
+/// covers it: the redaction committed before its payload was found gone),
+/// an inclusion proof in it and a consistency proof from `end` to it.
+fn redaction_proofs(
+    store: &Store,
+    end: u64,
+    withheld: &[u64],
+) -> Result<Vec<RedactionProof>, Status> {
+    let mut latest: Option<SignedCheckpoint> = None;
+    let mut out = Vec::new();
+    for &target in withheld {
+        let Some(index) = store.dedup(&redaction_key(target)).map_err(internal)? else {
+            return Err(Status::data_loss(format!(
+                "the payload of entry {target} is gone but no redaction entry names it"
+            )));
+        };
+        if index < end {
+            continue; // In the bundle itself.
+        }
+        let cp = match &latest {
+            Some(cp) => cp.clone(),
+            None => {
+                let (size, note) = store
+                    .latest_checkpoint()
+                    .map_err(internal)?
+                    .ok_or_else(|| Status::data_loss("no stored checkpoint"))?;
+                let cp = proto_checkpoint(size, note)?;
+                latest = Some(cp.clone());
+                cp
+            }
+        };
+        let size = cp.tree_size;
+        if index >= size {
+            return Err(Status::unavailable(
+                "a redaction is being committed; retry the export",
+            ));
+        }
+        let entry = store
+            .entry(index)
+            .map_err(internal)?
+            .ok_or_else(|| Status::data_loss(format!("entry {index} is missing")))?;
+        let hashes = |v: Vec<Hash>| v.iter().map(|h| h.to_vec()).collect();
+        let inclusion = tree::inclusion_proof(store, index, size).map_err(internal)?;
+        let consistency = tree::consistency_proof(store, end, size).map_err(internal)?;
+        out.push(RedactionProof {
+            index,
+            entry,
+            checkpoint: Some(cp),
+            inclusion: Some(InclusionProof {
+                leaf_index: index,
+                tree_size: size,
+                hashes: hashes(inclusion),
+            }),
+            consistency: Some(ConsistencyProof {
+                old_size: end,
+                new_size: size,
+                hashes: hashes(consistency),
+            }),
+        });
+    }
+    Ok(out)
 }
 
 /// Writes the bundle of [start, end) to `tx` in chunks.
@@ -100,11 +183,12 @@ fn write_bundle(
                 break;
             }
             let (s, note) = cps.next().expect("peeked");
-            w.checkpoint(proto_checkpoint(s, note)).map_err(io)?;
+            w.checkpoint(proto_checkpoint(s, note)?).map_err(io)?;
         }
         Ok(())
     };
     emit_checkpoints(&mut w, start)?;
+    let mut withheld = Vec::new();
     while at < end {
         let stop = end.min(at + STEP);
         let rows = range(store, at, stop)?;
@@ -118,6 +202,9 @@ fn write_bundle(
         )?;
         for r in recs {
             let size = r.index + 1;
+            if r.payload_redacted {
+                withheld.push(r.index);
+            }
             w.entry(r).map_err(io)?;
             emit_checkpoints(&mut w, size)?;
             if w.get_mut().len() >= CHUNK {
@@ -125,6 +212,9 @@ fn write_bundle(
             }
         }
         at = stop;
+    }
+    for p in redaction_proofs(store, end, &withheld)? {
+        w.redaction_proof(p).map_err(io)?;
     }
     let mut rest = w.finish().map_err(io)?;
     send(&mut rest, total)
@@ -163,34 +253,39 @@ impl Export for ExportService {
         }
         let store = log.store.clone();
         let start = req.start;
-        let prefix = CompactRange::from_source(&*store, start).map_err(internal)?;
-        let prev_leaf = if start == 0 {
-            Hash::ZERO
-        } else {
-            store
-                .nodes(&[NodeId::new(0, start - 1)])
-                .map_err(internal)?[0]
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let header = BundleHeader {
-            origin: log.origin.clone(),
-            verifier_key: log.verifier.to_string(),
-            start,
-            end,
-            prefix_hashes: prefix.peaks().iter().map(|h| h.to_vec()).collect(),
-            prev_leaf_hash: prev_leaf.to_vec(),
-            includes_payloads: req.include_payloads,
-            created_at: Some(prost_types::Timestamp {
-                seconds: now.as_secs() as i64,
-                nanos: now.subsec_nanos() as i32,
-            }),
-        };
-        let (tx, rx) = mpsc::channel(4);
+        let (origin, verifier_key) = (log.origin.clone(), log.verifier.to_string());
         let payloads = req.include_payloads;
+        let (tx, rx) = mpsc::channel(4);
+        // Store reads (the prefix, then the bundle) run off the async threads.
         tokio::task::spawn_blocking(move || {
-            if let Err(s) = write_bundle(&store, header, payloads, &tx) {
+            let header = || -> Result<BundleHeader, Status> {
+                let prefix = CompactRange::from_source(&*store, start).map_err(internal)?;
+                let prev_leaf = if start == 0 {
+                    Hash::ZERO
+                } else {
+                    store
+                        .nodes(&[NodeId::new(0, start - 1)])
+                        .map_err(internal)?[0]
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                Ok(BundleHeader {
+                    origin,
+                    verifier_key,
+                    start,
+                    end,
+                    prefix_hashes: prefix.peaks().iter().map(|h| h.to_vec()).collect(),
+                    prev_leaf_hash: prev_leaf.to_vec(),
+                    includes_payloads: payloads,
+                    created_at: Some(prost_types::Timestamp {
+                        seconds: now.as_secs() as i64,
+                        nanos: now.subsec_nanos() as i32,
+                    }),
+                })
+            };
+            let result = header().and_then(|h| write_bundle(&store, h, payloads, &tx));
+            if let Err(s) = result {
                 let _ = tx.blocking_send(Err(s));
             }
         });
