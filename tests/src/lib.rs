@@ -4,6 +4,9 @@
 //! The binaries are the ones `cargo test --workspace` builds into the target
 //! directory (next to the test executables); set `LEDGERD_BIN` to use another.
 
+pub mod items;
+pub mod raw;
+
 use ledger_proto::v1::ingest_client::IngestClient;
 use ledger_proto::v1::proofs_client::ProofsClient;
 use ledger_proto::v1::{AuditEvent, EventKind, RiskTier};
@@ -210,6 +213,23 @@ impl Server {
             let _ = child.wait();
             panic!("ledgerd did not stop within 30 s of SIGTERM");
         }
+    }
+
+    /// The server process's resident memory in KiB (Linux), if running.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// SIGKILL: the crash path.

@@ -3,81 +3,13 @@
 //! untouched log verifies clean.
 
 use ledger_client::{Client, Event, EventKind};
+use ledger_e2e::items::{Items, assert_first};
 use ledger_e2e::{Server, verify_json};
-use ledger_verify::audit::{AuditReport, TamperKind, audit_bundle};
-use ledger_verify::bundle::{BundleReader, BundleWriter};
-use ledger_verify::proto::{
-    BundleHeader, EntryRecord, LedgerEntry, SignedCheckpoint, bundle_item::Item,
-};
-use ledger_verify::{NoteVerifier, leaf_hash};
+use ledger_verify::audit::{TamperKind, audit_bundle};
+use ledger_verify::leaf_hash;
+use ledger_verify::proto::{EntryRecord, LedgerEntry, SignedCheckpoint, bundle_item::Item};
 use prost::Message;
 use std::path::Path;
-
-/// A bundle as items, to tamper with.
-struct Items {
-    header: BundleHeader,
-    body: Vec<Item>,
-}
-
-impl Items {
-    fn parse(bytes: &[u8]) -> Items {
-        let mut r = BundleReader::new(bytes).unwrap();
-        let Some(Item::Header(header)) = r.next_item().unwrap() else {
-            panic!("no header")
-        };
-        let mut body = Vec::new();
-        while let Some(item) = r.next_item().unwrap() {
-            if !matches!(item, Item::End(_)) {
-                body.push(item);
-            }
-        }
-        Items { header, body }
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        let mut w = BundleWriter::new(Vec::new(), self.header.clone()).unwrap();
-        for item in &self.body {
-            match item {
-                Item::Entry(e) => w.entry(e.clone()).unwrap(),
-                Item::Checkpoint(c) => w.checkpoint(c.clone()).unwrap(),
-                _ => unreachable!(),
-            }
-        }
-        w.finish().unwrap()
-    }
-
-    /// Position in `body` of entry `index`.
-    fn at(&self, index: u64) -> usize {
-        self.body
-            .iter()
-            .position(|i| matches!(i, Item::Entry(e) if e.index == index))
-            .unwrap()
-    }
-
-    fn entry_mut(&mut self, index: u64) -> &mut EntryRecord {
-        let p = self.at(index);
-        match &mut self.body[p] {
-            Item::Entry(e) => e,
-            _ => unreachable!(),
-        }
-    }
-
-    fn audit(&self, key: &NoteVerifier) -> AuditReport {
-        audit_bundle(self.bytes().as_slice(), key, |_, _| {}).unwrap()
-    }
-}
-
-fn assert_first(r: &AuditReport, kind: TamperKind, index: u64, case: &str) {
-    let f = r
-        .first()
-        .unwrap_or_else(|| panic!("{case}: tampering not detected"));
-    assert_eq!(
-        (f.kind, f.index),
-        (kind, index),
-        "{case}: {:#?}",
-        r.findings
-    );
-}
 
 async fn fill(server: &Server, rounds: u64, per: u64, tag: &str) {
     let c = Client::connect(&server.grpc).await.unwrap();
@@ -176,12 +108,18 @@ async fn each_kind_of_tampering_in_a_bundle_is_named_with_its_first_index() {
     forged.prev_leaf_hash = prev.to_vec();
     forged.event.as_mut().unwrap().event_id = "fabricated".into();
     forged.event.as_mut().unwrap().agent_id = "cover-up".into();
+    // It commits to entry 170's payload, so it can carry that payload.
+    let real = t.entry_mut(170).clone();
+    let bytes = forged.encode_to_vec();
     let p = t.at(170);
     t.body.insert(
         p,
         Item::Entry(EntryRecord {
             index: 170,
-            entry: forged.encode_to_vec(),
+            leaf_hash: leaf_hash(&bytes).to_vec(),
+            entry: bytes,
+            payload: real.payload,
+            payload_salt: real.payload_salt,
             ..Default::default()
         }),
     );
