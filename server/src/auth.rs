@@ -82,8 +82,9 @@ impl Identity {
             None => Ok((!requested_log.is_empty()).then(|| requested_log.to_string())),
             Some(t) if requested_log.is_empty() || requested_log == t => Ok(Some(t.clone())),
             Some(_) => Err(Status::permission_denied(format!(
-                "log: {} may not use log {requested_log:?}",
-                self.name
+                "log: {} may not use log {}",
+                self.name,
+                crate::service::answers::quote(requested_log)
             ))),
         }
     }
@@ -94,8 +95,10 @@ impl Identity {
             return Ok(());
         }
         Err(Status::permission_denied(format!(
-            "event.agent_id: {} may only append as {:?}, not {agent_id:?}",
-            self.name, self.agents
+            "event.agent_id: {} may only append as {:?}, not {}",
+            self.name,
+            self.agents,
+            crate::service::answers::quote(agent_id)
         )))
     }
 }
@@ -266,7 +269,17 @@ pub struct Access {
     required: bool,
     path: PathBuf,
     state: RwLock<(Option<SystemTime>, AccessFile)>,
+    /// When an unknown credential last made the file be re-read: at most
+    /// every [`DEMAND_REFRESH`], so callers with made-up keys cannot make
+    /// the server stat the file on every request (the background refresh
+    /// runs every second anyway).
+    demanded: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// Shortest time between two re-reads of the credentials file asked for by
+/// an unknown credential: a key created a moment ago works at once, and a
+/// flood of bad keys costs at most ten stats a second.
+const DEMAND_REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Access {
     pub fn new(required: bool, data_dir: &Path) -> anyhow::Result<Arc<Access>> {
@@ -277,6 +290,7 @@ impl Access {
             required,
             path,
             state: RwLock::new((mtime, file)),
+            demanded: std::sync::Mutex::new(None),
         }))
     }
 
@@ -306,6 +320,16 @@ impl Access {
         }
     }
 
+    /// What a client sending a credential to a server without
+    /// authentication should know: a credential it sends is still checked.
+    fn off_note(&self) -> &'static str {
+        if self.required {
+            ""
+        } else {
+            " (authentication is off on this server, but a credential that is sent must be valid: send none to be served anonymously)"
+        }
+    }
+
     fn identity_of(c: &Credential) -> Identity {
         let prefix = match c.kind {
             CredentialKind::Key => "key",
@@ -329,12 +353,25 @@ impl Access {
         peer_ip: Option<std::net::IpAddr>,
     ) -> Result<Identity, Status> {
         match self.lookup(metadata, peer_cert_der, peer_ip) {
-            Err(s) if s.code() == tonic::Code::Unauthenticated => {
+            Err(s) if s.code() == tonic::Code::Unauthenticated && self.may_refresh() => {
                 self.refresh();
                 self.lookup(metadata, peer_cert_der, peer_ip)
             }
             other => other,
         }
+    }
+
+    /// Whether an on-demand re-read is due (see [`DEMAND_REFRESH`]).
+    fn may_refresh(&self) -> bool {
+        let Ok(mut last) = self.demanded.try_lock() else {
+            return false; // Another request is re-reading it now.
+        };
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < DEMAND_REFRESH) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     fn lookup(
@@ -356,7 +393,10 @@ impl Access {
                 .and_then(|t| t.strip_prefix("alk_"))
                 .and_then(|t| t.split_once('.'))
                 .ok_or_else(|| {
-                    Status::unauthenticated("authorization: expected `Bearer alk_<id>.<secret>`")
+                    Status::unauthenticated(format!(
+                        "authorization: expected `Bearer alk_<id>.<secret>`{}",
+                        self.off_note()
+                    ))
                 })?;
             let (id, secret) = token;
             let hash = hex::encode(Sha256::digest(secret.as_bytes()));
@@ -368,7 +408,10 @@ impl Access {
                 .find(|c| c.kind == CredentialKind::Key && c.id == id && same(&c.sha256, &hash))
                 .map(Access::identity_of)
                 .ok_or_else(|| {
-                    Status::unauthenticated("authorization: unknown or revoked API key")
+                    Status::unauthenticated(format!(
+                        "authorization: unknown or revoked API key{}",
+                        self.off_note()
+                    ))
                 });
         }
         if let Some(der) = peer_cert_der {

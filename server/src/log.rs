@@ -189,6 +189,7 @@ impl Log {
         };
         let (reply, rx) = oneshot::channel();
         let job = AppendJob {
+            digest: crate::sequencer::event_digest(&event),
             event,
             writer,
             reply,
@@ -272,6 +273,10 @@ impl Log {
             }
         }
         let (reply, rx) = oneshot::channel();
+        let redaction = ledger_proto::v1::Redaction {
+            target_index: target,
+            reason: reason.to_string(),
+        };
         let job = AppendJob {
             event: AuditEvent {
                 event_id: key,
@@ -280,16 +285,23 @@ impl Log {
             writer,
             reply,
             budget: None,
-            redaction: Some(ledger_proto::v1::Redaction {
-                target_index: target,
-                reason: reason.to_string(),
-            }),
+            digest: ledger_verify::hash::sha256(&[&prost::Message::encode_to_vec(&redaction)]),
+            redaction: Some(redaction),
         };
         self.tx
             .send(Msg::Append(Box::new(job)))
             .await
             .map_err(|_| fail(Code::Unavailable, "", "server is shutting down".into()))?;
-        Log::await_ack(rx).await
+        Log::await_ack(rx).await.map_err(|r| match r.code {
+            Code::AlreadyExists => fail(
+                Code::AlreadyExists,
+                "target_index",
+                format!(
+                    "target_index: entry {target} was already redacted, with another reason; that redaction stands"
+                ),
+            ),
+            _ => r,
+        })
     }
 
     /// Turns the sequencer's answer into an ack or a status.
@@ -298,11 +310,18 @@ impl Log {
     ) -> Result<AppendAck, Rejection> {
         match rx.await {
             Ok(Ok(ack)) => Ok(ack),
-            Ok(Err(e)) => Err(Rejection {
-                code: Code::Unavailable,
-                message: e.to_string(),
-                field: String::new(),
-            }),
+            Ok(Err(e)) => {
+                let (code, field) = match &e {
+                    SequencerError::Conflict { .. } => (Code::AlreadyExists, "event.event_id"),
+                    SequencerError::Corrupt(_) => (Code::DataLoss, ""),
+                    SequencerError::Storage(_) => (Code::Unavailable, ""),
+                };
+                Err(Rejection {
+                    code,
+                    message: e.to_string(),
+                    field: field.into(),
+                })
+            }
             Err(_) => Err(Rejection {
                 code: Code::Unavailable,
                 message:

@@ -11,7 +11,7 @@ use crate::store::{self, Store, StoreError, cf};
 use crate::validate::occurred_nanos;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use ledger_proto::v1::{EventFilter, LedgerEntry, SpanNode};
+use ledger_proto::v1::{EventFilter, EventKind, LedgerEntry, Outcome, RiskTier, SpanNode};
 use ledger_verify::entry::decode_entry;
 use std::collections::BTreeMap;
 
@@ -53,13 +53,41 @@ pub struct Filter {
 }
 
 fn ts_nanos(field: &'static str, t: &prost_types::Timestamp) -> Result<u64, QueryError> {
-    if t.seconds < 0 || !(0..1_000_000_000).contains(&t.nanos) {
+    if !(0..1_000_000_000).contains(&t.nanos) {
         return Err(QueryError::Invalid(
             field,
-            "must be a valid time after 1970-01-01".into(),
+            format!("nanos is {}, must be 0 to 999999999", t.nanos),
+        ));
+    }
+    if t.seconds < 0 {
+        return Err(QueryError::Invalid(
+            field,
+            format!("seconds is {}, must be a time after 1970-01-01", t.seconds),
         ));
     }
     Ok(t.seconds as u64 * 1_000_000_000 + t.nanos as u64)
+}
+
+/// Longest agent id, principal or tool name an event may carry (the
+/// ingest limits), so the longest a filter on them can usefully be.
+const MAX_FILTER_TEXT: usize = 256;
+
+/// Every value of a repeated enum filter must be one the API defines.
+fn check_enums(
+    field: &'static str,
+    values: &[i32],
+    known: impl Fn(i32) -> bool,
+) -> Result<(), QueryError> {
+    match values.iter().position(|&v| !known(v)) {
+        None => Ok(()),
+        Some(i) => Err(QueryError::Invalid(
+            field,
+            format!(
+                "value {} at position {i} is not one the API defines (see ledger.proto)",
+                values[i]
+            ),
+        )),
+    }
 }
 
 impl Filter {
@@ -68,6 +96,31 @@ impl Filter {
             return Ok(Filter::default());
         };
         let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        // Values no event can have are refused, not matched against nothing.
+        for (field, value) in [
+            ("filter.agent_id", &f.agent_id),
+            ("filter.principal", &f.principal),
+            ("filter.tool_name", &f.tool_name),
+        ] {
+            if value.len() > MAX_FILTER_TEXT {
+                return Err(QueryError::Invalid(
+                    field,
+                    format!(
+                        "{} bytes; events hold at most {MAX_FILTER_TEXT}, so nothing could match",
+                        value.len()
+                    ),
+                ));
+            }
+        }
+        check_enums("filter.kinds", &f.kinds, |v| {
+            EventKind::try_from(v).is_ok_and(|k| k != EventKind::Unspecified)
+        })?;
+        check_enums("filter.risk_tiers", &f.risk_tiers, |v| {
+            RiskTier::try_from(v).is_ok()
+        })?;
+        check_enums("filter.outcomes", &f.outcomes, |v| {
+            Outcome::try_from(v).is_ok()
+        })?;
         let correlation = if f.correlation_id.is_empty() {
             None
         } else {

@@ -9,7 +9,7 @@
 //! one queues up, so group size adapts to load.
 
 use crate::metrics::Metrics;
-use crate::store::{CommitBatch, Store, StoreError, be, cf, index_key};
+use crate::store::{CommitBatch, DedupRecord, Store, StoreError, be, cf, index_key};
 use crate::validate::occurred_nanos;
 use ledger_proto::v1::{AppendAck, AuditEvent, LedgerEntry};
 use ledger_verify::checkpoint::Checkpoint;
@@ -35,6 +35,15 @@ pub struct AppendJob {
     /// event_id, `#redact/<target>`, only serves to make it idempotent), and
     /// the target's stored payload is dropped in the same batch.
     pub redaction: Option<ledger_proto::v1::Redaction>,
+    /// SHA-256 of what was asked for (the event's canonical encoding, or the
+    /// redaction's), kept with the event id: a later append under the same
+    /// id is a retry only if its digest is the same.
+    pub digest: Hash,
+}
+
+/// The digest of a request to append `event` (see [`AppendJob::digest`]).
+pub fn event_digest(event: &AuditEvent) -> Hash {
+    ledger_verify::hash::sha256(&[&prost::Message::encode_to_vec(event)])
 }
 
 /// The ack of a freshly appended entry.
@@ -72,6 +81,11 @@ pub enum SequencerError {
     Storage(String),
     #[error("stored entry {0} is unreadable")]
     Corrupt(u64),
+    /// The event id is taken by a different event.
+    #[error(
+        "event_id {event_id} is already used by entry {index} for a different event (the digest of the event as received differs); a retry must resend the same event, a new event needs a new event_id"
+    )]
+    Conflict { event_id: String, index: u64 },
 }
 
 /// The latest signed checkpoint, as published to readers.
@@ -296,14 +310,25 @@ impl Sequencer {
     /// Adds `entry` at the next index: encodes it once, chains and hashes
     /// it into the tree, and stores it with its dedup record. Returns its
     /// leaf hash.
-    fn push_entry(&mut self, batch: &mut CommitBatch, entry: &LedgerEntry, dedup_id: &str) -> Hash {
+    fn push_entry(
+        &mut self,
+        batch: &mut CommitBatch,
+        entry: &LedgerEntry,
+        dedup_id: &str,
+        digest: Hash,
+    ) -> Hash {
         let bytes = encode_entry(entry);
         let leaf = leaf_hash(&bytes);
         self.extend_tree(batch, leaf);
         self.edge.prev_leaf = leaf;
         let key = be(entry.index);
         self.store.put(batch, cf::ENTRIES, &key, &bytes);
-        self.store.put(batch, cf::DEDUP, dedup_id.as_bytes(), &key);
+        let record = DedupRecord {
+            index: entry.index,
+            digest: Some(digest),
+        };
+        self.store
+            .put(batch, cf::DEDUP, dedup_id.as_bytes(), &record.encode());
         leaf
     }
 
@@ -340,7 +365,7 @@ impl Sequencer {
 
         let mut batch = self.store.new_batch();
         let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
-        let mut in_group: HashMap<String, AppendAck> = HashMap::new();
+        let mut in_group: HashMap<String, (AppendAck, Hash)> = HashMap::new();
         let mut appended = 0usize;
         let mut budgets = Vec::with_capacity(jobs.len());
 
@@ -351,21 +376,33 @@ impl Sequencer {
                 reply,
                 budget,
                 redaction,
+                digest,
             } = job;
             budgets.push(budget);
-            if let Some(index) = existing {
-                let ack = self.ack_for_existing(index, &event.event_id);
+            let conflict = |index| SequencerError::Conflict {
+                event_id: event.event_id.clone(),
+                index,
+            };
+            if let Some(rec) = existing {
+                // Records from before digests were kept compare by id alone.
+                let ack = if rec.digest.is_some_and(|d| d != digest) {
+                    Err(conflict(rec.index))
+                } else {
+                    self.ack_for_existing(rec.index, &event.event_id)
+                };
                 replies.push((reply, ack));
                 continue;
             }
-            if let Some(first) = in_group.get(&event.event_id) {
-                replies.push((
-                    reply,
+            if let Some((first, first_digest)) = in_group.get(&event.event_id) {
+                let ack = if *first_digest != digest {
+                    Err(conflict(first.index))
+                } else {
                     Ok(AppendAck {
                         duplicate: true,
                         ..first.clone()
-                    }),
-                ));
+                    })
+                };
+                replies.push((reply, ack));
                 continue;
             }
             let index = self.edge.size();
@@ -379,10 +416,10 @@ impl Sequencer {
                     redaction: Some(r),
                     ..Default::default()
                 };
-                let leaf = self.push_entry(&mut batch, &entry, &event.event_id);
+                let leaf = self.push_entry(&mut batch, &entry, &event.event_id, digest);
                 self.store.delete(&mut batch, cf::PAYLOADS, &be(target));
                 let ack = new_ack(&event.event_id, index, leaf, integrated_at);
-                in_group.insert(event.event_id.clone(), ack.clone());
+                in_group.insert(event.event_id.clone(), (ack.clone(), digest));
                 replies.push((reply, Ok(ack)));
                 appended += 1;
                 continue;
@@ -408,7 +445,7 @@ impl Sequencer {
             };
             // Entry was built from a Some(event) just above.
             let event_id = entry.event.as_ref().expect("event set").event_id.clone();
-            let leaf = self.push_entry(&mut batch, &entry, &event_id);
+            let leaf = self.push_entry(&mut batch, &entry, &event_id, digest);
 
             let key = be(index);
             let store = &self.store;
@@ -452,7 +489,7 @@ impl Sequencer {
             store.put(&mut batch, cf::BY_TIME, &tk, &[]);
 
             let ack = new_ack(&event_id, index, leaf, integrated_at);
-            in_group.insert(event_id, ack.clone());
+            in_group.insert(event_id, (ack.clone(), digest));
             replies.push((reply, Ok(ack)));
             appended += 1;
         }

@@ -213,29 +213,39 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         config.limits.burst_events,
         config.limits.daily_events,
     ));
-    let max_message = config.ingest.max_payload_bytes + (256 << 10);
+    // One request size limit for every RPC, named in the answer to an
+    // oversized request.
+    let max_message = config.ingest.max_payload_bytes + crate::service::answers::REQUEST_OVERHEAD;
     let ingest = InterceptedService::new(
         IngestServer::new(IngestService {
             logs: logs.clone(),
             limiter,
+            request_limit: max_message,
         })
         .max_decoding_message_size(max_message),
         authn.clone(),
     );
     let proofs = InterceptedService::new(
-        ProofsServer::new(ProofsService { logs: logs.clone() }),
+        ProofsServer::new(ProofsService { logs: logs.clone() })
+            .max_decoding_message_size(max_message),
         authn.clone(),
     );
     let query = InterceptedService::new(
-        QueryServer::new(QueryService { logs: logs.clone() }).max_encoding_message_size(256 << 20),
+        QueryServer::new(QueryService { logs: logs.clone() })
+            .max_encoding_message_size(256 << 20)
+            .max_decoding_message_size(max_message),
         authn.clone(),
     );
     let export = InterceptedService::new(
-        ExportServer::new(ExportService { logs: logs.clone() }),
+        ExportServer::new(ExportService { logs: logs.clone() })
+            .max_decoding_message_size(max_message),
         authn.clone(),
     );
-    let admin =
-        InterceptedService::new(AdminServer::new(AdminService { logs: logs.clone() }), authn);
+    let admin = InterceptedService::new(
+        AdminServer::new(AdminService { logs: logs.clone() })
+            .max_decoding_message_size(max_message),
+        authn,
+    );
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls_config(&config)? {
         builder = builder.tls_config(tls).context("TLS configuration")?;
@@ -246,6 +256,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         let _ = rx.wait_for(|s| *s).await;
     };
     let grpc = builder
+        .layer(crate::service::answers::RequestErrors { limit: max_message })
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(16 << 20))

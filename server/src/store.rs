@@ -77,6 +77,38 @@ pub fn be(n: u64) -> [u8; 8] {
     n.to_be_bytes()
 }
 
+/// What the dedup column keeps per event id: the entry's index and the
+/// digest of the event as received (SHA-256 of its canonical protobuf
+/// encoding, payload included), so a retry can be told from a different
+/// event under a reused id. Records written before digests were kept hold
+/// the index alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupRecord {
+    pub index: u64,
+    pub digest: Option<Hash>,
+}
+
+impl DedupRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = be(self.index).to_vec();
+        if let Some(d) = &self.digest {
+            v.extend_from_slice(d.as_bytes());
+        }
+        v
+    }
+
+    pub fn decode(v: &[u8]) -> Result<DedupRecord> {
+        let corrupt = || StoreError::Corrupt(format!("dedup record of {} bytes", v.len()));
+        let index = read_be(v.get(..8).ok_or_else(corrupt)?).ok_or_else(corrupt)?;
+        let digest = match v.len() {
+            8 => None,
+            40 => Hash::from_slice(&v[8..]),
+            _ => return Err(corrupt()),
+        };
+        Ok(DedupRecord { index, digest })
+    }
+}
+
 fn read_be(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b.try_into().ok()?))
 }
@@ -233,19 +265,19 @@ impl Store {
 
     /// Index of an already appended event id.
     pub fn dedup(&self, event_id: &str) -> Result<Option<u64>> {
-        Ok(self
-            .db
-            .get_cf(self.cf(cf::DEDUP), event_id.as_bytes())?
-            .and_then(|v| read_be(&v)))
+        match self.db.get_cf(self.cf(cf::DEDUP), event_id.as_bytes())? {
+            None => Ok(None),
+            Some(v) => DedupRecord::decode(&v).map(|r| Some(r.index)),
+        }
     }
 
     /// Looks up many event ids at once.
-    pub fn dedup_many(&self, event_ids: &[&str]) -> Result<Vec<Option<u64>>> {
+    pub fn dedup_many(&self, event_ids: &[&str]) -> Result<Vec<Option<DedupRecord>>> {
         let cf = self.cf(cf::DEDUP);
         self.db
             .multi_get_cf(event_ids.iter().map(|id| (cf, id.as_bytes())))
             .into_iter()
-            .map(|r| Ok(r?.and_then(|v| read_be(&v))))
+            .map(|r| r?.map(|v| DedupRecord::decode(&v)).transpose())
             .collect()
     }
 

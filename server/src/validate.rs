@@ -126,8 +126,17 @@ pub fn validate_event(e: &AuditEvent, limits: &Limits, now: SystemTime) -> Resul
         .occurred_at
         .as_ref()
         .ok_or_else(|| err("occurred_at", "required"))?;
-    if ts.seconds < 0 || !(0..1_000_000_000).contains(&ts.nanos) {
-        return Err(err("occurred_at", "must be a valid time after 1970-01-01"));
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return Err(err(
+            "occurred_at",
+            format!("nanos is {}, must be 0 to 999999999", ts.nanos),
+        ));
+    }
+    if ts.seconds < 0 {
+        return Err(err(
+            "occurred_at",
+            format!("seconds is {}, must be a time after 1970-01-01", ts.seconds),
+        ));
     }
     let at = SystemTime::UNIX_EPOCH + Duration::new(ts.seconds as u64, ts.nanos as u32);
     if at > now + limits.max_future_skew {
@@ -155,7 +164,9 @@ pub fn validate_event(e: &AuditEvent, limits: &Limits, now: SystemTime) -> Resul
             return Err(err(
                 "attributes",
                 format!(
-                    "key {k:?} must be 1 to {} bytes",
+                    "key {} ({} bytes) must be 1 to {} bytes",
+                    crate::service::answers::quote(k),
+                    k.len(),
                     limits.max_attribute_key_bytes
                 ),
             ));
@@ -266,6 +277,10 @@ mod tests {
             ("event.risk_tier", Box::new(|e| e.risk_tier = 42)),
             ("event.outcome", Box::new(|e| e.outcome = -1)),
             ("event.occurred_at", Box::new(|e| e.occurred_at = None)),
+            (
+                "event.occurred_at",
+                Box::new(|e| e.occurred_at.as_mut().unwrap().nanos = 1_000_000_000),
+            ),
             (
                 "event.occurred_at",
                 Box::new(|e| {

@@ -1,6 +1,7 @@
 //! The Ingest service: unary `Append` and bidirectional `AppendStream`.
 
 use super::Logs;
+use super::answers::request_status;
 use crate::auth::{Action, Identity, RateLimiter, caller};
 use crate::log::{Log, Rejection};
 use futures_util::stream::{FuturesOrdered, StreamExt};
@@ -22,6 +23,8 @@ const STREAM_WINDOW: usize = 4096;
 pub struct IngestService {
     pub logs: Arc<Logs>,
     pub limiter: Arc<RateLimiter>,
+    /// The request size limit, for the answer to an oversized message.
+    pub request_limit: usize,
 }
 
 type AckReceiver =
@@ -108,9 +111,13 @@ impl Ingest for IngestService {
         let logs = self.logs.clone();
         let limiter = self.limiter.clone();
         let (tx, rx) = mpsc::channel(256);
+        let limit = self.request_limit;
         tokio::spawn(async move {
             let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
             let mut inbound_open = true;
+            // Why the client's side of the stream broke, sent after the acks
+            // of everything before it: a client must not read a clean end.
+            let mut broken: Option<Status> = None;
             loop {
                 tokio::select! {
                     biased;
@@ -139,11 +146,15 @@ impl Ingest for IngestService {
                             Err(status) => {
                                 tracing::debug!(%status, "append stream ended with an error from the client");
                                 inbound_open = false;
+                                broken = Some(request_status(&status, limit).unwrap_or(status));
                             }
                         }
                     }
                     else => break,
                 }
+            }
+            if let Some(status) = broken {
+                let _ = tx.send(Err(status)).await;
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))

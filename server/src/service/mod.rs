@@ -2,6 +2,7 @@
 //! and hand over to the log; they never order or write anything themselves.
 
 pub mod admin;
+pub mod answers;
 pub mod export;
 pub mod ingest;
 pub mod proofs;
@@ -29,9 +30,12 @@ impl Logs {
     /// The log a request names; empty means the default log.
     pub fn resolve(&self, id: &str) -> Result<&Arc<Log>, Status> {
         let id = if id.is_empty() { &self.default_id } else { id };
-        self.by_id
-            .get(id)
-            .ok_or_else(|| Status::not_found(format!("log: no log named {id:?} on this server")))
+        self.by_id.get(id).ok_or_else(|| {
+            Status::not_found(format!(
+                "log: no log named {} on this server",
+                answers::quote(id)
+            ))
+        })
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Arc<Log>> {

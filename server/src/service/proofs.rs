@@ -55,7 +55,12 @@ impl Proofs for ProofsService {
                 Leaf::EventId(id) => store
                     .dedup(&id)
                     .map_err(internal)?
-                    .ok_or_else(|| Status::not_found(format!("event_id: no event {id:?} in this log")))?,
+                    .ok_or_else(|| {
+                        Status::not_found(format!(
+                            "event_id: no event {} in this log",
+                            super::answers::quote(&id)
+                        ))
+                    })?,
             };
             if index >= size {
                 return Err(Status::out_of_range(format!(

@@ -287,6 +287,12 @@ impl Query for QueryService {
         req: Request<GetEntriesRequest>,
     ) -> Result<Response<RecordStream>, Status> {
         let (_, req, log) = self.logs.open(req, crate::auth::Action::Read, |r| &r.log)?;
+        if req.end != 0 && req.start > req.end {
+            return Err(Status::invalid_argument(format!(
+                "start: {} is after end {} (end 0 means the latest checkpoint's size)",
+                req.start, req.end
+            )));
+        }
         let cp = view(&log, 0).await?;
         let end = if req.end == 0 {
             cp.tree_size
