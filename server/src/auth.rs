@@ -269,17 +269,7 @@ pub struct Access {
     required: bool,
     path: PathBuf,
     state: RwLock<(Option<SystemTime>, AccessFile)>,
-    /// When an unknown credential last made the file be re-read: at most
-    /// every [`DEMAND_REFRESH`], so callers with made-up keys cannot make
-    /// the server stat the file on every request (the background refresh
-    /// runs every second anyway).
-    demanded: std::sync::Mutex<Option<std::time::Instant>>,
 }
-
-/// Shortest time between two re-reads of the credentials file asked for by
-/// an unknown credential: a key created a moment ago works at once, and a
-/// flood of bad keys costs at most ten stats a second.
-const DEMAND_REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Access {
     pub fn new(required: bool, data_dir: &Path) -> anyhow::Result<Arc<Access>> {
@@ -290,7 +280,6 @@ impl Access {
             required,
             path,
             state: RwLock::new((mtime, file)),
-            demanded: std::sync::Mutex::new(None),
         }))
     }
 
@@ -353,25 +342,12 @@ impl Access {
         peer_ip: Option<std::net::IpAddr>,
     ) -> Result<Identity, Status> {
         match self.lookup(metadata, peer_cert_der, peer_ip) {
-            Err(s) if s.code() == tonic::Code::Unauthenticated && self.may_refresh() => {
+            Err(s) if s.code() == tonic::Code::Unauthenticated => {
                 self.refresh();
                 self.lookup(metadata, peer_cert_der, peer_ip)
             }
             other => other,
         }
-    }
-
-    /// Whether an on-demand re-read is due (see [`DEMAND_REFRESH`]).
-    fn may_refresh(&self) -> bool {
-        let Ok(mut last) = self.demanded.try_lock() else {
-            return false; // Another request is re-reading it now.
-        };
-        let now = std::time::Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < DEMAND_REFRESH) {
-            return false;
-        }
-        *last = Some(now);
-        true
     }
 
     fn lookup(
