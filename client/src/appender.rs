@@ -140,6 +140,7 @@ async fn run(client: Client, opts: AppenderOptions, mut rx: mpsc::Receiver<(Audi
             let req = AppendRequest {
                 log: client.log.clone(),
                 event: Some(event.clone()),
+                receipt: false,
             };
             if req_tx.send(req).await.is_err() {
                 broken = true;
@@ -151,7 +152,7 @@ async fn run(client: Client, opts: AppenderOptions, mut rx: mpsc::Receiver<(Audi
                 job = rx.recv(), if input_open && inflight.len() < opts.window => {
                     match job {
                         Some((event, reply)) => {
-                            let req = AppendRequest { log: client.log.clone(), event: Some(event.clone()) };
+                            let req = AppendRequest { log: client.log.clone(), event: Some(event.clone()), receipt: false };
                             inflight.push_back((event, reply));
                             if req_tx.send(req).await.is_err() {
                                 broken = true;

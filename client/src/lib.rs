@@ -27,6 +27,7 @@ pub use appender::{Appender, AppenderOptions, PendingAck};
 pub use event::{Event, EventJson, new_event_id, new_span_id, new_trace_id};
 pub use ledger_proto::v1::EventFilter;
 pub use ledger_proto::v1::{AppendAck, AuditEvent, EventKind, Outcome, RiskTier};
+pub use ledger_verify::receipt::VerifiedReceipt;
 pub use ledger_verify::{Checkpoint, Hash, NoteVerifier};
 pub use read::{ExportError, Page, ReadOptions, Record, RecordStream, Tail, Timeline};
 
@@ -237,10 +238,47 @@ impl Client {
             .append(AppendRequest {
                 log: self.log.clone(),
                 event: Some(event),
+                receipt: false,
             })
             .await?
             .into_inner();
         Ok(ack)
+    }
+
+    /// Appends one event and asks for a receipt: the writer's offline proof
+    /// that the ledger accepted it. The receipt is checked against the log
+    /// key (required) and against the event sent, payload included; keep
+    /// it with [`ledger_verify::receipt::to_tlog_proof`] as a file.
+    pub async fn append_with_receipt(
+        &self,
+        event: AuditEvent,
+    ) -> Result<(AppendAck, ledger_proto::v1::Receipt, VerifiedReceipt), Error> {
+        let key = self.key.as_ref().ok_or(Error::NoKey)?;
+        let mut ack = self
+            .ingest()
+            .append(AppendRequest {
+                log: self.log.clone(),
+                event: Some(event.clone()),
+                receipt: true,
+            })
+            .await?
+            .into_inner();
+        let receipt = ack
+            .receipt
+            .take()
+            .ok_or_else(|| Error::Verification("the server sent no receipt".into()))?;
+        let verified = ledger_verify::receipt::verify_proto(&receipt, key)
+            .map_err(|e| Error::Verification(format!("receipt: {e}")))?;
+        if verified.entry.index != ack.index
+            || verified.leaf_hash.as_bytes() != ack.leaf_hash.as_slice()
+        {
+            return Err(Error::Verification(
+                "the receipt is for another entry than the ack".into(),
+            ));
+        }
+        ledger_verify::receipt::check_event(&verified.entry, &event, &receipt.payload_salt)
+            .map_err(|e| Error::Verification(format!("receipt: {e}")))?;
+        Ok((ack, receipt, verified))
     }
 
     fn open(&self, cp: Option<SignedCheckpoint>) -> Result<VerifiedCheckpoint, Error> {

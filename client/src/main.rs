@@ -309,6 +309,11 @@ struct AppendArgs {
     /// A JSON payload.
     #[arg(long)]
     payload: Option<String>,
+    /// Ask for a receipt (offline proof the ledger accepted the event),
+    /// check it against --key, and write it to FILE as a C2SP tlog-proof
+    /// whose `extra` line is the stored entry. One event only.
+    #[arg(long, value_name = "FILE")]
+    receipt: Option<std::path::PathBuf>,
 }
 
 fn parse_attr(s: &str) -> Result<(String, String), String> {
@@ -400,7 +405,40 @@ async fn run(cli: Cli) -> Result<()> {
     }
     match cli.cmd {
         Cmd::Append(a) => {
-            if let Some(kind) = a.kind.clone() {
+            if let Some(path) = a.receipt.clone() {
+                let ev = match a.kind.clone() {
+                    Some(kind) => event_from_flags(*a, &kind)?,
+                    None => {
+                        let text =
+                            std::io::read_to_string(std::io::stdin()).context("reading stdin")?;
+                        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+                        let line = lines.next().context("stdin: no event")?;
+                        anyhow::ensure!(
+                            lines.next().is_none(),
+                            "--receipt takes one event; stdin has more"
+                        );
+                        serde_json::from_str::<EventJson>(line)
+                            .context("stdin line 1: not an event")?
+                            .into_event()
+                            .context("stdin line 1")?
+                    }
+                };
+                let (ack, receipt, verified) = client.append_with_receipt(ev).await?;
+                let file = ledger_verify::receipt::to_tlog_proof(&receipt)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                std::fs::write(&path, file.to_text())
+                    .with_context(|| format!("writing {}", path.display()))?;
+                print_ack(&ack, cli.json);
+                if !cli.json {
+                    println!(
+                        "receipt: entry {} in {} at size {} (verified) → {}",
+                        ack.index,
+                        verified.checkpoint.origin,
+                        verified.checkpoint.size,
+                        path.display()
+                    );
+                }
+            } else if let Some(kind) = a.kind.clone() {
                 let ev = event_from_flags(*a, &kind)?;
                 print_ack(&client.append(ev).await?, cli.json);
             } else {

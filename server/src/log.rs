@@ -17,6 +17,9 @@ use std::time::SystemTime;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tonic::{Code, Status};
 
+/// Receipts computed at once per log (see `Log::receipt_slots`).
+const RECEIPT_THREADS: usize = 4;
+
 /// How an append was refused: a gRPC status plus the offending field, if any.
 #[derive(Debug, Clone)]
 pub struct Rejection {
@@ -56,6 +59,12 @@ pub struct Log {
     /// Budget units are KiB so large queues fit in a semaphore's permits.
     budget_unit: usize,
     checkpoint: watch::Receiver<Option<Arc<SignedCheckpoint>>>,
+    /// Hashed tiles shared by the receipts' inclusion proofs.
+    tiles: Arc<crate::store::TileInteriors>,
+    /// Receipts being read from the store at once: each is a few reads and
+    /// a proof, so a few threads keep the cores busy, while one blocking
+    /// thread per waiting receipt (thousands under load) would thrash them.
+    receipt_slots: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     sequencer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -138,6 +147,8 @@ impl Log {
             budget: Arc::new(Semaphore::new(units)),
             budget_unit,
             checkpoint,
+            tiles: Default::default(),
+            receipt_slots: Arc::new(Semaphore::new(RECEIPT_THREADS)),
             metrics,
             sequencer: std::sync::Mutex::new(Some(handle)),
         }))
@@ -330,6 +341,67 @@ impl Log {
                 field: String::new(),
             }),
         }
+    }
+
+    /// The receipt of entry `index`: its stored bytes and salt, the newest
+    /// signed checkpoint (which covers it once it is acked) and the
+    /// inclusion proof in it. Store reads run off the async threads.
+    pub async fn receipt(&self, index: u64) -> Result<ledger_proto::v1::Receipt, Rejection> {
+        let fail = |code: Code, message: String| Rejection {
+            code,
+            message,
+            field: String::new(),
+        };
+        let cp = self
+            .latest_checkpoint()
+            .filter(|c| c.checkpoint.size > index)
+            .ok_or_else(|| {
+                fail(
+                    Code::Unavailable,
+                    format!("no signed checkpoint covers entry {index} yet; ask again"),
+                )
+            })?;
+        let store = self.store.clone();
+        let tiles = self.tiles.clone();
+        let size = cp.checkpoint.size;
+        let slot = self
+            .receipt_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| fail(Code::Unavailable, "server is shutting down".into()))?;
+        let read = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let entry = store.entry(index).map_err(|e| e.to_string())?;
+            let salt = store
+                .payload(index)
+                .map_err(|e| e.to_string())?
+                .map(|(salt, _)| salt);
+            let proof =
+                ledger_verify::tree::inclusion_proof(&tiles.source(&store, size), index, size)
+                    .map_err(|e| e.to_string())?;
+            Ok::<_, String>((entry, salt, proof))
+        })
+        .await
+        .map_err(|e| fail(Code::Unavailable, e.to_string()))?;
+        let (entry, salt, proof) = read.map_err(|e| fail(Code::DataLoss, e))?;
+        let entry =
+            entry.ok_or_else(|| fail(Code::DataLoss, format!("entry {index} is missing")))?;
+        Ok(ledger_proto::v1::Receipt {
+            entry,
+            inclusion: Some(ledger_proto::v1::InclusionProof {
+                leaf_index: index,
+                tree_size: size,
+                hashes: proof.iter().map(|h| h.to_vec()).collect(),
+            }),
+            checkpoint: Some(ledger_proto::v1::SignedCheckpoint {
+                note: cp.note.clone(),
+                origin: cp.checkpoint.origin.clone(),
+                tree_size: size,
+                root_hash: cp.checkpoint.root.to_vec(),
+            }),
+            payload_salt: salt.unwrap_or_default(),
+        })
     }
 
     /// Validates, queues and waits for durability.

@@ -54,6 +54,7 @@ fn new_ack(event_id: &str, index: u64, leaf: Hash, at: prost_types::Timestamp) -
         leaf_hash: leaf.to_vec(),
         integrated_at: Some(at),
         duplicate: false,
+        receipt: None,
     }
 }
 
@@ -304,6 +305,7 @@ impl Sequencer {
             leaf_hash: leaf_hash(&bytes).to_vec(),
             integrated_at: entry.integrated_at,
             duplicate: true,
+            receipt: None,
         })
     }
 

@@ -11,6 +11,7 @@ use rocksdb::{
     WriteOptions,
 };
 use std::path::Path;
+use std::sync::Arc;
 
 /// Column families.
 pub mod cf {
@@ -467,6 +468,102 @@ impl HashSource for CachedTiles<'_> {
             out.push(*node);
         }
         Ok(out)
+    }
+}
+
+/// Hashed tile interiors shared across requests (receipts ask for proofs
+/// of neighbouring entries against the same few tiles, one ack at a time).
+/// A full tile never changes, so it is hashed once; a tile at the right
+/// edge is keyed by its stored length, which only grows.
+#[derive(Default)]
+pub struct TileInteriors {
+    map: std::sync::Mutex<std::collections::HashMap<(u8, u64, usize), Arc<TileLevels>>>,
+}
+
+/// Tiles kept by [`TileInteriors`]: each is about 16 KiB hashed, so at most
+/// 16 MiB; the cache is emptied when it fills (the working set of receipts
+/// is the few tiles at the right edge).
+const MAX_SHARED_TILES: usize = 1024;
+
+impl TileInteriors {
+    /// A hash source over `store` for proofs against tree size `size`.
+    pub fn source<'a>(&'a self, store: &'a Store, size: u64) -> SharedTiles<'a> {
+        SharedTiles {
+            store,
+            shared: self,
+            size,
+        }
+    }
+}
+
+/// See [`TileInteriors::source`].
+pub struct SharedTiles<'a> {
+    store: &'a Store,
+    shared: &'a TileInteriors,
+    size: u64,
+}
+
+impl SharedTiles<'_> {
+    fn levels(&self, level: u8, index: u64) -> Result<Arc<TileLevels>> {
+        // Leaves under one tile of this level: 256^(level+1).
+        let span = TILE_WIDTH.checked_pow(u32::from(level) + 1);
+        let full = span
+            .and_then(|s| s.checked_mul(index + 1))
+            .is_some_and(|end| end <= self.size);
+        let lock = || {
+            self.shared
+                .map
+                .lock()
+                .map_err(|_| StoreError::Corrupt("tile cache lock poisoned".into()))
+        };
+        let mut row = None;
+        let len = if full {
+            TILE_WIDTH as usize
+        } else {
+            let r = self.store.tile(level, index)?;
+            let n = r.len();
+            row = Some(r);
+            n
+        };
+        let key = (level, index, len);
+        if let Some(hit) = lock()?.get(&key) {
+            return Ok(hit.clone());
+        }
+        let row = match row {
+            Some(r) => r,
+            None => self.store.tile(level, index)?,
+        };
+        let levels = Arc::new(tile_levels(row));
+        let mut map = lock()?;
+        if map.len() >= MAX_SHARED_TILES {
+            map.clear();
+        }
+        map.insert(key, levels.clone());
+        Ok(levels)
+    }
+}
+
+impl HashSource for SharedTiles<'_> {
+    type Error = StoreError;
+
+    fn nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>> {
+        ids.iter()
+            .map(|id| {
+                let span = tiles::span_of(*id);
+                let levels = self.levels(span.level, span.index)?;
+                let k = span.count.trailing_zeros() as usize;
+                levels
+                    .get(k)
+                    .and_then(|l| l.get(span.offset >> k))
+                    .copied()
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "tile {}/{} lacks node {id:?}",
+                            span.level, span.index
+                        ))
+                    })
+            })
+            .collect()
     }
 }
 

@@ -68,6 +68,7 @@ async fn call(c: &Client, rpc: &str, log: &str) -> Result<(), Code> {
             .append(AppendRequest {
                 log,
                 event: Some(event("agent-a", &ledger_client::new_event_id())),
+                receipt: false,
             })
             .await
             .map(|_| ()),
@@ -75,6 +76,7 @@ async fn call(c: &Client, rpc: &str, log: &str) -> Result<(), Code> {
             let req = AppendRequest {
                 log,
                 event: Some(event("agent-a", &ledger_client::new_event_id())),
+                receipt: false,
             };
             let mut s = c
                 .ingest()

@@ -28,6 +28,7 @@ fn append_body(e: AuditEvent) -> Vec<u8> {
     AppendRequest {
         log: String::new(),
         event: Some(e),
+        receipt: false,
     }
     .encode_to_vec()
 }
@@ -188,6 +189,7 @@ async fn error_messages_never_echo_unbounded_input() {
         .append(AppendRequest {
             log: String::new(),
             event: Some(e),
+            receipt: false,
         })
         .await
         .unwrap_err();
@@ -199,6 +201,7 @@ async fn error_messages_never_echo_unbounded_input() {
         .append(AppendRequest {
             log: big.clone(),
             event: Some(event("big-log", 1)),
+            receipt: false,
         })
         .await
         .unwrap_err();
@@ -226,6 +229,7 @@ async fn a_reused_event_id_with_other_content_is_already_exists() {
     let req = |e: AuditEvent| AppendRequest {
         log: String::new(),
         event: Some(e),
+        receipt: false,
     };
     let first = event("shared-id", 1);
     let ack = ingest
@@ -305,6 +309,7 @@ async fn queries_validate_like_ingest() {
             .append(AppendRequest {
                 log: String::new(),
                 event: Some(event(&format!("q-{i}"), i)),
+                receipt: false,
             })
             .await
             .unwrap();
@@ -404,6 +409,7 @@ async fn bad_timestamps_and_a_malformed_authorization_header_are_explained() {
         .append(AppendRequest {
             log: String::new(),
             event: Some(e),
+            receipt: false,
         })
         .await
         .unwrap_err();
@@ -418,6 +424,7 @@ async fn bad_timestamps_and_a_malformed_authorization_header_are_explained() {
     let mut req = tonic::Request::new(AppendRequest {
         log: String::new(),
         event: Some(event("auth-1", 1)),
+        receipt: false,
     });
     req.metadata_mut()
         .insert("authorization", "Basic dXNlcjpwdw==".parse().unwrap());
@@ -534,6 +541,7 @@ fn rand_request(rng: &mut Rng, method: &str) -> Vec<u8> {
         "Append" | "AppendStream" => AppendRequest {
             log,
             event: rng.u8(..10).ne(&0).then(|| rand_event(rng)),
+            receipt: rng.bool(),
         }
         .encode_to_vec(),
         "GetCheckpoint" => GetCheckpointRequest {

@@ -70,21 +70,40 @@ fn append_checkpoint_proof_and_consistency_from_the_command_line() {
     assert_eq!(acks[0]["index"], 0);
     assert_eq!(acks[0]["duplicate"], false);
 
-    // JSON lines on stdin, including a retry of cli-1.
-    let lines = concat!(
-        r#"{"event_id":"cli-1","kind":"tool_call","agent_id":"billing-agent","tool_name":"sql.execute"}"#,
-        "\n\n",
-        r#"{"kind":"decision","agent_id":"billing-agent","risk_tier":"low","payload_text":"ok"}"#,
-        "\n",
-        r#"{"kind":"approval_denied","agent_id":"billing-agent","outcome":"denied"}"#,
-        "\n"
+    // A different event under cli-1 is refused, naming the id and the entry
+    // that holds it; nothing is written.
+    let other = r#"{"event_id":"cli-1","kind":"tool_call","agent_id":"billing-agent","tool_name":"sql.execute"}"#;
+    let o = ledger(&server, &key, &["append"], Some(other));
+    assert_ne!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cli-1") && err.contains("entry 0") && err.contains("already"),
+        "{err}"
     );
-    let acks = json_lines(&ledger(&server, &key, &["--json", "append"], Some(lines)));
+
+    // JSON lines on stdin, including a true retry of an event (the same
+    // event, field for field) sent before.
+    let retry = r#"{"event_id":"cli-r","correlation_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7","kind":"decision","agent_id":"billing-agent","occurred_at":"2026-11-24T08:00:00Z","payload":{"n":1}}"#;
+    let first = json_lines(&ledger(&server, &key, &["--json", "append"], Some(retry)));
+    assert_eq!(
+        (first[0]["index"].as_u64(), first[0]["duplicate"].as_bool()),
+        (Some(1), Some(false))
+    );
+    let lines = format!(
+        "{retry}\n\n{}",
+        concat!(
+            r#"{"kind":"decision","agent_id":"billing-agent","risk_tier":"low","payload_text":"ok"}"#,
+            "\n",
+            r#"{"kind":"approval_denied","agent_id":"billing-agent","outcome":"denied"}"#,
+            "\n"
+        )
+    );
+    let acks = json_lines(&ledger(&server, &key, &["--json", "append"], Some(&lines)));
     assert_eq!(acks.len(), 3);
-    assert_eq!(acks[0]["index"], 0);
+    assert_eq!(acks[0]["index"], 1);
     assert_eq!(acks[0]["duplicate"], true);
-    assert_eq!(acks[1]["index"], 1);
-    assert_eq!(acks[2]["index"], 2);
+    assert_eq!(acks[1]["index"], 2);
+    assert_eq!(acks[2]["index"], 3);
 
     // A bad line names the line and the field; the good line before it landed.
     let bad = concat!(
@@ -109,7 +128,7 @@ fn append_checkpoint_proof_and_consistency_from_the_command_line() {
         &["--json", "checkpoint", "-o", note.to_str().unwrap()],
         None,
     ));
-    assert_eq!(cp[0]["tree_size"], 4);
+    assert_eq!(cp[0]["tree_size"], 5);
     assert_eq!(cp[0]["verified"], true);
     let v = Command::new(binary("ledger-verify"))
         .args(["checkpoint", "--key", &key, note.to_str().unwrap()])
@@ -120,8 +139,8 @@ fn append_checkpoint_proof_and_consistency_from_the_command_line() {
     // Proof by index and by event id.
     let p = json_lines(&ledger(&server, &key, &["--json", "proof", "2"], None));
     assert_eq!(p[0]["index"], 2);
-    assert_eq!(p[0]["tree_size"], 4);
-    assert_eq!(p[0]["leaf_hash"], acks[2]["leaf_hash"]);
+    assert_eq!(p[0]["tree_size"], 5);
+    assert_eq!(p[0]["leaf_hash"], acks[1]["leaf_hash"]);
     let p = json_lines(&ledger(
         &server,
         &key,
@@ -189,15 +208,76 @@ fn append_checkpoint_proof_and_consistency_from_the_command_line() {
         None,
     );
     assert!(o.status.success());
-    assert!(String::from_utf8_lossy(&o.stdout).contains("→ entry 4"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("→ entry 5"));
     let c = json_lines(&ledger(
         &server,
         &key,
         &["--json", "consistency", "--old", note.to_str().unwrap()],
         None,
     ));
-    assert_eq!(c[0]["old_size"], 4);
-    assert_eq!(c[0]["new_size"], 5);
+    assert_eq!(c[0]["old_size"], 5);
+    assert_eq!(c[0]["new_size"], 6);
+
+    // A receipt: offline proof the ledger accepted an event, checked by the
+    // auditor's verifier with nothing but the key.
+    let receipt = dir.path().join("approval.receipt");
+    let o = ledger(
+        &server,
+        &key,
+        &[
+            "append",
+            "--kind",
+            "approval_granted",
+            "--agent",
+            "billing-agent",
+            "--principal",
+            "alice@example.com",
+            "--event-id",
+            "approve-7",
+            "--payload",
+            r#"{"ticket":"CHG-7"}"#,
+            "--receipt",
+            receipt.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("receipt: entry 6"));
+    let verify_receipt = |file: &std::path::Path| {
+        Command::new(binary("ledger-verify"))
+            .args(["--format", "json", "receipt", "--key", &key])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let v = verify_receipt(&receipt);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(
+        (r["index"].as_u64(), r["event_id"].as_str()),
+        (Some(6), Some("approve-7"))
+    );
+    assert!(r["writer"].as_str().unwrap().starts_with("anonymous@"));
+    // A receipt rewritten to claim another event proves nothing.
+    let text = std::fs::read_to_string(&receipt).unwrap();
+    let forged = dir.path().join("forged.receipt");
+    std::fs::write(&forged, text.replacen("index 6", "index 5", 1)).unwrap();
+    assert_eq!(verify_receipt(&forged).status.code(), Some(1));
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let extra = lines.iter().position(|l| l.starts_with("extra ")).unwrap();
+    let flipped = if &lines[extra][10..11] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    lines[extra].replace_range(10..11, flipped);
+    std::fs::write(&forged, lines.join("\n") + "\n").unwrap();
+    assert_eq!(verify_receipt(&forged).status.code(), Some(1));
 
     // Under someone else's key nothing verifies: exit 1, said plainly.
     let other = ledger_verify::NoteSigner::generate("ledger.local/default")

@@ -64,6 +64,7 @@ async fn stream_events(server: &Endpoint, ids: Vec<(String, u64)>) -> Vec<Append
         .map(|(id, n)| AppendRequest {
             log: String::new(),
             event: Some(event(id, *n)),
+            receipt: false,
         })
         .collect();
     let mut responses = client
@@ -170,6 +171,7 @@ async fn retried_event_ids_return_the_original_ack() {
         .append(AppendRequest {
             log: String::new(),
             event: Some(event("retry-me", 1)),
+            receipt: false,
         })
         .await
         .unwrap()
@@ -182,6 +184,7 @@ async fn retried_event_ids_return_the_original_ack() {
         .append(AppendRequest {
             log: String::new(),
             event: Some(changed),
+            receipt: false,
         })
         .await
         .unwrap()
@@ -211,6 +214,7 @@ async fn retried_event_ids_return_the_original_ack() {
         .append(AppendRequest {
             log: String::new(),
             event: Some(event("s-1", 3)),
+            receipt: false,
         })
         .await
         .unwrap()
@@ -270,6 +274,7 @@ async fn invalid_events_are_refused_with_the_field_named() {
             .append(AppendRequest {
                 log: String::new(),
                 event: Some(e),
+                receipt: false,
             })
             .await
             .unwrap_err();
@@ -284,6 +289,7 @@ async fn invalid_events_are_refused_with_the_field_named() {
         .append(AppendRequest {
             log: String::new(),
             event: None,
+            receipt: false,
         })
         .await
         .unwrap_err();
@@ -295,6 +301,7 @@ async fn invalid_events_are_refused_with_the_field_named() {
         .append(AppendRequest {
             log: "no-such-log".into(),
             event: Some(event("x", 1)),
+            receipt: false,
         })
         .await
         .unwrap_err();
@@ -317,14 +324,17 @@ async fn invalid_events_are_refused_with_the_field_named() {
         AppendRequest {
             log: String::new(),
             event: Some(event("s-ok-1", 1)),
+            receipt: false,
         },
         AppendRequest {
             log: String::new(),
             event: Some(bad),
+            receipt: false,
         },
         AppendRequest {
             log: String::new(),
             event: Some(event("s-ok-2", 2)),
+            receipt: false,
         },
     ];
     let mut rs = client
@@ -379,6 +389,7 @@ async fn a_full_queue_answers_resource_exhausted_and_loses_nothing() {
                     .append(AppendRequest {
                         log: String::new(),
                         event: Some(e),
+                        receipt: false,
                     })
                     .await
             }));
@@ -475,6 +486,7 @@ async fn kill_9_under_load_never_loses_an_acked_event() {
                         .append(AppendRequest {
                             log: String::new(),
                             event: Some(event(&id, i)),
+                            receipt: false,
                         })
                         .await
                     {

@@ -10,6 +10,7 @@
 //! * [`checkpoint`]: C2SP tlog-checkpoints.
 //! * [`tiles`]: the C2SP tlog-tiles layout of stored hashes.
 //! * [`tlog_proof`]: C2SP tlog-proof files, offline inclusion proofs for auditors.
+//! * [`receipt`]: append receipts, the writer's offline proof of acceptance.
 
 pub mod anchors;
 pub mod audit;
@@ -19,6 +20,7 @@ pub mod entry;
 pub mod hash;
 pub mod note;
 pub mod proof;
+pub mod receipt;
 pub mod tiles;
 pub mod tlog_proof;
 pub mod tree;

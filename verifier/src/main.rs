@@ -71,6 +71,19 @@ enum Command {
         /// The .tlog-proof file.
         file: PathBuf,
     },
+    /// Check an append receipt (`ledger append --receipt FILE`): the entry it
+    /// carries (or --entry) is at its own index in a checkpoint signed by
+    /// the key. Prints what the entry records.
+    Receipt {
+        #[arg(long)]
+        key: String,
+        /// The stored entry bytes, when the receipt file does not carry them
+        /// (must equal them when it does).
+        #[arg(long)]
+        entry: Option<PathBuf>,
+        /// The receipt file (a C2SP tlog-proof whose extra line is the entry).
+        file: PathBuf,
+    },
     /// Audit an export bundle offline: re-hash every entry, follow the hash
     /// chain, recompute the root at every signed checkpoint, check every
     /// signature and every payload against its commitment.
@@ -468,6 +481,71 @@ fn audit(key: &str, file: &Path, anchors: Option<&str>, quiet: bool) -> Result<R
     })
 }
 
+fn receipt(key: &str, entry: Option<&Path>, file: &Path) -> Result<Report> {
+    let key = parse_key(key)?;
+    let given = entry
+        .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+        .transpose()?;
+    let rejected = |why: String| Report {
+        ok: false,
+        summary: format!("receipt REJECTED: {why}"),
+        details: json!({"error": why}),
+    };
+    let proof = match TlogProof::parse(&read_input(file)?) {
+        Ok(p) => p,
+        Err(e) => return Ok(rejected(e.to_string())),
+    };
+    let bytes = match (proof.extra.clone(), given) {
+        (Some(a), Some(b)) if a != b => {
+            return Ok(rejected(
+                "the --entry file differs from the entry the receipt carries".into(),
+            ));
+        }
+        (Some(a), _) | (None, Some(a)) => a,
+        (None, None) => {
+            return Ok(rejected(
+                "the receipt carries no entry and no --entry was given: it would prove a position, not an event".into(),
+            ));
+        }
+    };
+    match ledger_verify::receipt::verify(
+        &bytes,
+        proof.index,
+        &proof.proof,
+        &proof.checkpoint_note,
+        &key,
+    ) {
+        Ok(v) => {
+            let ev = v.entry.event.clone().unwrap_or_default();
+            Ok(Report {
+                ok: true,
+                summary: format!(
+                    "receipt OK: entry {} ({} {} by {}, writer {}) is in {} at size {}",
+                    v.entry.index,
+                    ev.event_id,
+                    ledger_verify::proto::EventKind::try_from(ev.kind)
+                        .map(|k| k.as_str_name())
+                        .unwrap_or("EVENT_KIND_UNKNOWN"),
+                    ev.agent_id,
+                    v.entry.writer,
+                    v.checkpoint.origin,
+                    v.checkpoint.size
+                ),
+                details: json!({
+                    "index": v.entry.index,
+                    "event_id": ev.event_id,
+                    "agent_id": ev.agent_id,
+                    "writer": v.entry.writer,
+                    "leaf_hash": v.leaf_hash.to_hex(),
+                    "tree_size": v.checkpoint.size,
+                    "root": v.checkpoint.root.to_hex(),
+                }),
+            })
+        }
+        Err(e) => Ok(rejected(e.to_string())),
+    }
+}
+
 fn run(command: Command) -> Result<Report> {
     Ok(match command {
         Command::Bundle {
@@ -477,6 +555,7 @@ fn run(command: Command) -> Result<Report> {
             quiet,
         } => audit(&key, &file, anchors.as_deref(), quiet)?,
         Command::Anchors { key, source } => anchors_report(&key, &source)?,
+        Command::Receipt { key, entry, file } => receipt(&key, entry.as_deref(), &file)?,
         Command::Live {
             key,
             server,

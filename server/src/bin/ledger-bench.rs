@@ -79,6 +79,9 @@ struct Load {
     /// Events in flight per stream (unacknowledged).
     #[arg(long, default_value_t = 256)]
     window: usize,
+    /// Ask for a receipt (signed checkpoint + inclusion proof) with every ack.
+    #[arg(long)]
+    receipts: bool,
 }
 
 #[derive(Args, Clone)]
@@ -227,6 +230,7 @@ async fn drive(
             make.clone(),
         );
         let window = load.window;
+        let receipts = load.receipts;
         let per_stream = rate.map(|r| r / load.streams as f64);
         tasks.push(tokio::spawn(async move {
             let mut client = IngestClient::new(channel);
@@ -255,6 +259,7 @@ async fn drive(
                         let req = AppendRequest {
                             log: String::new(),
                             event: Some(make(s, seq)),
+                            receipt: receipts,
                         };
                         let _ = sent_tx.send(Instant::now());
                         if tx.send(req).await.is_err() {
@@ -490,8 +495,13 @@ async fn ingest(a: IngestArgs) -> Result<()> {
     let (spawned, addr, channels) = start(&a.load, true).await?;
     let load = &a.load;
     println!(
-        "ledger-bench ingest: {} streams over {} connections, {}-byte events, window {}, {} s per phase, server {addr}",
-        load.streams, load.connections, load.event_bytes, load.window, a.seconds
+        "ledger-bench ingest: {} streams over {} connections, {}-byte events, window {}, {} s per phase{}, server {addr}",
+        load.streams,
+        load.connections,
+        load.event_bytes,
+        load.window,
+        a.seconds,
+        if load.receipts { ", receipts" } else { "" }
     );
     let gen_for = |run: String| -> Gen {
         let size = a.load.event_bytes;

@@ -37,7 +37,7 @@ fn admit(
     limiter: &RateLimiter,
     who: &Identity,
     req: AppendRequest,
-) -> Result<AckReceiver, Rejection> {
+) -> Result<(AckReceiver, Arc<Log>), Rejection> {
     let from_status = |s: Status, field: &str| Rejection {
         code: s.code(),
         message: s.message().to_string(),
@@ -66,7 +66,21 @@ fn admit(
             field: String::new(),
         });
     }
-    log.submit(req.event, who.name.clone())
+    let rx = log.submit(req.event, who.name.clone())?;
+    Ok((rx, log.clone()))
+}
+
+/// Waits for the ack and, when asked for, attaches its receipt.
+async fn ack_with_receipt(
+    rx: AckReceiver,
+    log: Arc<Log>,
+    receipt: bool,
+) -> Result<AppendAck, Rejection> {
+    let mut ack = Log::await_ack(rx).await?;
+    if receipt {
+        ack.receipt = Some(log.receipt(ack.index).await?);
+    }
+    Ok(ack)
 }
 
 type Pending = Pin<Box<dyn Future<Output = AppendResponse> + Send>>;
@@ -92,9 +106,10 @@ fn acked(ack: AppendAck) -> AppendResponse {
 impl Ingest for IngestService {
     async fn append(&self, req: Request<AppendRequest>) -> Result<Response<AppendAck>, Status> {
         let who = caller(&req)?;
-        let rx =
-            admit(&self.logs, &self.limiter, &who, req.into_inner()).map_err(|r| r.to_status())?;
-        Log::await_ack(rx)
+        let req = req.into_inner();
+        let receipt = req.receipt;
+        let (rx, log) = admit(&self.logs, &self.limiter, &who, req).map_err(|r| r.to_status())?;
+        ack_with_receipt(rx, log, receipt)
             .await
             .map(Response::new)
             .map_err(|r| r.to_status())
@@ -130,10 +145,11 @@ impl Ingest for IngestService {
                         match msg {
                             Ok(Some(req)) => {
                                 let event_id = req.event.as_ref().map(|e| e.event_id.clone()).unwrap_or_default();
+                                let receipt = req.receipt;
                                 let submitted = admit(&logs, &limiter, &who, req);
                                 let fut: Pending = match submitted {
-                                    Ok(rx) => Box::pin(async move {
-                                        match Log::await_ack(rx).await {
+                                    Ok((rx, log)) => Box::pin(async move {
+                                        match ack_with_receipt(rx, log, receipt).await {
                                             Ok(ack) => acked(ack),
                                             Err(r) => rejected(event_id, r),
                                         }
