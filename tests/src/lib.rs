@@ -269,10 +269,18 @@ impl Drop for Server {
 }
 
 /// A valid event with a distinct id; `n` varies agent, tool and trace.
+///
+/// The same `(id, n)` makes the same event, field for field, within one
+/// test process (`occurred_at` is a start time fixed at the first call plus
+/// `n` µs), so sending it twice is a true retry.
 pub fn event(id: &str, n: u64) -> AuditEvent {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock");
+    static START: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+    });
+    let now = start + Duration::from_micros(n);
     AuditEvent {
         event_id: id.to_string(),
         correlation_id: format!("{:032x}", 0xabc0_0000_u64 + n % 7 + 1),
