@@ -10,6 +10,9 @@
 //!
 //! Figures only; nothing here asserts on time.
 
+#[path = "ledger-bench/peer.rs"]
+mod peer;
+
 use anyhow::{Context, Result, bail};
 
 #[global_allocator]
@@ -48,6 +51,11 @@ enum Bench {
     /// Time the full offline audit of a bundle against plain SHA-256 of
     /// the same file on this machine, in the same run.
     Audit(AuditArgs),
+    /// The peer teams build instead of a ledger: a hash-chained audit table
+    /// in PostgreSQL (chain computed in the database, serialised on the
+    /// chain head, synchronous_commit on), measured beside ledgerd in the
+    /// same run: durable ingest by 64 writers, and a 1,000-event timeline.
+    Peer(PeerArgs),
 }
 
 #[derive(Args, Clone)]
@@ -104,6 +112,22 @@ struct IngestArgs {
     /// Skip the baseline.
     #[arg(long)]
     no_baseline: bool,
+}
+
+#[derive(Args, Clone)]
+struct PeerArgs {
+    #[command(flatten)]
+    load: Load,
+    /// Seconds of each ingest phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Rows (and ledger entries) of the timeline phase.
+    #[arg(long, default_value_t = 1_000_000)]
+    entries: u64,
+    /// PostgreSQL's bin directory (default: `pg_config --bindir`, else the
+    /// newest /usr/lib/postgresql/*/bin).
+    #[arg(long)]
+    pg_bin: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -573,21 +597,31 @@ fn percentiles(mut v: Vec<Duration>) -> String {
     )
 }
 
-async fn query(a: QueryArgs) -> Result<()> {
-    use ledger_proto::v1::TimelineRequest;
-    use ledger_proto::v1::query_client::QueryClient;
-    let (spawned, addr, channels) = start(&a.load, !a.reuse).await?;
-    let load = &a.load;
-    let streams = load.streams as u64;
-    let per_stream = a.entries.div_ceil(streams);
-    let total = per_stream * streams;
-    let every = (total / a.trace_events).max(1);
-    let small = a.small_trace_events.max(1);
-    println!(
-        "ledger-bench query: log of {total} entries, one trace of {} events spread through it, small traces of {small}, server {addr}",
-        total / every
-    );
-    if !a.reuse {
+/// The shape of a timeline benchmark's log: `total` entries, every
+/// `every`-th in the one large trace, the rest in traces of `small`.
+struct TraceFill {
+    total: u64,
+    per_stream: u64,
+    every: u64,
+    small: u64,
+}
+
+impl TraceFill {
+    fn new(load: &Load, entries: u64, trace_events: u64, small: u64) -> TraceFill {
+        let streams = load.streams as u64;
+        let per_stream = entries.div_ceil(streams);
+        let total = per_stream * streams;
+        TraceFill {
+            total,
+            per_stream,
+            every: (total / trace_events.max(1)).max(1),
+            small: small.max(1),
+        }
+    }
+
+    /// Appends the log's events.
+    async fn fill(&self, channels: &[Channel], load: &Load) -> Result<Phase> {
+        let (streams, every, small) = (load.streams as u64, self.every, self.small);
         let size = load.event_bytes;
         let run = run_id();
         let make: Gen = Arc::new(move |s, seq| {
@@ -609,27 +643,56 @@ async fn query(a: QueryArgs) -> Result<()> {
                 size,
             )
         });
-        let fill = drive(&channels, load, make, Until::Count(per_stream), None).await?;
+        drive(channels, load, make, Until::Count(self.per_stream), None).await
+    }
+}
+
+/// Times `runs` timelines of the large trace; returns its event count and
+/// the times.
+async fn big_timelines(
+    channel: &Channel,
+    proofs: bool,
+    runs: usize,
+) -> Result<(usize, Vec<Duration>)> {
+    use ledger_proto::v1::TimelineRequest;
+    use ledger_proto::v1::query_client::QueryClient;
+    let client = QueryClient::new(channel.clone()).max_decoding_message_size(256 << 20);
+    let mut times = Vec::new();
+    let mut n = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let r = client
+            .clone()
+            .get_timeline(TimelineRequest {
+                correlation_id: big_trace(),
+                with_proofs: proofs,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        times.push(t.elapsed());
+        n = r.entries.len();
+    }
+    Ok((n, times))
+}
+
+async fn query(a: QueryArgs) -> Result<()> {
+    use ledger_proto::v1::TimelineRequest;
+    use ledger_proto::v1::query_client::QueryClient;
+    let (spawned, addr, channels) = start(&a.load, !a.reuse).await?;
+    let load = &a.load;
+    let shape = TraceFill::new(load, a.entries, a.trace_events, a.small_trace_events);
+    let (total, every, small) = (shape.total, shape.every, shape.small);
+    println!(
+        "ledger-bench query: log of {total} entries, one trace of {} events spread through it, small traces of {small}, server {addr}",
+        total / every
+    );
+    if !a.reuse {
+        let fill = shape.fill(&channels, load).await?;
         report("fill", &fill);
     }
-    let client = QueryClient::new(channels[0].clone()).max_decoding_message_size(256 << 20);
     for proofs in [false, true] {
-        let mut times = Vec::new();
-        let mut n = 0;
-        for _ in 0..30 {
-            let t = Instant::now();
-            let r = client
-                .clone()
-                .get_timeline(TimelineRequest {
-                    correlation_id: big_trace(),
-                    with_proofs: proofs,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            times.push(t.elapsed());
-            n = r.entries.len();
-        }
+        let (n, times) = big_timelines(&channels[0], proofs, 30).await?;
         println!(
             "timeline of {n} events{}: {}",
             if proofs { " with inclusion proofs" } else { "" },
@@ -745,5 +808,6 @@ async fn main() -> Result<()> {
         Bench::Ingest(a) => ingest(a).await,
         Bench::Query(a) => query(a).await,
         Bench::Audit(a) => audit(a),
+        Bench::Peer(a) => peer::run(a).await,
     }
 }
