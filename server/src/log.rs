@@ -256,23 +256,27 @@ impl Log {
             ));
         }
         let key = crate::sequencer::redaction_key(target);
-        let redone = self
-            .store
-            .dedup(&key)
-            .map_err(|e| fail(Code::Internal, "", e.to_string()))?
-            .is_some();
-        if !redone {
-            let bytes = self
-                .store
-                .entry(target)
-                .map_err(|e| fail(Code::Internal, "", e.to_string()))?
-                .ok_or_else(|| {
-                    fail(
-                        Code::DataLoss,
-                        "target_index",
-                        format!("entry {target} is missing"),
-                    )
-                })?;
+        // Whether it was redacted already, and what the target holds: store
+        // reads, off the async threads.
+        let store = self.store.clone();
+        let lookup = key.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            if store.dedup(&lookup)?.is_some() {
+                return Ok(None);
+            }
+            store.entry(target).map(Some)
+        })
+        .await
+        .map_err(|e| fail(Code::Unavailable, "", e.to_string()))?
+        .map_err(|e: crate::store::StoreError| fail(Code::Unavailable, "", e.to_string()))?;
+        if let Some(bytes) = found {
+            let bytes = bytes.ok_or_else(|| {
+                fail(
+                    Code::DataLoss,
+                    "target_index",
+                    format!("entry {target} is missing"),
+                )
+            })?;
             let entry = ledger_verify::entry::decode_entry(&bytes)
                 .map_err(|e| fail(Code::DataLoss, "target_index", e.to_string()))?;
             if entry.event.is_none() || entry.payload_commitment.is_empty() {
