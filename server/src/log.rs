@@ -427,3 +427,117 @@ impl Log {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The log's core in process, on a temp-dir store: idempotency by
+    //! digest, receipts, and the start-up check refusing a store that no
+    //! longer matches its signed checkpoint.
+
+    use super::*;
+    use ledger_proto::v1::{EventKind, RiskTier};
+
+    fn settings(dir: &Path) -> LogSettings {
+        LogSettings {
+            id: "default".into(),
+            origin: "test.example/log".into(),
+            dir: dir.join("log"),
+            key_file: dir.join("log.key"),
+            queue_events: 1024,
+            queue_bytes: 64 << 20,
+            max_batch: 1024,
+            limits: Limits::default(),
+        }
+    }
+
+    fn event(id: &str, n: u64) -> AuditEvent {
+        AuditEvent {
+            event_id: id.into(),
+            correlation_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            span_id: format!("{:016x}", n + 1),
+            agent_id: "agent-7".into(),
+            kind: EventKind::ToolCall as i32,
+            tool_name: "sql.execute".into(),
+            risk_tier: RiskTier::High as i32,
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000 + n as i64,
+                nanos: 0,
+            }),
+            payload: format!("{{\"n\":{n}}}").into_bytes(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reused_id_is_a_retry_only_with_the_same_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
+        let w = || "test".to_string();
+        // Submitted back to back, so they usually share a commit group;
+        // across groups the answers are the same.
+        let a = log.submit(Some(event("same", 1)), w()).unwrap();
+        let b = log.submit(Some(event("same", 1)), w()).unwrap();
+        let mut other = event("same", 1);
+        other.tool_name = "rm -rf".into();
+        let c = log.submit(Some(other.clone()), w()).unwrap();
+        let (a, b, c) = (
+            Log::await_ack(a).await.unwrap(),
+            Log::await_ack(b).await.unwrap(),
+            Log::await_ack(c).await.unwrap_err(),
+        );
+        assert!(!a.duplicate && b.duplicate && a.index == b.index);
+        assert_eq!(c.code, Code::AlreadyExists);
+        assert_eq!(c.field, "event.event_id");
+        // Later, from the store: the same answers.
+        assert!(
+            log.append(Some(event("same", 1)), w())
+                .await
+                .unwrap()
+                .duplicate
+        );
+        let late = log.append(Some(other), w()).await.unwrap_err();
+        assert_eq!(late.code, Code::AlreadyExists);
+        assert!(late.message.contains(&format!("entry {}", a.index)));
+        assert_eq!(log.latest_checkpoint().unwrap().checkpoint.size, 1);
+
+        // A receipt of it verifies against the key.
+        let r = log.receipt(a.index).await.unwrap();
+        let v = ledger_verify::receipt::verify_proto(&r, &log.verifier).unwrap();
+        assert_eq!(v.entry.index, a.index);
+        ledger_verify::receipt::check_event(&v.entry, &event("same", 1), &r.payload_salt).unwrap();
+        log.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_that_no_longer_matches_its_checkpoint_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
+            for i in 0..10 {
+                log.append(Some(event(&format!("e-{i}"), i)), "t".into())
+                    .await
+                    .unwrap();
+            }
+            log.shutdown().await;
+        }
+        // The last entry rewritten inside the store.
+        {
+            let store = Store::open(&dir.path().join("log/db")).unwrap();
+            let bytes = store.entry(9).unwrap().unwrap();
+            let mut e = ledger_verify::entry::decode_entry(&bytes).unwrap();
+            e.writer = "someone else".into();
+            let mut batch = store.new_batch();
+            store.put(
+                &mut batch,
+                crate::store::cf::ENTRIES,
+                &crate::store::be(9),
+                &prost::Message::encode_to_vec(&e),
+            );
+            store.commit(batch).unwrap();
+        }
+        let err = Log::open(settings(dir.path()), Metrics::new())
+            .err()
+            .expect("a rewritten entry must stop the log from opening");
+        assert!(format!("{err:#}").contains("no longer matches"), "{err:#}");
+    }
+}
