@@ -305,6 +305,22 @@ pub fn event(id: &str, n: u64) -> AuditEvent {
     }
 }
 
+/// The seed of a fuzz run: `LEDGER_FUZZ_SEED` if set (to replay one), else
+/// the clock. Printed, so a failure can be replayed.
+pub fn fuzz_seed(what: &str) -> u64 {
+    let seed = std::env::var("LEDGER_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_nanos() as u64
+        });
+    println!("{what} seed: {seed} (replay with LEDGER_FUZZ_SEED={seed})");
+    seed
+}
+
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

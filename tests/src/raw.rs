@@ -67,29 +67,24 @@ pub async fn call(
         }
         RpcKind::ServerStreaming => {
             let body = bodies.into_iter().next().unwrap_or_default();
-            let mut s = grpc
-                .server_streaming(Request::new(body), path, RawCodec)
-                .await?
-                .into_inner();
-            let mut out = Vec::new();
-            while let Some(m) = s.message().await? {
-                out.push(m);
-            }
-            Ok(out)
+            let s = grpc.server_streaming(Request::new(body), path, RawCodec);
+            drain(s.await?.into_inner()).await
         }
         RpcKind::Bidi => {
             let stream = tokio_stream::iter(bodies);
-            let mut s = grpc
-                .streaming(Request::new(stream), path, RawCodec)
-                .await?
-                .into_inner();
-            let mut out = Vec::new();
-            while let Some(m) = s.message().await? {
-                out.push(m);
-            }
-            Ok(out)
+            let s = grpc.streaming(Request::new(stream), path, RawCodec);
+            drain(s.await?.into_inner()).await
         }
     }
+}
+
+/// Every message of a response stream, or the status it ended with.
+async fn drain(mut s: tonic::Streaming<Vec<u8>>) -> Outcome {
+    let mut out = Vec::new();
+    while let Some(m) = s.message().await? {
+        out.push(m);
+    }
+    Ok(out)
 }
 
 /// The shape of a method.

@@ -627,16 +627,7 @@ fn documented(code: Code) -> bool {
 async fn fuzzing_every_rpc_leaves_the_server_up_and_a_good_writer_whole() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path());
-    let seed: u64 = std::env::var("LEDGER_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    println!("gRPC fuzz seed: {seed} (replay with LEDGER_FUZZ_SEED={seed})");
+    let seed = ledger_e2e::fuzz_seed("gRPC fuzz");
     let rss_before = server.rss_kib().unwrap_or(0);
 
     // A well-behaved writer alongside, for the whole run.

@@ -34,20 +34,6 @@ use std::time::{Duration, Instant};
 /// on a slow machine.
 const TIME_BUDGET: Duration = Duration::from_secs(120);
 
-fn seed() -> u64 {
-    let seed = std::env::var("LEDGER_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    println!("tamper fuzzer seed: {seed} (replay with LEDGER_FUZZ_SEED={seed})");
-    seed
-}
-
 fn scale() -> usize {
     std::env::var("LEDGER_FUZZ_SCALE")
         .ok()
@@ -499,7 +485,7 @@ fn same_meaning(o: &Items, m: &Items) -> bool {
 async fn random_alterations_of_real_material_are_found_or_mean_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let m = material(dir.path()).await;
-    let seed = seed();
+    let seed = ledger_e2e::fuzz_seed("tamper fuzzer");
     let mut rng = Rng::with_seed(seed);
     let started = Instant::now();
     let per_bundle = 1500 * scale();
