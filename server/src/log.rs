@@ -540,4 +540,47 @@ mod tests {
             .expect("a rewritten entry must stop the log from opening");
         assert!(format!("{err:#}").contains("no longer matches"), "{err:#}");
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_commit_acks_nothing_and_rolls_the_tree_edge_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
+        for i in 0..3 {
+            log.append(Some(event(&format!("ok-{i}"), i)), "t".into())
+                .await
+                .unwrap();
+        }
+        log.store
+            .fail_commits
+            .store(1, std::sync::atomic::Ordering::SeqCst);
+        let failed = log
+            .append(Some(event("lost", 3)), "t".into())
+            .await
+            .unwrap_err();
+        assert_eq!(failed.code, Code::Unavailable, "{failed:?}");
+        assert_eq!(log.latest_checkpoint().unwrap().checkpoint.size, 3);
+        // The next append takes the index the failed one would have had,
+        // and the signed root is the root of what is stored.
+        let ack = log
+            .append(Some(event("lost", 3)), "t".into())
+            .await
+            .unwrap();
+        assert_eq!((ack.index, ack.duplicate), (3, false));
+        let cp = log.latest_checkpoint().unwrap();
+        let mut tree = ledger_verify::MemoryTree::new();
+        let mut prev = ledger_verify::Hash::ZERO;
+        for i in 0..4 {
+            let bytes = log.store.entry(i).unwrap().unwrap();
+            let e = ledger_verify::entry::decode_entry(&bytes).unwrap();
+            assert_eq!(e.prev_leaf_hash, prev.to_vec(), "chain at {i}");
+            prev = ledger_verify::leaf_hash(&bytes);
+            tree.push(prev);
+        }
+        assert!(log.store.entry(4).unwrap().is_none());
+        assert_eq!((cp.checkpoint.size, cp.checkpoint.root), (4, tree.root()));
+        log.shutdown().await;
+        drop(log);
+        // And the store still passes the start-up check.
+        Log::open(settings(dir.path()), Metrics::new()).unwrap();
+    }
 }

@@ -67,6 +67,10 @@ pub enum StoreError {
     Db(#[from] rocksdb::Error),
     #[error("store is inconsistent: {0}")]
     Corrupt(String),
+    /// A failure injected by a test (see `Store::fail_commits`).
+    #[cfg(test)]
+    #[error("injected commit failure")]
+    Injected,
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -133,6 +137,10 @@ pub fn index_key(value: &[u8], index: u64) -> Vec<u8> {
 /// One log's RocksDB database.
 pub struct Store {
     db: DB,
+    /// Test hook: this many commits fail before writing anything, as a
+    /// full disk or an I/O error would.
+    #[cfg(test)]
+    pub(crate) fail_commits: std::sync::atomic::AtomicU32,
 }
 
 /// The writes of one commit group, applied atomically by [`Store::commit`].
@@ -179,7 +187,11 @@ impl Store {
             ColumnFamilyDescriptor::new(*name, o)
         });
         let db = DB::open_cf_descriptors(&opts, path, descriptors)?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            #[cfg(test)]
+            fail_commits: Default::default(),
+        })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -197,6 +209,16 @@ impl Store {
 
     /// Writes a group durably: the WAL is fsync'd before this returns.
     pub fn commit(&self, batch: CommitBatch) -> Result<()> {
+        #[cfg(test)]
+        {
+            use std::sync::atomic::Ordering::SeqCst;
+            let injected = self
+                .fail_commits
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+            if injected.is_ok() {
+                return Err(StoreError::Injected);
+            }
+        }
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(batch.batch, &wo)?;
