@@ -490,6 +490,10 @@ fn convenience_fields_are_checked_against_what_they_restate() {
     t.entry_mut(42).leaf_hash[0] ^= 0x80;
     assert_first(&t.audit(&f.key), TamperKind::Malformed, 42, "leaf hash");
 
+    let mut t = original.clone();
+    t.entry_mut(42).inclusion = Some(Default::default());
+    assert_first(&t.audit(&f.key), TamperKind::Malformed, 42, "inclusion");
+
     let (pos, size) = original.checkpoints()[3];
     for field in ["tree_size", "root_hash", "origin"] {
         let mut t = original.clone();

@@ -210,7 +210,7 @@ fn alter_field(rng: &mut Rng, t: &mut Items) -> String {
     }
     let i = rng.usize(..t.body.len());
     match &mut t.body[i] {
-        Item::Entry(e) => match rng.u8(..7) {
+        Item::Entry(e) => match rng.u8(..8) {
             0 => {
                 flip(rng, &mut e.entry);
                 format!("entry bytes of item {i}")
@@ -234,6 +234,13 @@ fn alter_field(rng: &mut Rng, t: &mut Items) -> String {
             5 => {
                 e.payload_redacted = !e.payload_redacted;
                 format!("payload_redacted of item {i}")
+            }
+            6 => {
+                e.inclusion = Some(ledger_verify::proto::InclusionProof {
+                    leaf_index: e.index,
+                    ..Default::default()
+                });
+                format!("inclusion proof added to item {i}")
             }
             _ => {
                 e.payload.clear();

@@ -203,6 +203,15 @@ impl Auditor<'_> {
                 format!("entry at position {position} follows a redaction proof"),
             );
         }
+        if rec.inclusion.is_some() {
+            self.find(
+                TamperKind::Malformed,
+                position,
+                format!(
+                    "the record at position {position} carries an inclusion proof; bundle records carry none"
+                ),
+            );
+        }
         if rec.leaf_hash != leaf.as_bytes() {
             self.find(
                 TamperKind::Malformed,
