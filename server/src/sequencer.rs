@@ -9,8 +9,7 @@
 //! one queues up, so group size adapts to load.
 
 use crate::metrics::Metrics;
-use crate::store::{CommitBatch, DedupRecord, Store, StoreError, be, cf, index_key};
-use crate::validate::occurred_nanos;
+use crate::store::{CommitBatch, StagedEntry, Store, StoreError};
 use ledger_proto::v1::{AppendAck, AuditEvent, LedgerEntry};
 use ledger_verify::checkpoint::Checkpoint;
 use ledger_verify::entry::{SALT_LEN, decode_entry, encode_entry, payload_commitment};
@@ -318,19 +317,23 @@ impl Sequencer {
         entry: &LedgerEntry,
         dedup_id: &str,
         digest: Hash,
+        payload: Option<(&[u8], &[u8])>,
     ) -> Hash {
         let bytes = encode_entry(entry);
         let leaf = leaf_hash(&bytes);
         self.extend_tree(batch, leaf);
         self.edge.prev_leaf = leaf;
-        let key = be(entry.index);
-        self.store.put(batch, cf::ENTRIES, &key, &bytes);
-        let record = DedupRecord {
-            index: entry.index,
-            digest: Some(digest),
-        };
-        self.store
-            .put(batch, cf::DEDUP, dedup_id.as_bytes(), &record.encode());
+        self.store.stage_entry(
+            batch,
+            StagedEntry {
+                index: entry.index,
+                bytes: &bytes,
+                dedup_id,
+                digest,
+                payload,
+                event: entry.event.as_ref(),
+            },
+        );
         leaf
     }
 
@@ -418,8 +421,8 @@ impl Sequencer {
                     redaction: Some(r),
                     ..Default::default()
                 };
-                let leaf = self.push_entry(&mut batch, &entry, &event.event_id, digest);
-                self.store.delete(&mut batch, cf::PAYLOADS, &be(target));
+                let leaf = self.push_entry(&mut batch, &entry, &event.event_id, digest, None);
+                self.store.stage_erasure(&mut batch, target);
                 let ack = new_ack(&event.event_id, index, leaf, integrated_at);
                 in_group.insert(event.event_id.clone(), (ack.clone(), digest));
                 replies.push((reply, Ok(ack)));
@@ -447,48 +450,8 @@ impl Sequencer {
             };
             // Entry was built from a Some(event) just above.
             let event_id = entry.event.as_ref().expect("event set").event_id.clone();
-            let leaf = self.push_entry(&mut batch, &entry, &event_id, digest);
-
-            let key = be(index);
-            let store = &self.store;
-            if !payload.is_empty() {
-                let mut v = Vec::with_capacity(SALT_LEN + payload.len());
-                v.extend_from_slice(&salt);
-                v.extend_from_slice(&payload);
-                store.put(&mut batch, cf::PAYLOADS, &key, &v);
-            }
-            // Entry was built from a Some(event) just above.
-            let event = entry.event.as_ref().expect("event set");
-            if let Ok(corr) = hex::decode(&event.correlation_id) {
-                let mut k = corr;
-                k.extend_from_slice(&key);
-                store.put(&mut batch, cf::BY_CORRELATION, &k, &[]);
-            }
-            store.put(
-                &mut batch,
-                cf::BY_AGENT,
-                &index_key(event.agent_id.as_bytes(), index),
-                &[],
-            );
-            if !event.principal.is_empty() {
-                store.put(
-                    &mut batch,
-                    cf::BY_PRINCIPAL,
-                    &index_key(event.principal.as_bytes(), index),
-                    &[],
-                );
-            }
-            if !event.tool_name.is_empty() {
-                store.put(
-                    &mut batch,
-                    cf::BY_TOOL,
-                    &index_key(event.tool_name.as_bytes(), index),
-                    &[],
-                );
-            }
-            let mut tk = be(occurred_nanos(event)).to_vec();
-            tk.extend_from_slice(&key);
-            store.put(&mut batch, cf::BY_TIME, &tk, &[]);
+            let staged = (!payload.is_empty()).then_some((&salt[..], &payload[..]));
+            let leaf = self.push_entry(&mut batch, &entry, &event_id, digest, staged);
 
             let ack = new_ack(&event_id, index, leaf, integrated_at);
             in_group.insert(event_id, (ack.clone(), digest));
@@ -504,8 +467,7 @@ impl Sequencer {
             let cp = Checkpoint::new(&self.origin, size, self.edge.range.root());
             match cp.sign(&self.signer) {
                 Ok(note) => {
-                    self.store
-                        .put(&mut batch, cf::CHECKPOINTS, &be(size), note.as_bytes());
+                    self.store.stage_checkpoint(&mut batch, size, &note);
                     published = Some(Arc::new(SignedCheckpoint {
                         checkpoint: cp,
                         note,

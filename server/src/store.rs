@@ -134,6 +134,21 @@ pub fn index_key(value: &[u8], index: u64) -> Vec<u8> {
     k
 }
 
+/// One entry as [`Store::stage_entry`] takes it.
+pub struct StagedEntry<'a> {
+    pub index: u64,
+    /// The encoded `LedgerEntry`, stored and hashed as is.
+    pub bytes: &'a [u8],
+    /// The event id it answers to (`#redact/<target>` for a redaction).
+    pub dedup_id: &'a str,
+    /// Digest of what was asked for, kept for telling retries apart.
+    pub digest: Hash,
+    /// Salt and payload, when the event had one.
+    pub payload: Option<(&'a [u8], &'a [u8])>,
+    /// The event, to index (none for a redaction entry).
+    pub event: Option<&'a ledger_proto::v1::AuditEvent>,
+}
+
 /// One log's RocksDB database.
 pub struct Store {
     db: DB,
@@ -231,6 +246,54 @@ impl Store {
 
     pub fn delete(&self, batch: &mut CommitBatch, cf_name: &str, key: &[u8]) {
         batch.batch.delete_cf(self.cf(cf_name), key);
+    }
+
+    /// Stages one appended entry into a commit group: its stored bytes, its
+    /// dedup record, its salted payload and, for events, the five query
+    /// indexes. The one place that knows the key layout of all of them.
+    pub fn stage_entry(&self, batch: &mut CommitBatch, e: StagedEntry<'_>) {
+        let key = be(e.index);
+        self.put(batch, cf::ENTRIES, &key, e.bytes);
+        let record = DedupRecord {
+            index: e.index,
+            digest: Some(e.digest),
+        };
+        self.put(batch, cf::DEDUP, e.dedup_id.as_bytes(), &record.encode());
+        if let Some((salt, payload)) = e.payload {
+            let mut v = Vec::with_capacity(salt.len() + payload.len());
+            v.extend_from_slice(salt);
+            v.extend_from_slice(payload);
+            self.put(batch, cf::PAYLOADS, &key, &v);
+        }
+        let Some(event) = e.event else { return };
+        if let Ok(mut k) = hex::decode(&event.correlation_id) {
+            k.extend_from_slice(&key);
+            self.put(batch, cf::BY_CORRELATION, &k, &[]);
+        }
+        let by_value = [
+            (cf::BY_AGENT, &event.agent_id),
+            (cf::BY_PRINCIPAL, &event.principal),
+            (cf::BY_TOOL, &event.tool_name),
+        ];
+        for (name, value) in by_value {
+            // agent_id is required, the others optional.
+            if !value.is_empty() {
+                self.put(batch, name, &index_key(value.as_bytes(), e.index), &[]);
+            }
+        }
+        let mut tk = be(crate::validate::occurred_nanos(event)).to_vec();
+        tk.extend_from_slice(&key);
+        self.put(batch, cf::BY_TIME, &tk, &[]);
+    }
+
+    /// Stages the erasure of a redacted entry's payload.
+    pub fn stage_erasure(&self, batch: &mut CommitBatch, target: u64) {
+        self.delete(batch, cf::PAYLOADS, &be(target));
+    }
+
+    /// Stages a signed checkpoint of `size` entries.
+    pub fn stage_checkpoint(&self, batch: &mut CommitBatch, size: u64, note: &str) {
+        self.put(batch, cf::CHECKPOINTS, &be(size), note.as_bytes());
     }
 
     pub fn set_tree_size(&self, batch: &mut CommitBatch, size: u64) {
