@@ -281,6 +281,25 @@ fn read_s3_anchors(bucket: &str, prefix: &str) -> Result<Vec<Anchor>> {
     })
 }
 
+/// Reads and checks the anchors of `key`'s log in `source`; a store with
+/// none of them is a finding (`truncated` at 0): asked to hold a log to its
+/// anchors, there is nothing that vouches for it.
+fn checked_anchors(
+    source: &str,
+    key: &NoteVerifier,
+) -> Result<(Vec<Anchor>, ledger_verify::anchors::AnchorCheck)> {
+    let anchors = read_anchors(source, key.name())?;
+    let mut check = check_anchors(&anchors, key);
+    if anchors.is_empty() {
+        check.findings.push(Finding {
+            kind: TamperKind::Truncated,
+            index: 0,
+            detail: format!("{source}: no anchors of {} found", key.name()),
+        });
+    }
+    Ok((anchors, check))
+}
+
 fn findings_text(findings: &[Finding]) -> String {
     findings
         .iter()
@@ -290,16 +309,7 @@ fn findings_text(findings: &[Finding]) -> String {
 
 fn anchors_report(key: &str, source: &str) -> Result<Report> {
     let key = parse_key(key)?;
-    let anchors = read_anchors(source, key.name())?;
-    let mut check = check_anchors(&anchors, &key);
-    if anchors.is_empty() {
-        // Nothing to vouch for: not a verified store.
-        check.findings.push(Finding {
-            kind: TamperKind::Truncated,
-            index: 0,
-            detail: format!("{source}: no anchors of {} found", key.name()),
-        });
-    }
+    let (anchors, check) = checked_anchors(source, &key)?;
     let ok = check.findings.is_empty();
     let latest = check.checkpoints.last().map(|c| c.size).unwrap_or(0);
     let summary = if ok {
@@ -326,17 +336,14 @@ fn live(key: &str, server: &str, anchors: Option<&str>, log: &str) -> Result<Rep
     use ledger_verify::proto::proofs_client::ProofsClient;
     use ledger_verify::proto::{GetCheckpointRequest, GetConsistencyProofRequest};
     let key = parse_key(key)?;
-    let anchored = match anchors {
-        Some(src) => {
-            let a = read_anchors(src, key.name())?;
-            check_anchors(&a, &key)
-        }
+    let mut anchored = match anchors {
+        Some(src) => checked_anchors(src, &key)?.1,
         None => Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut findings = anchored.findings.clone();
+    let mut findings = std::mem::take(&mut anchored.findings);
     let latest = rt.block_on(async {
         let mut client = ProofsClient::connect(server.to_string())
             .await
@@ -384,7 +391,12 @@ fn live(key: &str, server: &str, anchors: Option<&str>, log: &str) -> Result<Rep
     })?;
     let ok = findings.is_empty();
     let size = latest.as_ref().map(|c| c.size).unwrap_or(0);
-    let summary = if ok {
+    let summary = if ok && anchors.is_none() {
+        format!(
+            "live OK: {server} serves {} at size {size}, signed by the key (no anchors given: nothing was checked against the log's past; pass --anchors to check for rollbacks and forks)",
+            key.name()
+        )
+    } else if ok {
         format!(
             "live OK: {server} serves {} at size {size}, signed by the key, extending all {} anchored checkpoints",
             key.name(),
@@ -407,7 +419,7 @@ fn live(key: &str, server: &str, anchors: Option<&str>, log: &str) -> Result<Rep
 fn audit(key: &str, file: &Path, anchors: Option<&str>, quiet: bool) -> Result<Report> {
     let key = parse_key(key)?;
     let anchored = match anchors {
-        Some(src) => check_anchors(&read_anchors(src, key.name())?, &key),
+        Some(src) => checked_anchors(src, &key)?.1,
         None => Default::default(),
     };
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;

@@ -217,6 +217,21 @@ fn checkpoint_proof_and_consistency_verdicts() {
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
 
+    // An anchor store holding none of the log's anchors vouches for
+    // nothing: a finding (exit 1), not a clean result.
+    std::fs::create_dir_all(p("no-anchors")).unwrap();
+    let o = verify(&[
+        "--format",
+        "json",
+        "anchors",
+        "--key",
+        &key,
+        &p("no-anchors"),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["findings"][0]["kind"], "truncated");
+
     // I/O error: exit 2.
     assert_eq!(
         verify(&["checkpoint", "--key", &key, &p("missing")])
