@@ -583,4 +583,40 @@ mod tests {
         // And the store still passes the start-up check.
         Log::open(settings(dir.path()), Metrics::new()).unwrap();
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pages_are_stable_while_the_log_grows() {
+        use crate::query::{Filter, list};
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
+        for i in 0..25 {
+            log.append(Some(event(&format!("p-{i}"), i)), "t".into())
+                .await
+                .unwrap();
+        }
+        let by_agent = Filter::from_proto(Some(&ledger_proto::v1::EventFilter {
+            agent_id: "agent-7".into(),
+            ..Default::default()
+        }))
+        .unwrap();
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        let mut n = 100;
+        loop {
+            let page = list(&log.store, &by_agent, 25, cursor.as_ref(), false, 7).unwrap();
+            assert!(page.hits.len() <= 7);
+            seen.extend(page.hits.iter().map(|h| h.index));
+            // Appends between pages are not in this listing.
+            log.append(Some(event(&format!("later-{n}"), n)), "t".into())
+                .await
+                .unwrap();
+            n += 1;
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen, (0..25).collect::<Vec<u64>>());
+        log.shutdown().await;
+    }
 }

@@ -502,3 +502,109 @@ pub fn span_tree(hits: &[Hit]) -> (Vec<SpanNode>, Vec<String>) {
     let spans = order.iter().filter_map(|id| nodes.remove(id)).collect();
     (spans, roots)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(f: EventFilter) -> Filter {
+        Filter::from_proto(Some(&f)).unwrap()
+    }
+
+    #[test]
+    fn a_filter_walks_its_most_selective_index() {
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736".to_string();
+        let cases = [
+            (
+                EventFilter {
+                    correlation_id: trace.clone(),
+                    agent_id: "a".into(),
+                    tool_name: "t".into(),
+                    ..Default::default()
+                },
+                cf::BY_CORRELATION,
+            ),
+            (
+                EventFilter {
+                    agent_id: "a".into(),
+                    principal: "p".into(),
+                    tool_name: "t".into(),
+                    ..Default::default()
+                },
+                cf::BY_AGENT,
+            ),
+            (
+                EventFilter {
+                    principal: "p".into(),
+                    tool_name: "t".into(),
+                    ..Default::default()
+                },
+                cf::BY_PRINCIPAL,
+            ),
+            (
+                EventFilter {
+                    tool_name: "t".into(),
+                    kinds: vec![1],
+                    ..Default::default()
+                },
+                cf::BY_TOOL,
+            ),
+            (
+                EventFilter {
+                    occurred_to: Some(prost_types::Timestamp {
+                        seconds: 5,
+                        nanos: 0,
+                    }),
+                    risk_tiers: vec![3],
+                    ..Default::default()
+                },
+                cf::BY_TIME,
+            ),
+            (
+                EventFilter {
+                    kinds: vec![2],
+                    outcomes: vec![1],
+                    ..Default::default()
+                },
+                cf::ENTRIES,
+            ),
+        ];
+        for (f, want) in cases {
+            let plan = filter(f.clone()).plan();
+            assert_eq!(plan.cf, want, "{f:?}");
+            assert_eq!(PLANS[plan.id as usize], want);
+        }
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_refuse_what_the_server_did_not_issue() {
+        let c = Cursor {
+            snapshot: 1234,
+            plan: 1,
+            descending: true,
+            last_key: b"agent-7\x00\x00\x00\x00\x00\x00\x00\x00\x09".to_vec(),
+        };
+        let back = Cursor::from_token(&c.to_token()).unwrap();
+        assert_eq!(
+            (back.snapshot, back.plan, back.descending, &back.last_key),
+            (1234, 1, true, &c.last_key)
+        );
+        let mut raw = B64.decode(c.to_token()).unwrap();
+        raw[1] = PLANS.len() as u8; // no such plan
+        for bad in [
+            "".to_string(),
+            "%%%".to_string(),
+            B64.encode([1u8, 0, 0]),
+            B64.encode(&raw),
+            B64.encode([2u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+        ] {
+            assert!(
+                matches!(
+                    Cursor::from_token(&bad),
+                    Err(QueryError::Invalid("page_token", _))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+}
