@@ -510,35 +510,52 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_store_that_no_longer_matches_its_checkpoint_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
-            for i in 0..10 {
-                log.append(Some(event(&format!("e-{i}"), i)), "t".into())
-                    .await
-                    .unwrap();
+        use crate::store::{be, cf};
+        type Tamper = fn(&Store);
+        let cases: [(&str, Tamper); 3] = [
+            ("the last entry rewritten", |store| {
+                let bytes = store.entry(9).unwrap().unwrap();
+                let mut e = ledger_verify::entry::decode_entry(&bytes).unwrap();
+                e.writer = "someone else".into();
+                let mut batch = store.new_batch();
+                let bytes = prost::Message::encode_to_vec(&e);
+                store.put(&mut batch, cf::ENTRIES, &be(9), &bytes);
+                store.commit(batch).unwrap();
+            }),
+            ("an entry stored past the end", |store| {
+                let bytes = store.entry(9).unwrap().unwrap();
+                let mut batch = store.new_batch();
+                store.put(&mut batch, cf::ENTRIES, &be(10), &bytes);
+                store.commit(batch).unwrap();
+            }),
+            ("a tile rewritten", |store| {
+                let mut row = store.tile(0, 0).unwrap();
+                row[3].0[0] ^= 1;
+                let mut batch = store.new_batch();
+                store.put_tile(&mut batch, 0, 0, &row);
+                store.commit(batch).unwrap();
+            }),
+        ];
+        for (case, tamper) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
+                for i in 0..10 {
+                    log.append(Some(event(&format!("e-{i}"), i)), "t".into())
+                        .await
+                        .unwrap();
+                }
+                log.shutdown().await;
             }
-            log.shutdown().await;
-        }
-        // The last entry rewritten inside the store.
-        {
-            let store = Store::open(&dir.path().join("log/db")).unwrap();
-            let bytes = store.entry(9).unwrap().unwrap();
-            let mut e = ledger_verify::entry::decode_entry(&bytes).unwrap();
-            e.writer = "someone else".into();
-            let mut batch = store.new_batch();
-            store.put(
-                &mut batch,
-                crate::store::cf::ENTRIES,
-                &crate::store::be(9),
-                &prost::Message::encode_to_vec(&e),
+            tamper(&Store::open(&dir.path().join("log/db")).unwrap());
+            let err = Log::open(settings(dir.path()), Metrics::new())
+                .err()
+                .unwrap_or_else(|| panic!("{case}: the log opened"));
+            assert!(
+                format!("{err:#}").contains("no longer matches"),
+                "{case}: {err:#}"
             );
-            store.commit(batch).unwrap();
         }
-        let err = Log::open(settings(dir.path()), Metrics::new())
-            .err()
-            .expect("a rewritten entry must stop the log from opening");
-        assert!(format!("{err:#}").contains("no longer matches"), "{err:#}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
