@@ -329,7 +329,9 @@ impl Log {
                 let (code, field) = match &e {
                     SequencerError::Conflict { .. } => (Code::AlreadyExists, "event.event_id"),
                     SequencerError::Corrupt(_) => (Code::DataLoss, ""),
-                    SequencerError::Storage(_) => (Code::Unavailable, ""),
+                    SequencerError::Storage(_)
+                    | SequencerError::Randomness(_)
+                    | SequencerError::Signing(_) => (Code::Unavailable, ""),
                 };
                 Err(Rejection {
                     code,

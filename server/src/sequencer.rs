@@ -9,7 +9,7 @@
 //! one queues up, so group size adapts to load.
 
 use crate::metrics::Metrics;
-use crate::store::{CommitBatch, StagedEntry, Store, StoreError};
+use crate::store::{CommitBatch, DedupRecord, StagedEntry, Store, StoreError};
 use ledger_proto::v1::{AppendAck, AuditEvent, LedgerEntry};
 use ledger_verify::checkpoint::Checkpoint;
 use ledger_verify::entry::{SALT_LEN, decode_entry, encode_entry, payload_commitment};
@@ -81,6 +81,10 @@ pub enum SequencerError {
     Storage(String),
     #[error("stored entry {0} is unreadable")]
     Corrupt(u64),
+    #[error("no randomness for payload salts, nothing from this group was written: {0}")]
+    Randomness(String),
+    #[error("signing the checkpoint failed, nothing from this group was written: {0}")]
+    Signing(String),
     /// The event id is taken by a different event.
     #[error(
         "event_id {event_id} is already used by entry {index} for a different event (the digest of the event as received differs); a retry must resend the same event, a new event needs a new event_id"
@@ -93,6 +97,32 @@ pub enum SequencerError {
 pub struct SignedCheckpoint {
     pub checkpoint: Checkpoint,
     pub note: String,
+}
+
+/// One commit group on its way to disk.
+struct Group {
+    /// The writes of the group; taken by `seal`.
+    batch: Option<CommitBatch>,
+    /// Each job's answer, sent once the batch is durable.
+    replies: Vec<Reply>,
+    /// Event ids appended earlier in this group, with their digests.
+    in_group: HashMap<String, (AppendAck, Hash)>,
+    /// New entries staged (retries and refusals are not).
+    appended: usize,
+    /// Queue budget of the group's jobs, released once written.
+    budgets: Vec<Option<tokio::sync::OwnedSemaphorePermit>>,
+    /// The time recorded in every entry of the group.
+    integrated_at: prost_types::Timestamp,
+}
+
+fn now_timestamp() -> prost_types::Timestamp {
+    let since_epoch = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: since_epoch.as_secs() as i64,
+        nanos: since_epoch.subsec_nanos() as i32,
+    }
 }
 
 /// The in-memory right edge of the tree and of its tiles.
@@ -337,13 +367,13 @@ impl Sequencer {
         leaf
     }
 
+    /// Commits one group: prepare (dedup look-ups, salts), stage each job,
+    /// seal (sign and write the batch, synced), publish (checkpoint, acks).
     fn commit_group(&mut self, jobs: Vec<AppendJob>) {
         let started = Instant::now();
-        let ids: Vec<&str> = jobs.iter().map(|j| j.event.event_id.as_str()).collect();
-        let existing = match self.store.dedup_many(&ids) {
+        let (existing, salts) = match self.prepare(&jobs) {
             Ok(v) => v,
-            Err(e) => {
-                let err = SequencerError::Storage(e.to_string());
+            Err(err) => {
                 for j in jobs {
                     let _ = j.reply.send(Err(err.clone()));
                 }
@@ -351,146 +381,162 @@ impl Sequencer {
             }
         };
         let before = self.edge.clone();
-        let now = SystemTime::now();
-        let since_epoch = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        let integrated_at = prost_types::Timestamp {
-            seconds: since_epoch.as_secs() as i64,
-            nanos: since_epoch.subsec_nanos() as i32,
+        let mut group = Group {
+            batch: Some(self.store.new_batch()),
+            replies: Vec::with_capacity(jobs.len()),
+            in_group: HashMap::new(),
+            appended: 0,
+            budgets: Vec::with_capacity(jobs.len()),
+            integrated_at: now_timestamp(),
         };
-        let mut salts = vec![0u8; SALT_LEN * jobs.len()];
-        if let Err(e) = getrandom::fill(&mut salts) {
-            let err = SequencerError::Storage(format!("no randomness for payload salts: {e}"));
-            for j in jobs {
-                let _ = j.reply.send(Err(err.clone()));
-            }
-            return;
-        }
-
-        let mut batch = self.store.new_batch();
-        let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
-        let mut in_group: HashMap<String, (AppendAck, Hash)> = HashMap::new();
-        let mut appended = 0usize;
-        let mut budgets = Vec::with_capacity(jobs.len());
-
         for (i, (job, existing)) in jobs.into_iter().zip(existing).enumerate() {
-            let AppendJob {
-                mut event,
-                writer,
-                reply,
-                budget,
-                redaction,
-                digest,
-            } = job;
-            budgets.push(budget);
-            let conflict = |index| SequencerError::Conflict {
-                event_id: event.event_id.clone(),
-                index,
-            };
-            if let Some(rec) = existing {
-                // Records from before digests were kept compare by id alone.
-                let ack = if rec.digest.is_some_and(|d| d != digest) {
-                    Err(conflict(rec.index))
-                } else {
-                    self.ack_for_existing(rec.index, &event.event_id)
-                };
-                replies.push((reply, ack));
-                continue;
-            }
-            if let Some((first, first_digest)) = in_group.get(&event.event_id) {
-                let ack = if *first_digest != digest {
-                    Err(conflict(first.index))
-                } else {
-                    Ok(AppendAck {
-                        duplicate: true,
-                        ..first.clone()
-                    })
-                };
-                replies.push((reply, ack));
-                continue;
-            }
-            let index = self.edge.size();
-            if let Some(r) = redaction {
-                let target = r.target_index;
-                let entry = LedgerEntry {
-                    index,
-                    prev_leaf_hash: self.edge.prev_leaf.to_vec(),
-                    integrated_at: Some(integrated_at),
-                    writer,
-                    redaction: Some(r),
-                    ..Default::default()
-                };
-                let leaf = self.push_entry(&mut batch, &entry, &event.event_id, digest, None);
-                self.store.stage_erasure(&mut batch, target);
-                let ack = new_ack(&event.event_id, index, leaf, integrated_at);
-                in_group.insert(event.event_id.clone(), (ack.clone(), digest));
-                replies.push((reply, Ok(ack)));
-                appended += 1;
-                continue;
-            }
-            let payload = std::mem::take(&mut event.payload);
             let salt: [u8; SALT_LEN] = salts[i * SALT_LEN..(i + 1) * SALT_LEN]
                 .try_into()
-                .expect("salt slice");
-            let commitment = if payload.is_empty() {
-                Vec::new()
+                .expect("one salt per job");
+            self.stage_job(&mut group, job, existing, &salt);
+        }
+        match self.seal(&mut group) {
+            Ok(published) => self.publish(group, published, started),
+            Err(err) => self.fail_group(before, group.replies, err),
+        }
+    }
+
+    /// The dedup records of the group's event ids and a salt per job.
+    fn prepare(
+        &self,
+        jobs: &[AppendJob],
+    ) -> Result<(Vec<Option<DedupRecord>>, Vec<u8>), SequencerError> {
+        let ids: Vec<&str> = jobs.iter().map(|j| j.event.event_id.as_str()).collect();
+        let existing = self
+            .store
+            .dedup_many(&ids)
+            .map_err(|e| SequencerError::Storage(e.to_string()))?;
+        let mut salts = vec![0u8; SALT_LEN * jobs.len()];
+        getrandom::fill(&mut salts).map_err(|e| SequencerError::Randomness(e.to_string()))?;
+        Ok((existing, salts))
+    }
+
+    /// One job: a retry or a conflict answered from its dedup record or
+    /// from earlier in the group, else a new entry staged into the batch.
+    fn stage_job(
+        &mut self,
+        g: &mut Group,
+        job: AppendJob,
+        existing: Option<DedupRecord>,
+        salt: &[u8; SALT_LEN],
+    ) {
+        let AppendJob {
+            mut event,
+            writer,
+            reply,
+            budget,
+            redaction,
+            digest,
+        } = job;
+        g.budgets.push(budget);
+        let conflict = |index| SequencerError::Conflict {
+            event_id: event.event_id.clone(),
+            index,
+        };
+        if let Some(rec) = existing {
+            // Records from before digests were kept compare by id alone.
+            let ack = if rec.digest.is_some_and(|d| d != digest) {
+                Err(conflict(rec.index))
             } else {
-                payload_commitment(&salt, &payload).to_vec()
+                self.ack_for_existing(rec.index, &event.event_id)
             };
+            g.replies.push((reply, ack));
+            return;
+        }
+        if let Some((first, first_digest)) = g.in_group.get(&event.event_id) {
+            let ack = if *first_digest != digest {
+                Err(conflict(first.index))
+            } else {
+                Ok(AppendAck {
+                    duplicate: true,
+                    ..first.clone()
+                })
+            };
+            g.replies.push((reply, ack));
+            return;
+        }
+        let index = self.edge.size();
+        let at = g.integrated_at;
+        let Some(batch) = g.batch.as_mut() else {
+            return; // Only taken by `seal`, after every job.
+        };
+        let (event_id, leaf) = if let Some(r) = redaction {
+            let target = r.target_index;
             let entry = LedgerEntry {
                 index,
                 prev_leaf_hash: self.edge.prev_leaf.to_vec(),
-                integrated_at: Some(integrated_at),
+                integrated_at: Some(at),
+                writer,
+                redaction: Some(r),
+                ..Default::default()
+            };
+            let leaf = self.push_entry(batch, &entry, &event.event_id, digest, None);
+            self.store.stage_erasure(batch, target);
+            (event.event_id, leaf)
+        } else {
+            let payload = std::mem::take(&mut event.payload);
+            let commitment = if payload.is_empty() {
+                Vec::new()
+            } else {
+                payload_commitment(salt, &payload).to_vec()
+            };
+            let event_id = event.event_id.clone();
+            let entry = LedgerEntry {
+                index,
+                prev_leaf_hash: self.edge.prev_leaf.to_vec(),
+                integrated_at: Some(at),
                 writer,
                 payload_commitment: commitment,
                 payload_size: payload.len() as u64,
                 event: Some(event),
                 redaction: None,
             };
-            // Entry was built from a Some(event) just above.
-            let event_id = entry.event.as_ref().expect("event set").event_id.clone();
             let staged = (!payload.is_empty()).then_some((&salt[..], &payload[..]));
-            let leaf = self.push_entry(&mut batch, &entry, &event_id, digest, staged);
+            let leaf = self.push_entry(batch, &entry, &event_id, digest, staged);
+            (event_id, leaf)
+        };
+        let ack = new_ack(&event_id, index, leaf, at);
+        g.in_group.insert(event_id, (ack.clone(), digest));
+        g.replies.push((reply, Ok(ack)));
+        g.appended += 1;
+    }
 
-            let ack = new_ack(&event_id, index, leaf, integrated_at);
-            in_group.insert(event_id, (ack.clone(), digest));
-            replies.push((reply, Ok(ack)));
-            appended += 1;
+    /// Signs a checkpoint of the new size into the batch and writes it,
+    /// synced; nothing to write when every job was a retry or refused.
+    fn seal(&mut self, g: &mut Group) -> Result<Option<Arc<SignedCheckpoint>>, SequencerError> {
+        let Some(mut batch) = g.batch.take() else {
+            return Ok(None);
+        };
+        if g.appended == 0 {
+            return Ok(None);
         }
+        self.flush_partial_rows(&mut batch);
+        let size = self.edge.size();
+        self.store.set_tree_size(&mut batch, size);
+        let cp = Checkpoint::new(&self.origin, size, self.edge.range.root());
+        // Only fails with an invalid origin, which start-up refuses.
+        let note = cp
+            .sign(&self.signer)
+            .map_err(|e| SequencerError::Signing(e.to_string()))?;
+        self.store.stage_checkpoint(&mut batch, size, &note);
+        self.store.commit(batch).map_err(|e| {
+            tracing::error!(log = %self.origin, error = %e, "commit failed; group not acknowledged");
+            SequencerError::Storage(e.to_string())
+        })?;
+        Ok(Some(Arc::new(SignedCheckpoint {
+            checkpoint: cp,
+            note,
+        })))
+    }
 
-        let mut published = None;
-        if appended > 0 {
-            self.flush_partial_rows(&mut batch);
-            let size = self.edge.size();
-            self.store.set_tree_size(&mut batch, size);
-            let cp = Checkpoint::new(&self.origin, size, self.edge.range.root());
-            match cp.sign(&self.signer) {
-                Ok(note) => {
-                    self.store.stage_checkpoint(&mut batch, size, &note);
-                    published = Some(Arc::new(SignedCheckpoint {
-                        checkpoint: cp,
-                        note,
-                    }));
-                }
-                Err(e) => {
-                    // Only reachable with an invalid origin, which start-up refuses.
-                    self.fail_group(
-                        before,
-                        replies,
-                        SequencerError::Storage(format!("signing: {e}")),
-                    );
-                    return;
-                }
-            }
-            if let Err(e) = self.store.commit(batch) {
-                tracing::error!(log = %self.origin, error = %e, "commit failed; group not acknowledged");
-                self.fail_group(before, replies, SequencerError::Storage(e.to_string()));
-                return;
-            }
-        }
-        drop(budgets);
-
+    /// After a durable write: metrics, the new checkpoint, then the acks.
+    fn publish(&mut self, g: Group, published: Option<Arc<SignedCheckpoint>>, started: Instant) {
+        drop(g.budgets);
         let label = self.log_label.clone().into();
         self.metrics
             .commit_seconds
@@ -499,11 +545,11 @@ impl Sequencer {
         self.metrics
             .batch_size
             .get_or_create(&label)
-            .observe(appended as f64);
+            .observe(g.appended as f64);
         self.metrics
             .appended
             .get_or_create(&label)
-            .inc_by(appended as u64);
+            .inc_by(g.appended as u64);
         self.metrics
             .tree_size
             .get_or_create(&label)
@@ -511,7 +557,7 @@ impl Sequencer {
         if let Some(cp) = published {
             self.checkpoint_tx.send_replace(Some(cp));
         }
-        for (reply, result) in replies {
+        for (reply, result) in g.replies {
             let _ = reply.send(result);
         }
     }
