@@ -151,6 +151,122 @@ pub struct Sequencer {
     log_label: String,
 }
 
+/// A start-up check that failed: the store, or what it holds.
+enum Check {
+    Store(StoreError),
+    Mismatch(String),
+}
+
+impl From<StoreError> for Check {
+    fn from(e: StoreError) -> Check {
+        Check::Store(e)
+    }
+}
+
+impl Check {
+    fn into_recovery(self, origin: &str) -> RecoveryError {
+        match self {
+            Check::Store(e) => RecoveryError::Store(e),
+            Check::Mismatch(detail) => RecoveryError::Mismatch {
+                origin: origin.to_string(),
+                detail,
+            },
+        }
+    }
+}
+
+/// The last stored checkpoint must verify with the log key and sign the
+/// root of the stored tree at its size.
+fn check_last_checkpoint(
+    store: &Store,
+    size: u64,
+    range: &CompactRange,
+    verifier: &ledger_verify::NoteVerifier,
+) -> Result<Option<Arc<SignedCheckpoint>>, Check> {
+    let Some((cp_size, note)) = store.latest_checkpoint()? else {
+        return if size == 0 {
+            Ok(None)
+        } else {
+            Err(Check::Mismatch(format!("{size} entries but no checkpoint")))
+        };
+    };
+    let cp = ledger_verify::open_checkpoint(&note, verifier).map_err(|e| {
+        Check::Mismatch(format!(
+            "last checkpoint does not verify with the log key: {e}"
+        ))
+    })?;
+    if cp.size != cp_size || cp_size != size {
+        return Err(Check::Mismatch(format!(
+            "tree holds {size} entries, last checkpoint is for {}",
+            cp.size
+        )));
+    }
+    if cp.root != range.root() {
+        return Err(Check::Mismatch(format!(
+            "root of the stored tree is {}, checkpoint {size} says {}",
+            range.root(),
+            cp.root
+        )));
+    }
+    Ok(Some(Arc::new(SignedCheckpoint {
+        checkpoint: cp,
+        note,
+    })))
+}
+
+/// The newest entry must hash to the newest stored leaf, and nothing may be
+/// stored past the end. Returns that leaf hash (zeros for an empty log).
+fn check_tail(store: &Store, size: u64) -> Result<Hash, Check> {
+    if store.entry(size)?.is_some() {
+        return Err(Check::Mismatch(format!(
+            "an entry is stored at index {size}, past the end of the tree"
+        )));
+    }
+    if size == 0 {
+        return Ok(Hash::ZERO);
+    }
+    let last = size - 1;
+    let bytes = store
+        .entry(last)?
+        .ok_or_else(|| Check::Mismatch(format!("entry {last} is missing")))?;
+    let leaf = leaf_hash(&bytes);
+    let stored = store.tile(0, last / TILE_WIDTH)?;
+    if stored.get((last % TILE_WIDTH) as usize) != Some(&leaf) {
+        return Err(Check::Mismatch(format!(
+            "entry {last} does not match its leaf hash"
+        )));
+    }
+    Ok(leaf)
+}
+
+/// The partial tile row at each level of a tree of `size` leaves.
+fn partial_rows(store: &Store, size: u64) -> Result<Vec<Vec<Hash>>, Check> {
+    let mut rows = Vec::new();
+    let mut level = 0u32;
+    loop {
+        let hashes_at_level = size >> (level * u32::from(TILE_HEIGHT));
+        if hashes_at_level == 0 {
+            return Ok(rows);
+        }
+        let partial = (hashes_at_level % TILE_WIDTH) as usize;
+        let row = if partial == 0 {
+            Vec::new()
+        } else {
+            let r = store.tile(level as u8, hashes_at_level / TILE_WIDTH)?;
+            if r.len() != partial {
+                return Err(Check::Mismatch(format!(
+                    "tile {level}/{} holds {} hashes, expected {partial}",
+                    hashes_at_level / TILE_WIDTH,
+                    r.len()
+                )));
+            }
+            r
+        };
+        rows.push(row);
+        level += 1;
+    }
+}
+
 /// Why a log cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
@@ -180,87 +296,12 @@ impl Sequencer {
             detail,
         };
         let size = store.tree_size()?;
-        let latest = store.latest_checkpoint()?;
-        let verifier = signer.verifier();
-
         let range = CompactRange::from_source(&*store, size)
             .map_err(|e| mismatch(format!("cannot rebuild the tree of {size} entries: {e}")))?;
-        let published = match latest {
-            None if size == 0 => None,
-            None => return Err(mismatch(format!("{size} entries but no checkpoint"))),
-            Some((cp_size, note)) => {
-                let cp = ledger_verify::open_checkpoint(&note, &verifier).map_err(|e| {
-                    mismatch(format!(
-                        "last checkpoint does not verify with the log key: {e}"
-                    ))
-                })?;
-                if cp.size != cp_size || cp_size != size {
-                    return Err(mismatch(format!(
-                        "tree holds {size} entries, last checkpoint is for {}",
-                        cp.size
-                    )));
-                }
-                if cp.root != range.root() {
-                    return Err(mismatch(format!(
-                        "root of the stored tree is {}, checkpoint {size} says {}",
-                        range.root(),
-                        cp.root
-                    )));
-                }
-                Some(Arc::new(SignedCheckpoint {
-                    checkpoint: cp,
-                    note,
-                }))
-            }
-        };
-
-        // The newest entry must hash to the newest stored leaf, and nothing
-        // may be stored past the end.
-        let mut prev_leaf = Hash::ZERO;
-        if size > 0 {
-            let bytes = store
-                .entry(size - 1)?
-                .ok_or_else(|| mismatch(format!("entry {} is missing", size - 1)))?;
-            prev_leaf = leaf_hash(&bytes);
-            let stored = store.tile(0, (size - 1) / TILE_WIDTH)?;
-            if stored.get(((size - 1) % TILE_WIDTH) as usize) != Some(&prev_leaf) {
-                return Err(mismatch(format!(
-                    "entry {} does not match its leaf hash",
-                    size - 1
-                )));
-            }
-        }
-        if store.entry(size)?.is_some() {
-            return Err(mismatch(format!(
-                "an entry is stored at index {size}, past the end of the tree"
-            )));
-        }
-
-        // Partial tile rows at each level.
-        let mut rows = Vec::new();
-        let mut level = 0u32;
-        loop {
-            let hashes_at_level = size >> (level * u32::from(TILE_HEIGHT));
-            if hashes_at_level == 0 {
-                break;
-            }
-            let partial = (hashes_at_level % TILE_WIDTH) as usize;
-            let row = if partial == 0 {
-                Vec::new()
-            } else {
-                let r = store.tile(level as u8, hashes_at_level / TILE_WIDTH)?;
-                if r.len() != partial {
-                    return Err(mismatch(format!(
-                        "tile {level}/{} holds {} hashes, expected {partial}",
-                        hashes_at_level / TILE_WIDTH,
-                        r.len()
-                    )));
-                }
-                r
-            };
-            rows.push(row);
-            level += 1;
-        }
+        let published = check_last_checkpoint(&store, size, &range, &signer.verifier())
+            .map_err(|e| e.into_recovery(origin))?;
+        let prev_leaf = check_tail(&store, size).map_err(|e| e.into_recovery(origin))?;
+        let rows = partial_rows(&store, size).map_err(|e| e.into_recovery(origin))?;
 
         let (checkpoint_tx, checkpoint_rx) = watch::channel(published);
         metrics
