@@ -196,17 +196,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         .context("building gRPC reflection")?;
 
     let access = crate::auth::Access::new(config.auth.required, &config.data_dir)?;
-    {
-        // Revocations and new keys take effect within a second.
-        let access = access.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                access.refresh();
-            }
-        });
-    }
+    spawn_credential_refresh(access.clone());
     let authn = crate::auth::Authenticate(access.clone());
     let limiter = Arc::new(crate::auth::RateLimiter::new(
         config.limits.events_per_second,
@@ -283,31 +273,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         stopped(stop_rx.clone()),
     ));
 
-    let ready = Ready {
-        grpc: grpc_addr.to_string(),
-        metrics: metrics_addr.to_string(),
-        logs: logs
-            .all()
-            .map(|l| ReadyLog {
-                id: l.id.clone(),
-                origin: l.origin.clone(),
-                verifier_key: l.verifier.to_string(),
-                tree_size: l
-                    .latest_checkpoint()
-                    .map(|c| c.checkpoint.size)
-                    .unwrap_or(0),
-            })
-            .collect(),
-    };
-    for l in &ready.logs {
-        tracing::info!(log = %l.id, origin = %l.origin, verifier_key = %l.verifier_key, tree_size = l.tree_size, "serving log");
-    }
-    tracing::info!(grpc = %grpc_addr, metrics = %metrics_addr, "ledgerd ready");
-    if let Some(path) = ready_file {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&ready)?)?;
-        std::fs::rename(&tmp, &path)?;
-    }
+    announce_ready(&logs, grpc_addr, metrics_addr, ready_file)?;
 
     let (anchor_stop, anchor_stop_rx) = tokio::sync::watch::channel(false);
     let anchorers = start_anchoring(
@@ -342,5 +308,53 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), metrics_task).await;
     tracing::info!("ledgerd stopped");
+    Ok(())
+}
+
+/// Re-reads the credentials file every second, so revocations and new keys
+/// take effect within a second.
+fn spawn_credential_refresh(access: Arc<crate::auth::Access>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            access.refresh();
+        }
+    });
+}
+
+/// Logs what is served (each log's verifier key above all) and writes the
+/// ready file, atomically, for whoever waits on it.
+fn announce_ready(
+    logs: &Logs,
+    grpc_addr: std::net::SocketAddr,
+    metrics_addr: std::net::SocketAddr,
+    ready_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let ready = Ready {
+        grpc: grpc_addr.to_string(),
+        metrics: metrics_addr.to_string(),
+        logs: logs
+            .all()
+            .map(|l| ReadyLog {
+                id: l.id.clone(),
+                origin: l.origin.clone(),
+                verifier_key: l.verifier.to_string(),
+                tree_size: l
+                    .latest_checkpoint()
+                    .map(|c| c.checkpoint.size)
+                    .unwrap_or(0),
+            })
+            .collect(),
+    };
+    for l in &ready.logs {
+        tracing::info!(log = %l.id, origin = %l.origin, verifier_key = %l.verifier_key, tree_size = l.tree_size, "serving log");
+    }
+    tracing::info!(grpc = %grpc_addr, metrics = %metrics_addr, "ledgerd ready");
+    if let Some(path) = ready_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&ready)?)?;
+        std::fs::rename(&tmp, &path)?;
+    }
     Ok(())
 }
