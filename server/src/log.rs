@@ -400,12 +400,7 @@ impl Log {
                 tree_size: size,
                 hashes: proof.iter().map(|h| h.to_vec()).collect(),
             }),
-            checkpoint: Some(ledger_proto::v1::SignedCheckpoint {
-                note: cp.note.clone(),
-                origin: cp.checkpoint.origin.clone(),
-                tree_size: size,
-                root_hash: cp.checkpoint.root.to_vec(),
-            }),
+            checkpoint: Some(cp.to_proto()),
             payload_salt: salt.unwrap_or_default(),
         })
     }

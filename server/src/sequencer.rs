@@ -99,6 +99,18 @@ pub struct SignedCheckpoint {
     pub note: String,
 }
 
+impl SignedCheckpoint {
+    /// The API message: the note and its convenience fields.
+    pub fn to_proto(&self) -> ledger_proto::v1::SignedCheckpoint {
+        ledger_proto::v1::SignedCheckpoint {
+            note: self.note.clone(),
+            origin: self.checkpoint.origin.clone(),
+            tree_size: self.checkpoint.size,
+            root_hash: self.checkpoint.root.to_vec(),
+        }
+    }
+}
+
 /// One commit group on its way to disk.
 struct Group {
     /// The writes of the group; taken by `seal`.

@@ -2,7 +2,7 @@
 //! of a range of a log, for offline audit.
 
 use super::Logs;
-use super::proofs::{checkpoint_at, internal};
+use super::proofs::{checkpoint_at, internal, open_stored};
 use super::query::{RecordOptions, range, records};
 use crate::sequencer::redaction_key;
 use crate::store::{Store, be, cf};
@@ -13,7 +13,7 @@ use ledger_proto::v1::{
 };
 use ledger_verify::bundle::BundleWriter;
 use ledger_verify::tree::{self, CompactRange, HashSource, NodeId};
-use ledger_verify::{Checkpoint, Hash};
+use ledger_verify::{Hash, NoteVerifier};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -67,35 +67,13 @@ fn checkpoints_from(store: &Store, size: u64) -> Result<Option<u64>, Status> {
     }
 }
 
-/// A stored checkpoint with its convenience fields filled from its note
-/// (which the audit checks them against).
-fn proto_checkpoint(size: u64, note: String) -> Result<SignedCheckpoint, Status> {
-    let body = note
-        .find("\n\n")
-        .map(|at| &note[..=at])
-        .ok_or_else(|| Status::data_loss(format!("stored checkpoint {size} is not a note")))?;
-    let cp = Checkpoint::parse(body)
-        .map_err(|e| Status::data_loss(format!("stored checkpoint {size}: {e}")))?;
-    if cp.size != size {
-        return Err(Status::data_loss(format!(
-            "checkpoint stored under size {size} says {}",
-            cp.size
-        )));
-    }
-    Ok(SignedCheckpoint {
-        origin: cp.origin,
-        tree_size: cp.size,
-        root_hash: cp.root.to_vec(),
-        note,
-    })
-}
-
 /// Evidence for each payload in the bundle that a redaction entry at or
 /// after `end` erased: that entry, the newest stored checkpoint (which
 /// covers it: the redaction committed before its payload was found gone),
 /// an inclusion proof in it and a consistency proof from `end` to it.
 fn redaction_proofs(
     store: &Store,
+    key: &NoteVerifier,
     end: u64,
     withheld: &[u64],
 ) -> Result<Vec<RedactionProof>, Status> {
@@ -117,7 +95,7 @@ fn redaction_proofs(
                     .latest_checkpoint()
                     .map_err(internal)?
                     .ok_or_else(|| Status::data_loss("no stored checkpoint"))?;
-                let cp = proto_checkpoint(size, note)?;
+                let cp = open_stored(size, note, key)?;
                 latest = Some(cp.clone());
                 cp
             }
@@ -154,9 +132,11 @@ fn redaction_proofs(
     Ok(out)
 }
 
-/// Writes the bundle of [start, end) to `tx` in chunks.
+/// Writes the bundle of [start, end) to `tx` in chunks; stored checkpoints
+/// are opened with the log `key` on the way out.
 fn write_bundle(
     store: &Store,
+    key: &NoteVerifier,
     header: BundleHeader,
     payloads: bool,
     tx: &mpsc::Sender<Result<ExportChunk, Status>>,
@@ -183,7 +163,7 @@ fn write_bundle(
                 break;
             }
             let (s, note) = cps.next().expect("peeked");
-            w.checkpoint(proto_checkpoint(s, note)?).map_err(io)?;
+            w.checkpoint(open_stored(s, note, key)?).map_err(io)?;
         }
         Ok(())
     };
@@ -213,7 +193,7 @@ fn write_bundle(
         }
         at = stop;
     }
-    for p in redaction_proofs(store, end, &withheld)? {
+    for p in redaction_proofs(store, key, end, &withheld)? {
         w.redaction_proof(p).map_err(io)?;
     }
     let mut rest = w.finish().map_err(io)?;
@@ -254,6 +234,7 @@ impl Export for ExportService {
         let store = log.store.clone();
         let start = req.start;
         let (origin, verifier_key) = (log.origin.clone(), log.verifier.to_string());
+        let key = log.verifier.clone();
         let payloads = req.include_payloads;
         let (tx, rx) = mpsc::channel(4);
         // Store reads (the prefix, then the bundle) run off the async threads.
@@ -284,7 +265,7 @@ impl Export for ExportService {
                     }),
                 })
             };
-            let result = header().and_then(|h| write_bundle(&store, h, payloads, &tx));
+            let result = header().and_then(|h| write_bundle(&store, &key, h, payloads, &tx));
             if let Err(s) = result {
                 let _ = tx.blocking_send(Err(s));
             }

@@ -19,13 +19,22 @@ pub struct ProofsService {
     pub logs: Arc<Logs>,
 }
 
-pub fn to_proto(cp: &sequencer::SignedCheckpoint) -> SignedCheckpoint {
-    SignedCheckpoint {
-        note: cp.note.clone(),
-        origin: cp.checkpoint.origin.clone(),
-        tree_size: cp.checkpoint.size,
-        root_hash: cp.checkpoint.root.to_vec(),
+/// A checkpoint note as stored under `size`, opened with the log key: a
+/// note that does not verify, or is of another size, is data loss.
+pub(crate) fn open_stored(
+    size: u64,
+    note: String,
+    key: &ledger_verify::NoteVerifier,
+) -> Result<SignedCheckpoint, Status> {
+    let checkpoint = ledger_verify::open_checkpoint(&note, key)
+        .map_err(|e| Status::data_loss(format!("stored checkpoint {size} does not verify: {e}")))?;
+    if checkpoint.size != size {
+        return Err(Status::data_loss(format!(
+            "checkpoint stored under size {size} says {}",
+            checkpoint.size
+        )));
     }
+    Ok(sequencer::SignedCheckpoint { checkpoint, note }.to_proto())
 }
 
 #[tonic::async_trait]
@@ -126,7 +135,7 @@ pub async fn checkpoint_at(log: &Arc<Log>, size: u64) -> Result<SignedCheckpoint
         let cp = log.latest_checkpoint().ok_or_else(|| {
             Status::not_found("the log is empty: no checkpoint has been signed yet")
         })?;
-        return Ok(to_proto(&cp));
+        return Ok(cp.to_proto());
     }
     let store = log.store.clone();
     let note = blocking(move || store.checkpoint(size).map_err(internal))
@@ -134,12 +143,5 @@ pub async fn checkpoint_at(log: &Arc<Log>, size: u64) -> Result<SignedCheckpoint
         .ok_or_else(|| {
             Status::not_found(format!("tree_size: no checkpoint stored for size {size}"))
         })?;
-    let cp = ledger_verify::open_checkpoint(&note, &log.verifier)
-        .map_err(|e| Status::data_loss(format!("stored checkpoint {size} does not verify: {e}")))?;
-    Ok(SignedCheckpoint {
-        note,
-        origin: cp.origin,
-        tree_size: cp.size,
-        root_hash: cp.root.to_vec(),
-    })
+    open_stored(size, note, &log.verifier)
 }
