@@ -162,6 +162,11 @@ struct Auditor<'k> {
     signed_to: Option<u64>,
 }
 
+/// Whether a checkpoint item's convenience fields say what its note says.
+fn restates(c: &SignedCheckpoint, cp: &Checkpoint) -> bool {
+    c.tree_size == cp.size && c.origin == cp.origin && c.root_hash == cp.root.as_bytes()
+}
+
 /// The first 32 bytes of a hash-sized field, for messages.
 fn hex_prefix(bytes: &[u8]) -> String {
     hex::encode(&bytes[..bytes.len().min(32)])
@@ -498,7 +503,7 @@ impl Auditor<'_> {
                 return None;
             }
         };
-        if c.tree_size != cp.size || c.origin != cp.origin || c.root_hash != cp.root.as_bytes() {
+        if !restates(c, &cp) {
             self.find(
                 TamperKind::Malformed,
                 cp.size,
@@ -685,7 +690,7 @@ impl Auditor<'_> {
             .ok_or_else(|| fail("no checkpoint".into()))?;
         let cp =
             open_checkpoint(&c.note, self.key).map_err(|e| fail(format!("checkpoint: {e}")))?;
-        if c.tree_size != cp.size || c.origin != cp.origin || c.root_hash != cp.root.as_bytes() {
+        if !restates(c, &cp) {
             return Err(fail(
                 "the checkpoint's stated size, origin or root differ from its note".into(),
             ));
