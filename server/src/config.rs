@@ -19,6 +19,8 @@ pub struct Config {
     /// `human` or `json` log lines.
     pub log_format: LogFormat,
     pub ingest: IngestConfig,
+    /// How often checkpoints are signed.
+    pub checkpoint: CheckpointConfig,
     /// Where signed checkpoints are anchored.
     pub anchor: AnchorConfig,
     /// Who may call, and how they prove it.
@@ -59,6 +61,27 @@ pub struct IngestConfig {
     pub max_attribute_value_bytes: usize,
     /// How far in the future an event's occurred_at may be.
     pub max_future_skew_secs: u64,
+}
+
+/// Checkpoint signing. Every ack is durable at once; the signed checkpoint
+/// covering it may follow, at most `interval_ms` later (the ack's
+/// `checkpoint_size` / `checkpoint_due` say which). A group that arrives
+/// when the last signature is older than the interval signs at once, and a
+/// reader asking for the latest checkpoint (or a receipt) gets one covering
+/// every acked entry, so a trickle of appends is not one checkpoint each
+/// while nobody waits for a signature.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Least time between two signed checkpoints, in milliseconds (0: every
+    /// commit group signs one).
+    pub interval_ms: u64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { interval_ms: 100 }
+    }
 }
 
 /// Authentication. Credentials (API keys, client certificates) are managed
@@ -206,6 +229,7 @@ impl Default for Config {
             metrics_listen: "127.0.0.1:7401".parse().expect("valid default address"),
             log_format: LogFormat::Human,
             ingest: IngestConfig::default(),
+            checkpoint: CheckpointConfig::default(),
             anchor: AnchorConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
@@ -283,6 +307,10 @@ impl Config {
             loopback || self.auth.required || self.auth.allow_anonymous_remote,
             "listen {}: anonymous callers beyond loopback; set auth.required = true and create keys with `ledgerd keys create`",
             self.listen
+        );
+        anyhow::ensure!(
+            self.checkpoint.interval_ms <= 60_000,
+            "checkpoint.interval_ms: at most 60000 (a minute); acked entries wait that long for a signature"
         );
         let a = &self.anchor;
         anyhow::ensure!(a.interval_secs > 0, "anchor.interval_secs must be positive");

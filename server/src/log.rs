@@ -4,7 +4,8 @@
 
 use crate::metrics::Metrics;
 use crate::sequencer::{
-    AppendJob, Msg, RecoveryError, Sequencer, SequencerError, SignedCheckpoint,
+    AppendJob, Feeds, Msg, RecoveryError, Sequencer, SequencerError, SequencerSettings,
+    SignedCheckpoint,
 };
 use crate::store::Store;
 use crate::validate::{Limits, validate_event};
@@ -13,7 +14,7 @@ use ledger_proto::v1::{AppendAck, AuditEvent};
 use ledger_verify::note::{NoteSigner, NoteVerifier};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tonic::{Code, Status};
 
@@ -45,8 +46,13 @@ pub struct LogSettings {
     pub queue_events: usize,
     pub queue_bytes: usize,
     pub max_batch: usize,
+    /// Least time between two signed checkpoints.
+    pub checkpoint_interval: Duration,
     pub limits: Limits,
 }
+
+/// How long a query waits for the indexer before giving up.
+const INDEX_WAIT: Duration = Duration::from_secs(30);
 
 pub struct Log {
     pub id: String,
@@ -59,6 +65,8 @@ pub struct Log {
     /// Budget units are KiB so large queues fit in a semaphore's permits.
     budget_unit: usize,
     checkpoint: watch::Receiver<Option<Arc<SignedCheckpoint>>>,
+    /// Entries the query indexes cover (the indexer's progress).
+    indexed: watch::Receiver<u64>,
     /// Hashed tiles shared by the receipts' inclusion proofs.
     tiles: Arc<crate::store::TileInteriors>,
     /// Receipts being read from the store at once: each is a few reads and
@@ -66,7 +74,8 @@ pub struct Log {
     /// thread per waiting receipt (thousands under load) would thrash them.
     receipt_slots: Arc<Semaphore>,
     metrics: Arc<Metrics>,
-    sequencer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The sequencer's and the indexer's threads, joined on shutdown.
+    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// Loads the log's signing key, creating one (mode 0600) on first start.
@@ -122,16 +131,29 @@ impl Log {
                 .with_context(|| format!("opening the store of log {}", settings.id))?,
         );
         let verifier = signer.verifier();
-        let (sequencer, checkpoint) = Sequencer::recover(
+        let (sequencer, feeds) = Sequencer::recover(
             &settings.origin,
             store.clone(),
             signer,
-            settings.max_batch,
+            SequencerSettings {
+                max_batch: settings.max_batch,
+                checkpoint_interval: settings.checkpoint_interval,
+            },
             metrics.clone(),
             &settings.id,
         )
         .map_err(|e: RecoveryError| anyhow::anyhow!(e))?;
+        let Feeds {
+            checkpoints: checkpoint,
+            committed,
+        } = feeds;
+        let (indexer, indexed) =
+            crate::indexer::Indexer::new(store.clone(), committed, metrics.clone(), &settings.id)
+                .with_context(|| format!("starting the indexer of log {}", settings.id))?;
         let (tx, rx) = mpsc::channel(settings.queue_events.max(1));
+        let indexer = std::thread::Builder::new()
+            .name(format!("indexer-{}", settings.id))
+            .spawn(move || indexer.run())?;
         let handle = std::thread::Builder::new()
             .name(format!("sequencer-{}", settings.id))
             .spawn(move || sequencer.run(rx))?;
@@ -147,11 +169,51 @@ impl Log {
             budget: Arc::new(Semaphore::new(units)),
             budget_unit,
             checkpoint,
+            indexed,
             tiles: Default::default(),
             receipt_slots: Arc::new(Semaphore::new(RECEIPT_THREADS)),
             metrics,
-            sequencer: std::sync::Mutex::new(Some(handle)),
+            threads: std::sync::Mutex::new(vec![handle, indexer]),
         }))
+    }
+
+    /// The latest checkpoint, after asking the sequencer to sign every entry
+    /// acked so far (so a reader sees its own writes: checkpoints are
+    /// thinned, and an acked entry may not be signed yet).
+    pub async fn fresh_checkpoint(&self) -> Result<Option<Arc<SignedCheckpoint>>, Rejection> {
+        let unavailable = |message: String| Rejection {
+            code: Code::Unavailable,
+            message,
+            field: String::new(),
+        };
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Msg::Sign(reply)).await.is_err() {
+            // Shutting down: everything was signed on the way out.
+            return Ok(self.latest_checkpoint());
+        }
+        match rx.await {
+            Ok(Ok(cp)) => Ok(cp),
+            Ok(Err(e)) => Err(unavailable(format!("signing a checkpoint failed: {e}"))),
+            Err(_) => Ok(self.latest_checkpoint()),
+        }
+    }
+
+    /// Waits until the query indexes cover the first `size` entries.
+    pub async fn indexed_through(&self, size: u64) -> Result<(), Status> {
+        let mut indexed = self.indexed.clone();
+        let waited = tokio::time::timeout(INDEX_WAIT, indexed.wait_for(|n| *n >= size))
+            .await
+            .map(|r| r.is_ok());
+        match waited {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Status::unavailable(
+                "the indexer has stopped (shutting down)",
+            )),
+            Err(_) => Err(Status::unavailable(format!(
+                "the query indexes cover {} entries, not yet the {size} this query views; retry shortly",
+                *self.indexed.borrow()
+            ))),
+        }
     }
 
     /// The latest signed checkpoint, if the log is not empty.
@@ -247,7 +309,10 @@ impl Log {
                 "reason: required, at most 1024 characters, no control characters (name the legal basis or ticket)".into(),
             ));
         }
-        let size = self.latest_checkpoint().map_or(0, |c| c.checkpoint.size);
+        let size = self
+            .fresh_checkpoint()
+            .await?
+            .map_or(0, |c| c.checkpoint.size);
         if target >= size {
             return Err(fail(
                 Code::OutOfRange,
@@ -359,7 +424,8 @@ impl Log {
             field: String::new(),
         };
         let cp = self
-            .latest_checkpoint()
+            .fresh_checkpoint()
+            .await?
             .filter(|c| c.checkpoint.size > index)
             .ok_or_else(|| {
                 fail(
@@ -418,9 +484,15 @@ impl Log {
     /// Commits everything queued so far, then stops the sequencer.
     pub async fn shutdown(&self) {
         let _ = self.tx.send(Msg::Shutdown).await;
-        let handle = self.sequencer.lock().ok().and_then(|mut h| h.take());
-        if let Some(h) = handle {
-            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        let threads = self
+            .threads
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        // The sequencer first: the indexer ends once it has indexed
+        // everything the sequencer committed.
+        for t in threads {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
     }
 }
@@ -443,8 +515,243 @@ mod tests {
             queue_events: 1024,
             queue_bytes: 64 << 20,
             max_batch: 1024,
+            // Every group signs, unless a test thins checkpoints itself.
+            checkpoint_interval: Duration::ZERO,
             limits: Limits::default(),
         }
+    }
+
+    fn thinned(dir: &Path) -> LogSettings {
+        LogSettings {
+            checkpoint_interval: Duration::from_secs(3600),
+            ..settings(dir)
+        }
+    }
+
+    fn stored_checkpoints(store: &Store) -> Vec<u64> {
+        store
+            .scan(crate::store::cf::CHECKPOINTS, &[], &[0xff; 9], None, false)
+            .map(|kv| crate::store::read_index_key(&kv.unwrap().0).unwrap())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checkpoints_are_thinned_and_readers_still_see_their_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(thinned(dir.path()), Metrics::new()).unwrap();
+        // The first group after start-up signs at once.
+        let first = log.append(Some(event("t-0", 0)), "t".into()).await.unwrap();
+        assert_eq!((first.checkpoint_size, first.checkpoint_due), (1, None));
+        // Within the interval, acks are durable but unsigned, and say when
+        // a signature is due.
+        let mut acks = Vec::new();
+        for i in 1..5 {
+            acks.push(
+                log.append(Some(event(&format!("t-{i}"), i)), "t".into())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for a in &acks {
+            assert_eq!(a.checkpoint_size, 0, "{a:?}");
+            let due = a.checkpoint_due.as_ref().expect("a due time");
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap();
+            assert!(due.seconds as u64 > now.as_secs() + 3000, "{due:?}");
+        }
+        assert_eq!(log.latest_checkpoint().unwrap().checkpoint.size, 1);
+        assert_eq!(stored_checkpoints(&log.store), vec![1]);
+        // A retry of a signed entry names its checkpoint.
+        let again = log.append(Some(event("t-0", 0)), "t".into()).await.unwrap();
+        assert!(again.duplicate && again.checkpoint_size == 1, "{again:?}");
+        // A reader asking for the latest gets one covering every ack.
+        let fresh = log.fresh_checkpoint().await.unwrap().unwrap();
+        assert_eq!(fresh.checkpoint.size, 5);
+        assert_eq!(stored_checkpoints(&log.store), vec![1, 5]);
+        // Asking again signs nothing new.
+        log.fresh_checkpoint().await.unwrap();
+        assert_eq!(stored_checkpoints(&log.store), vec![1, 5]);
+        // A receipt forces a signature too.
+        let late = log.append(Some(event("t-5", 5)), "t".into()).await.unwrap();
+        assert_eq!(late.checkpoint_size, 0);
+        let r = log.receipt(late.index).await.unwrap();
+        assert_eq!(r.checkpoint.unwrap().tree_size, 6);
+        // Shutdown signs what is left.
+        log.append(Some(event("t-6", 6)), "t".into()).await.unwrap();
+        log.shutdown().await;
+        assert_eq!(stored_checkpoints(&log.store), vec![1, 5, 6, 7]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_interval_signs_without_a_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(
+            LogSettings {
+                checkpoint_interval: Duration::from_millis(50),
+                ..settings(dir.path())
+            },
+            Metrics::new(),
+        )
+        .unwrap();
+        let mut feed = log.watch_checkpoints();
+        log.append(Some(event("i-0", 0)), "t".into()).await.unwrap();
+        let ack = log.append(Some(event("i-1", 1)), "t".into()).await.unwrap();
+        if ack.checkpoint_size == 0 {
+            // Signed by the timer, with nobody asking.
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                feed.wait_for(|c| c.as_ref().is_some_and(|c| c.checkpoint.size == 2)),
+            )
+            .await
+            .expect("signed within the interval")
+            .unwrap();
+        }
+        log.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unsigned_tail_is_checked_and_signed_at_start() {
+        use crate::store::{be, cf};
+        type Tamper = fn(&Store);
+        let cases: [(&str, Option<Tamper>); 3] = [
+            ("a crash before the signature", None),
+            (
+                "an unsigned entry rewritten",
+                Some(|store| {
+                    let bytes = store.entry(3).unwrap().unwrap();
+                    let mut e = ledger_verify::entry::decode_entry(&bytes).unwrap();
+                    e.writer = "someone else".into();
+                    let mut batch = store.new_batch();
+                    store.put(
+                        &mut batch,
+                        cf::ENTRIES,
+                        &be(3),
+                        &prost::Message::encode_to_vec(&e),
+                    );
+                    store.commit(batch).unwrap();
+                }),
+            ),
+            (
+                "an unsigned entry and its leaf rewritten",
+                Some(|store| {
+                    let bytes = store.entry(2).unwrap().unwrap();
+                    let mut e = ledger_verify::entry::decode_entry(&bytes).unwrap();
+                    e.writer = "someone else".into();
+                    let bytes = prost::Message::encode_to_vec(&e);
+                    let mut row = store.tile(0, 0).unwrap();
+                    row[2] = ledger_verify::leaf_hash(&bytes);
+                    let mut batch = store.new_batch();
+                    store.put(&mut batch, cf::ENTRIES, &be(2), &bytes);
+                    store.put_tile(&mut batch, 0, 0, &row);
+                    store.commit(batch).unwrap();
+                }),
+            ),
+        ];
+        for (case, tamper) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let log = Log::open(thinned(dir.path()), Metrics::new()).unwrap();
+                for i in 0..5 {
+                    log.append(Some(event(&format!("u-{i}"), i)), "t".into())
+                        .await
+                        .unwrap();
+                }
+                log.shutdown().await;
+            }
+            {
+                // As a crash would leave it: entries 1..5 acked, unsigned.
+                let store = Store::open(&dir.path().join("log/db")).unwrap();
+                let mut batch = store.new_batch();
+                store.delete(&mut batch, cf::CHECKPOINTS, &be(5));
+                store.commit(batch).unwrap();
+                assert_eq!(stored_checkpoints(&store), vec![1], "{case}");
+                if let Some(t) = tamper {
+                    t(&store);
+                }
+            }
+            let opened = Log::open(thinned(dir.path()), Metrics::new());
+            match tamper {
+                None => {
+                    let log = opened.unwrap();
+                    assert_eq!(log.latest_checkpoint().unwrap().checkpoint.size, 5);
+                    assert_eq!(stored_checkpoints(&log.store), vec![1, 5]);
+                    log.shutdown().await;
+                }
+                Some(_) => {
+                    let err = opened
+                        .err()
+                        .unwrap_or_else(|| panic!("{case}: the log opened"));
+                    assert!(
+                        format!("{err:#}").contains("no longer matches"),
+                        "{case}: {err:#}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_indexer_catches_up_after_a_crash() {
+        use crate::query::{Filter, list};
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
+            for i in 0..30 {
+                log.append(Some(event(&format!("x-{i}"), i)), "t".into())
+                    .await
+                    .unwrap();
+            }
+            log.shutdown().await;
+        }
+        // As if the server died before the indexer wrote anything.
+        Store::open(&dir.path().join("log/db"))
+            .unwrap()
+            .forget_indexes()
+            .unwrap();
+        {
+            let store = Store::open(&dir.path().join("log/db")).unwrap();
+            assert_eq!(store.indexed_size().unwrap(), 0);
+            let by_agent = Filter::from_proto(Some(&ledger_proto::v1::EventFilter {
+                agent_id: "agent-7".into(),
+                ..Default::default()
+            }))
+            .unwrap();
+            assert!(
+                list(&store, &by_agent, 30, None, false, 100)
+                    .unwrap()
+                    .hits
+                    .is_empty()
+            );
+        }
+        let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
+        log.indexed_through(30).await.unwrap();
+        assert_eq!(log.store.indexed_size().unwrap(), 30);
+        for filter in [
+            ledger_proto::v1::EventFilter {
+                agent_id: "agent-7".into(),
+                ..Default::default()
+            },
+            ledger_proto::v1::EventFilter {
+                tool_name: "sql.execute".into(),
+                ..Default::default()
+            },
+            ledger_proto::v1::EventFilter {
+                correlation_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+                ..Default::default()
+            },
+        ] {
+            let f = Filter::from_proto(Some(&filter)).unwrap();
+            let page = list(&log.store, &f, 30, None, false, 100).unwrap();
+            let got: Vec<u64> = page.hits.iter().map(|h| h.index).collect();
+            assert_eq!(got, (0..30).collect::<Vec<_>>(), "{filter:?}");
+        }
+        // And it follows new entries.
+        log.append(Some(event("x-30", 30)), "t".into())
+            .await
+            .unwrap();
+        log.indexed_through(31).await.unwrap();
+        log.shutdown().await;
     }
 
     fn event(id: &str, n: u64) -> AuditEvent {
@@ -613,6 +920,7 @@ mod tests {
             ..Default::default()
         }))
         .unwrap();
+        log.indexed_through(25).await.unwrap();
         let mut seen = Vec::new();
         let mut cursor = None;
         let mut n = 100;

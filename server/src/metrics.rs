@@ -56,6 +56,10 @@ pub struct Metrics {
     /// Unix time of the latest anchor written.
     pub anchor_last_success: Family<LogLabel, Gauge>,
     pub anchor_failures: Family<LogLabel, Counter>,
+    /// Entries the query indexes cover.
+    pub indexed_size: Family<LogLabel, Gauge>,
+    /// Tree size of the latest signed checkpoint.
+    pub signed_size: Family<LogLabel, Gauge>,
 }
 
 fn batch_buckets() -> Histogram {
@@ -80,6 +84,18 @@ impl Metrics {
         let anchored_size = Family::<LogLabel, Gauge>::default();
         let anchor_last_success = Family::<LogLabel, Gauge>::default();
         let anchor_failures = Family::<LogLabel, Counter>::default();
+        let indexed_size = Family::<LogLabel, Gauge>::default();
+        let signed_size = Family::<LogLabel, Gauge>::default();
+        registry.register(
+            "indexed_tree_size",
+            "Entries covered by the query indexes (the indexer follows the committed log)",
+            indexed_size.clone(),
+        );
+        registry.register(
+            "signed_tree_size",
+            "Tree size of the latest signed checkpoint (acked entries may run ahead of it by up to checkpoint.interval_ms)",
+            signed_size.clone(),
+        );
         registry.register(
             "anchor_lag_entries",
             "Entries covered by a signed checkpoint but not yet anchored",
@@ -144,6 +160,8 @@ impl Metrics {
             anchored_size,
             anchor_last_success,
             anchor_failures,
+            indexed_size,
+            signed_size,
         })
     }
 

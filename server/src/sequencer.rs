@@ -2,11 +2,17 @@
 //!
 //! One OS thread per log drains the queue of validated appends into commit
 //! groups. For each group it assigns indexes, builds and encodes the entries
-//! (hash chain, payload commitments), extends the tree, signs a checkpoint of
-//! the new size, and writes all of it (entries, payloads, indexes, tiles,
-//! dedup records, checkpoint) in one synced RocksDB batch. Only then are the
+//! (hash chain, payload commitments), extends the tree and writes all of it
+//! (entries, payloads, tiles, dedup records, the tree size and, when one is
+//! due, a signed checkpoint) in one synced RocksDB batch. Only then are the
 //! group's appends acknowledged. While one group is being fsync'd the next
 //! one queues up, so group size adapts to load.
+//!
+//! Checkpoints are thinned: a group signs one only when the last signature
+//! is at least `interval` old (so the first group after a quiet spell signs
+//! at once), when a reader asked for one (`Msg::Sign`), or when the interval
+//! runs out with entries still unsigned. The query indexes are not written
+//! here: the indexer (`indexer.rs`) follows the committed size.
 
 use crate::metrics::Metrics;
 use crate::store::{CommitBatch, DedupRecord, StagedEntry, Store, StoreError};
@@ -19,7 +25,7 @@ use ledger_verify::tiles::{TILE_HEIGHT, TILE_WIDTH};
 use ledger_verify::tree::{CompactRange, NodeId};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// A validated event waiting to be sequenced.
@@ -52,8 +58,7 @@ fn new_ack(event_id: &str, index: u64, leaf: Hash, at: prost_types::Timestamp) -
         index,
         leaf_hash: leaf.to_vec(),
         integrated_at: Some(at),
-        duplicate: false,
-        receipt: None,
+        ..Default::default()
     }
 }
 
@@ -65,6 +70,9 @@ pub fn redaction_key(target: u64) -> String {
 
 pub enum Msg {
     Append(Box<AppendJob>),
+    /// Sign a checkpoint of every committed entry now (if any is unsigned)
+    /// and answer with the latest checkpoint.
+    Sign(oneshot::Sender<SignResult>),
     /// Finish everything queued before this message, then stop.
     Shutdown,
 }
@@ -72,8 +80,18 @@ pub enum Msg {
 /// The result handed back for one job.
 pub type AckResult = Result<AppendAck, SequencerError>;
 type Reply = (oneshot::Sender<AckResult>, AckResult);
-/// What `Sequencer::start` hands back: the sequencer and its checkpoint feed.
-pub type Started = (Sequencer, watch::Receiver<Option<Arc<SignedCheckpoint>>>);
+/// The answer to `Msg::Sign`: the latest checkpoint, covering every entry
+/// committed before the request.
+pub type SignResult = Result<Option<Arc<SignedCheckpoint>>, SequencerError>;
+
+/// What the sequencer publishes: the latest signed checkpoint, and the
+/// number of committed (durable, acked) entries, which may run ahead of it.
+pub struct Feeds {
+    pub checkpoints: watch::Receiver<Option<Arc<SignedCheckpoint>>>,
+    pub committed: watch::Receiver<u64>,
+}
+/// What `Sequencer::recover` hands back.
+pub type Started = (Sequencer, Feeds);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SequencerError {
@@ -159,8 +177,21 @@ pub struct Sequencer {
     edge: TreeEdge,
     max_batch: usize,
     checkpoint_tx: watch::Sender<Option<Arc<SignedCheckpoint>>>,
+    committed_tx: watch::Sender<u64>,
     metrics: Arc<Metrics>,
     log_label: String,
+    /// Least time between two signed checkpoints (zero: every group).
+    interval: Duration,
+    /// Tree size of the latest signed checkpoint.
+    signed_size: u64,
+    /// When it was signed (None: not since start-up).
+    last_signed: Option<Instant>,
+}
+
+/// How a sequencer runs (the log's settings it needs).
+pub struct SequencerSettings {
+    pub max_batch: usize,
+    pub checkpoint_interval: Duration,
 }
 
 /// A start-up check that failed: the store, or what it holds.
@@ -188,11 +219,11 @@ impl Check {
 }
 
 /// The last stored checkpoint must verify with the log key and sign the
-/// root of the stored tree at its size.
+/// root of the stored tree at its size (which may be short of the tree's:
+/// entries acked after it were not signed yet when the server stopped).
 fn check_last_checkpoint(
     store: &Store,
     size: u64,
-    range: &CompactRange,
     verifier: &ledger_verify::NoteVerifier,
 ) -> Result<Option<Arc<SignedCheckpoint>>, Check> {
     let Some((cp_size, note)) = store.latest_checkpoint()? else {
@@ -207,16 +238,18 @@ fn check_last_checkpoint(
             "last checkpoint does not verify with the log key: {e}"
         ))
     })?;
-    if cp.size != cp_size || cp_size != size {
+    if cp.size != cp_size || cp_size > size {
         return Err(Check::Mismatch(format!(
             "tree holds {size} entries, last checkpoint is for {}",
             cp.size
         )));
     }
-    if cp.root != range.root() {
+    let root = CompactRange::from_source(store, cp_size)
+        .map_err(|e| Check::Mismatch(format!("cannot rebuild the tree of {cp_size} entries: {e}")))?
+        .root();
+    if cp.root != root {
         return Err(Check::Mismatch(format!(
-            "root of the stored tree is {}, checkpoint {size} says {}",
-            range.root(),
+            "root of the stored tree at {cp_size} is {root}, checkpoint {cp_size} says {}",
             cp.root
         )));
     }
@@ -226,9 +259,12 @@ fn check_last_checkpoint(
     })))
 }
 
-/// The newest entry must hash to the newest stored leaf, and nothing may be
-/// stored past the end. Returns that leaf hash (zeros for an empty log).
-fn check_tail(store: &Store, size: u64) -> Result<Hash, Check> {
+/// Every entry from `signed` (the last checkpoint's size, or the newest
+/// entry if that is larger) to the end must hash to its stored leaf and
+/// chain to the one before, and nothing may be stored past the end. The
+/// unsigned entries are checked one by one because no signature covers them
+/// yet. Returns the newest leaf hash (zeros for an empty log).
+fn check_tail(store: &Store, size: u64, signed: u64) -> Result<Hash, Check> {
     if store.entry(size)?.is_some() {
         return Err(Check::Mismatch(format!(
             "an entry is stored at index {size}, past the end of the tree"
@@ -237,18 +273,39 @@ fn check_tail(store: &Store, size: u64) -> Result<Hash, Check> {
     if size == 0 {
         return Ok(Hash::ZERO);
     }
-    let last = size - 1;
-    let bytes = store
-        .entry(last)?
-        .ok_or_else(|| Check::Mismatch(format!("entry {last} is missing")))?;
-    let leaf = leaf_hash(&bytes);
-    let stored = store.tile(0, last / TILE_WIDTH)?;
-    if stored.get((last % TILE_WIDTH) as usize) != Some(&leaf) {
-        return Err(Check::Mismatch(format!(
-            "entry {last} does not match its leaf hash"
-        )));
+    let first = signed.min(size - 1);
+    let mut prev: Option<Hash> = None;
+    let mut row: Option<(u64, Vec<Hash>)> = None;
+    for index in first..size {
+        let bytes = store
+            .entry(index)?
+            .ok_or_else(|| Check::Mismatch(format!("entry {index} is missing")))?;
+        let leaf = leaf_hash(&bytes);
+        let tile = index / TILE_WIDTH;
+        if row.as_ref().is_none_or(|(t, _)| *t != tile) {
+            row = Some((tile, store.tile(0, tile)?));
+        }
+        let stored = row
+            .as_ref()
+            .and_then(|(_, r)| r.get((index % TILE_WIDTH) as usize));
+        if stored != Some(&leaf) {
+            return Err(Check::Mismatch(format!(
+                "entry {index} does not match its leaf hash"
+            )));
+        }
+        if let Some(p) = prev {
+            let entry = decode_entry(&bytes)
+                .map_err(|e| Check::Mismatch(format!("entry {index} does not decode: {e}")))?;
+            if entry.prev_leaf_hash != p.as_bytes() {
+                return Err(Check::Mismatch(format!(
+                    "entry {index} does not chain to entry {}",
+                    index - 1
+                )));
+            }
+        }
+        prev = Some(leaf);
     }
-    Ok(leaf)
+    Ok(prev.unwrap_or(Hash::ZERO))
 }
 
 /// The partial tile row at each level of a tree of `size` leaves.
@@ -299,7 +356,7 @@ impl Sequencer {
         origin: &str,
         store: Arc<Store>,
         signer: NoteSigner,
-        max_batch: usize,
+        settings: SequencerSettings,
         metrics: Arc<Metrics>,
         log_label: &str,
     ) -> Result<Started, RecoveryError> {
@@ -310,51 +367,96 @@ impl Sequencer {
         let size = store.tree_size()?;
         let range = CompactRange::from_source(&*store, size)
             .map_err(|e| mismatch(format!("cannot rebuild the tree of {size} entries: {e}")))?;
-        let published = check_last_checkpoint(&store, size, &range, &signer.verifier())
+        let published = check_last_checkpoint(&store, size, &signer.verifier())
             .map_err(|e| e.into_recovery(origin))?;
-        let prev_leaf = check_tail(&store, size).map_err(|e| e.into_recovery(origin))?;
+        let signed_size = published.as_ref().map_or(0, |c| c.checkpoint.size);
+        let prev_leaf =
+            check_tail(&store, size, signed_size).map_err(|e| e.into_recovery(origin))?;
         let rows = partial_rows(&store, size).map_err(|e| e.into_recovery(origin))?;
 
         let (checkpoint_tx, checkpoint_rx) = watch::channel(published);
+        let (committed_tx, committed_rx) = watch::channel(size);
         metrics
             .tree_size
             .get_or_create(&log_label.into())
             .set(size as i64);
-        Ok((
-            Sequencer {
-                origin: origin.to_string(),
-                store,
-                signer,
-                edge: TreeEdge {
-                    range,
-                    prev_leaf,
-                    rows,
-                },
-                max_batch,
-                checkpoint_tx,
-                metrics,
-                log_label: log_label.to_string(),
+        let mut sequencer = Sequencer {
+            origin: origin.to_string(),
+            store,
+            signer,
+            edge: TreeEdge {
+                range,
+                prev_leaf,
+                rows,
             },
-            checkpoint_rx,
+            max_batch: settings.max_batch,
+            checkpoint_tx,
+            committed_tx,
+            metrics,
+            log_label: log_label.to_string(),
+            interval: settings.checkpoint_interval,
+            signed_size,
+            last_signed: None,
+        };
+        if size > signed_size {
+            // Acked before the server stopped, checked above: sign them now.
+            sequencer.sign_now().map_err(|e| mismatch(e.to_string()))?;
+            tracing::info!(log = %origin, from = signed_size, to = size, "signed the entries the last run acked but had not signed yet");
+        }
+        Ok((
+            sequencer,
+            Feeds {
+                checkpoints: checkpoint_rx,
+                committed: committed_rx,
+            },
         ))
     }
 
     /// Runs until a `Shutdown` message (or every sender is gone), committing
-    /// everything queued before it.
+    /// everything queued before it and signing it.
     pub fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        // Only for waiting on the queue with a deadline (the next signature).
+        let timer = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(log = %self.origin, error = %e, "sequencer cannot start its timer");
+                return;
+            }
+        };
         let mut stop = false;
         while !stop {
-            let Some(first) = rx.blocking_recv() else {
-                break;
+            let first = match self.signature_due() {
+                None => rx.blocking_recv(),
+                Some(due) => {
+                    let waited = timer
+                        .block_on(async { tokio::time::timeout_at(due.into(), rx.recv()).await });
+                    match waited {
+                        Ok(msg) => msg,
+                        Err(_elapsed) => {
+                            if let Err(e) = self.sign_now() {
+                                tracing::error!(log = %self.origin, error = %e, "signing a checkpoint failed; retrying after the interval");
+                                self.last_signed = Some(Instant::now());
+                            }
+                            continue;
+                        }
+                    }
+                }
             };
+            let Some(first) = first else { break };
             let mut jobs = Vec::with_capacity(64);
+            let mut waiters = Vec::new();
             match first {
                 Msg::Append(j) => jobs.push(*j),
+                Msg::Sign(w) => waiters.push(w),
                 Msg::Shutdown => break,
             }
             while jobs.len() < self.max_batch {
                 match rx.try_recv() {
                     Ok(Msg::Append(j)) => jobs.push(*j),
+                    Ok(Msg::Sign(w)) => waiters.push(w),
                     Ok(Msg::Shutdown) => {
                         stop = true;
                         break;
@@ -366,12 +468,103 @@ impl Sequencer {
                 .queue_depth
                 .get_or_create(&self.log_label.clone().into())
                 .set(rx.len() as i64);
-            self.commit_group(jobs);
+            if !jobs.is_empty() {
+                self.commit_group(jobs, !waiters.is_empty());
+            }
+            if !waiters.is_empty() {
+                let answer = self.sign_now();
+                for w in waiters {
+                    let _ = w.send(answer.clone());
+                }
+            }
+        }
+        if let Err(e) = self.sign_now() {
+            tracing::error!(log = %self.origin, error = %e, "signing the last entries on shutdown failed; the next start signs them");
         }
         if let Err(e) = self.store.flush() {
             tracing::warn!(log = %self.origin, error = %e, "flush on shutdown failed (the WAL still holds everything)");
         }
         tracing::info!(log = %self.origin, size = self.edge.size(), "sequencer stopped");
+    }
+
+    /// When the next checkpoint must be signed: some committed entries are
+    /// not signed yet and the interval since the last signature runs out
+    /// then (None: everything is signed).
+    fn signature_due(&self) -> Option<Instant> {
+        if self.edge.size() == self.signed_size {
+            return None;
+        }
+        Some(
+            self.last_signed
+                .map_or_else(Instant::now, |t| t + self.interval),
+        )
+    }
+
+    /// Whether the group now being sealed signs a checkpoint.
+    fn signs_now(&self) -> bool {
+        self.last_signed
+            .is_none_or(|t| t.elapsed() >= self.interval)
+    }
+
+    /// Signs and durably stores a checkpoint of every committed entry, if any
+    /// is unsigned, and publishes it. Returns the latest checkpoint.
+    pub fn sign_now(&mut self) -> SignResult {
+        if self.edge.size() > self.signed_size {
+            let mut batch = self.store.new_batch();
+            let published = self.sign_into(&mut batch)?;
+            self.store.commit(batch).map_err(|e| {
+                tracing::error!(log = %self.origin, error = %e, "storing a checkpoint failed");
+                SequencerError::Storage(e.to_string())
+            })?;
+            self.published(published);
+        }
+        Ok(self.checkpoint_tx.borrow().clone())
+    }
+
+    /// Signs a checkpoint of the current tree into `batch`.
+    fn sign_into(&self, batch: &mut CommitBatch) -> Result<Arc<SignedCheckpoint>, SequencerError> {
+        let size = self.edge.size();
+        let cp = Checkpoint::new(&self.origin, size, self.edge.range.root());
+        // Only fails with an invalid origin, which start-up refuses.
+        let note = cp
+            .sign(&self.signer)
+            .map_err(|e| SequencerError::Signing(e.to_string()))?;
+        self.store.stage_checkpoint(batch, size, &note);
+        Ok(Arc::new(SignedCheckpoint {
+            checkpoint: cp,
+            note,
+        }))
+    }
+
+    /// A checkpoint is durable: readers may have it.
+    fn published(&mut self, cp: Arc<SignedCheckpoint>) {
+        self.signed_size = cp.checkpoint.size;
+        self.metrics
+            .signed_size
+            .get_or_create(&self.log_label.clone().into())
+            .set(self.signed_size as i64);
+        self.last_signed = Some(Instant::now());
+        self.checkpoint_tx.send_replace(Some(cp));
+    }
+
+    /// Fills in which checkpoint covers an acked entry (see the API's
+    /// `AppendAck.checkpoint_size` and `checkpoint_due`).
+    fn cover(&self, ack: &mut AppendAck) {
+        if ack.index < self.signed_size {
+            ack.checkpoint_size = self.signed_size;
+            ack.checkpoint_due = None;
+        } else if let Some(due) = self.signature_due() {
+            let wait = due.saturating_duration_since(Instant::now());
+            let at = SystemTime::now() + wait;
+            let since = at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            ack.checkpoint_size = 0;
+            ack.checkpoint_due = Some(prost_types::Timestamp {
+                seconds: since.as_secs() as i64,
+                nanos: since.subsec_nanos() as i32,
+            });
+        }
     }
 
     fn ack_for_existing(&self, index: u64, event_id: &str) -> Result<AppendAck, SequencerError> {
@@ -387,7 +580,7 @@ impl Sequencer {
             leaf_hash: leaf_hash(&bytes).to_vec(),
             integrated_at: entry.integrated_at,
             duplicate: true,
-            receipt: None,
+            ..Default::default()
         })
     }
 
@@ -414,7 +607,6 @@ impl Sequencer {
                 dedup_id,
                 digest,
                 payload,
-                event: entry.event.as_ref(),
             },
         );
         leaf
@@ -422,7 +614,7 @@ impl Sequencer {
 
     /// Commits one group: prepare (dedup look-ups, salts), stage each job,
     /// seal (sign and write the batch, synced), publish (checkpoint, acks).
-    fn commit_group(&mut self, jobs: Vec<AppendJob>) {
+    fn commit_group(&mut self, jobs: Vec<AppendJob>, sign: bool) {
         let started = Instant::now();
         let (existing, salts) = match self.prepare(&jobs) {
             Ok(v) => v,
@@ -448,7 +640,7 @@ impl Sequencer {
                 .expect("one salt per job");
             self.stage_job(&mut group, job, existing, &salt);
         }
-        match self.seal(&mut group) {
+        match self.seal(&mut group, sign || self.signs_now()) {
             Ok(published) => self.publish(group, published, started),
             Err(err) => self.fail_group(before, group.replies, err),
         }
@@ -559,9 +751,13 @@ impl Sequencer {
         g.appended += 1;
     }
 
-    /// Signs a checkpoint of the new size into the batch and writes it,
-    /// synced; nothing to write when every job was a retry or refused.
-    fn seal(&mut self, g: &mut Group) -> Result<Option<Arc<SignedCheckpoint>>, SequencerError> {
+    /// Writes the group, synced, with a signed checkpoint of the new size if
+    /// `sign`; nothing to write when every job was a retry or refused.
+    fn seal(
+        &mut self,
+        g: &mut Group,
+        sign: bool,
+    ) -> Result<Option<Arc<SignedCheckpoint>>, SequencerError> {
         let Some(mut batch) = g.batch.take() else {
             return Ok(None);
         };
@@ -569,22 +765,17 @@ impl Sequencer {
             return Ok(None);
         }
         self.flush_partial_rows(&mut batch);
-        let size = self.edge.size();
-        self.store.set_tree_size(&mut batch, size);
-        let cp = Checkpoint::new(&self.origin, size, self.edge.range.root());
-        // Only fails with an invalid origin, which start-up refuses.
-        let note = cp
-            .sign(&self.signer)
-            .map_err(|e| SequencerError::Signing(e.to_string()))?;
-        self.store.stage_checkpoint(&mut batch, size, &note);
+        self.store.set_tree_size(&mut batch, self.edge.size());
+        let signed = if sign {
+            Some(self.sign_into(&mut batch)?)
+        } else {
+            None
+        };
         self.store.commit(batch).map_err(|e| {
             tracing::error!(log = %self.origin, error = %e, "commit failed; group not acknowledged");
             SequencerError::Storage(e.to_string())
         })?;
-        Ok(Some(Arc::new(SignedCheckpoint {
-            checkpoint: cp,
-            note,
-        })))
+        Ok(signed)
     }
 
     /// After a durable write: metrics, the new checkpoint, then the acks.
@@ -608,9 +799,13 @@ impl Sequencer {
             .get_or_create(&label)
             .set(self.edge.size() as i64);
         if let Some(cp) = published {
-            self.checkpoint_tx.send_replace(Some(cp));
+            self.published(cp);
         }
-        for (reply, result) in g.replies {
+        self.committed_tx.send_replace(self.edge.size());
+        for (reply, mut result) in g.replies {
+            if let Ok(ack) = &mut result {
+                self.cover(ack);
+            }
             let _ = reply.send(result);
         }
     }

@@ -67,6 +67,7 @@ pub fn open_logs(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Vec<
                     queue_events: config.ingest.queue_events,
                     queue_bytes: config.ingest.queue_bytes,
                     max_batch: config.ingest.max_batch,
+                    checkpoint_interval: Duration::from_millis(config.checkpoint.interval_ms),
                     limits: limits_of(config),
                 },
                 metrics.clone(),

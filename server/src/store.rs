@@ -59,6 +59,10 @@ mod meta {
     pub const TREE_SIZE: &[u8] = b"tree_size";
     /// Tree size of the latest checkpoint written to the anchor store.
     pub const ANCHORED_SIZE: &[u8] = b"anchored_size";
+    /// Entries the indexer has indexed (u64 BE). Absent in a store written
+    /// before the indexer existed, whose indexes were written with the
+    /// entries: there everything committed is indexed.
+    pub const INDEXED_SIZE: &[u8] = b"indexed_size";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +122,11 @@ fn read_be(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b.try_into().ok()?))
 }
 
+/// The index in a key of the entries or payloads column family.
+pub fn read_index_key(key: &[u8]) -> Result<u64> {
+    read_be(key).ok_or_else(|| StoreError::Corrupt(format!("entry key of {} bytes", key.len())))
+}
+
 fn tile_key(level: u8, index: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = level;
@@ -145,8 +154,6 @@ pub struct StagedEntry<'a> {
     pub digest: Hash,
     /// Salt and payload, when the event had one.
     pub payload: Option<(&'a [u8], &'a [u8])>,
-    /// The event, to index (none for a redaction entry).
-    pub event: Option<&'a ledger_proto::v1::AuditEvent>,
 }
 
 /// One log's RocksDB database.
@@ -202,11 +209,24 @@ impl Store {
             ColumnFamilyDescriptor::new(*name, o)
         });
         let db = DB::open_cf_descriptors(&opts, path, descriptors)?;
-        Ok(Store {
+        let store = Store {
             db,
             #[cfg(test)]
             fail_commits: Default::default(),
-        })
+        };
+        let meta = store.cf(cf::META);
+        if store.db.get_cf(meta, meta::TREE_SIZE)?.is_none()
+            && store.db.get_cf(meta, meta::INDEXED_SIZE)?.is_none()
+        {
+            // A new store: the indexer starts at zero (an absent key means
+            // a store from before the indexer, indexed with its entries).
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            let mut b = WriteBatch::default();
+            b.put_cf(meta, meta::INDEXED_SIZE, be(0));
+            store.db.write_opt(b, &wo)?;
+        }
+        Ok(store)
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -248,9 +268,17 @@ impl Store {
         batch.batch.delete_cf(self.cf(cf_name), key);
     }
 
+    /// Writes the indexer's batch. Not synced: the indexes and the
+    /// indexer's progress are written together, and after a crash the
+    /// indexer redoes whatever the unsynced tail lost from the entries.
+    pub fn commit_unsynced(&self, batch: CommitBatch) -> Result<()> {
+        self.db.write(batch.batch)?;
+        Ok(())
+    }
+
     /// Stages one appended entry into a commit group: its stored bytes, its
-    /// dedup record, its salted payload and, for events, the five query
-    /// indexes. The one place that knows the key layout of all of them.
+    /// dedup record and its salted payload. With [`Store::stage_index`],
+    /// the one place that knows the key layout of all of them.
     pub fn stage_entry(&self, batch: &mut CommitBatch, e: StagedEntry<'_>) {
         let key = be(e.index);
         self.put(batch, cf::ENTRIES, &key, e.bytes);
@@ -265,7 +293,16 @@ impl Store {
             v.extend_from_slice(payload);
             self.put(batch, cf::PAYLOADS, &key, &v);
         }
-        let Some(event) = e.event else { return };
+    }
+
+    /// Stages the five query index keys of the event of entry `index`.
+    pub fn stage_index(
+        &self,
+        batch: &mut CommitBatch,
+        index: u64,
+        event: &ledger_proto::v1::AuditEvent,
+    ) {
+        let key = be(index);
         if let Ok(mut k) = hex::decode(&event.correlation_id) {
             k.extend_from_slice(&key);
             self.put(batch, cf::BY_CORRELATION, &k, &[]);
@@ -278,7 +315,7 @@ impl Store {
         for (name, value) in by_value {
             // agent_id is required, the others optional.
             if !value.is_empty() {
-                self.put(batch, name, &index_key(value.as_bytes(), e.index), &[]);
+                self.put(batch, name, &index_key(value.as_bytes(), index), &[]);
             }
         }
         let mut tk = be(crate::validate::occurred_nanos(event)).to_vec();
@@ -313,6 +350,37 @@ impl Store {
                 read_be(&v).ok_or_else(|| StoreError::Corrupt("tree_size is not 8 bytes".into()))
             }
         }
+    }
+
+    /// Entries indexed so far (see `meta::INDEXED_SIZE`).
+    pub fn indexed_size(&self) -> Result<u64> {
+        match self.db.get_cf(self.cf(cf::META), meta::INDEXED_SIZE)? {
+            None => self.tree_size(),
+            Some(v) => read_be(&v).ok_or_else(|| StoreError::Corrupt("indexed_size".into())),
+        }
+    }
+
+    pub fn set_indexed_size(&self, batch: &mut CommitBatch, size: u64) {
+        self.put(batch, cf::META, meta::INDEXED_SIZE, &be(size));
+    }
+
+    /// Test hook: forgets every index key and the indexer's progress, as a
+    /// crash before the indexer wrote anything would.
+    #[cfg(test)]
+    pub(crate) fn forget_indexes(&self) -> Result<()> {
+        let mut b = WriteBatch::default();
+        for name in [
+            cf::BY_CORRELATION,
+            cf::BY_AGENT,
+            cf::BY_PRINCIPAL,
+            cf::BY_TOOL,
+            cf::BY_TIME,
+        ] {
+            b.delete_range_cf(self.cf(name), [0u8].as_slice(), [0xffu8; 64].as_slice());
+        }
+        b.put_cf(self.cf(cf::META), meta::INDEXED_SIZE, be(0));
+        self.db.write(b)?;
+        Ok(())
     }
 
     /// Tree size of the latest anchored checkpoint (0: none yet).

@@ -80,6 +80,12 @@ impl Server {
         Server::start_with(dir, None)
     }
 
+    /// Starts a server that signs a checkpoint with every commit group
+    /// (`checkpoint.interval_ms = 0`), for tests about many checkpoints.
+    pub fn start_signing_every_group(dir: &Path) -> Server {
+        Server::start_with(dir, Some("[checkpoint]\ninterval_ms = 0\n"))
+    }
+
     /// Starts a server with a TOML config (the data dir and addresses are
     /// always given by flags).
     pub fn start_with(dir: &Path, config_toml: Option<&str>) -> Server {

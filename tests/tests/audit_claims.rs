@@ -45,7 +45,7 @@ fn fixture() -> &'static Fixture {
 
 async fn build_fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path());
+    let mut server = Server::start_signing_every_group(dir.path());
     let c = Client::connect(&server.grpc).await.unwrap();
     let a = c.appender(Default::default());
     for r in 0..10 {

@@ -57,7 +57,7 @@ fn copy_dir(from: &Path, to: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_kind_of_tampering_in_a_bundle_is_named_with_its_first_index() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start_signing_every_group(dir.path());
     fill(&server, 10, 30, "t").await;
     let key = server.verifier.clone();
     let original = Items::parse(&export(&server).await);

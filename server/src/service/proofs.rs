@@ -129,10 +129,12 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(internal)?
 }
 
-/// The checkpoint of `size` entries (0: the latest), verified.
+/// The checkpoint of `size` entries (0: the latest, which covers every entry
+/// acked before the call), verified.
 pub async fn checkpoint_at(log: &Arc<Log>, size: u64) -> Result<SignedCheckpoint, Status> {
     if size == 0 {
-        let cp = log.latest_checkpoint().ok_or_else(|| {
+        let cp = log.fresh_checkpoint().await.map_err(|r| r.to_status())?;
+        let cp = cp.ok_or_else(|| {
             Status::not_found("the log is empty: no checkpoint has been signed yet")
         })?;
         return Ok(cp.to_proto());

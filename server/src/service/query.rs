@@ -96,11 +96,14 @@ fn hits_to_pairs(hits: Vec<Hit>) -> impl Iterator<Item = (u64, Vec<u8>)> {
 
 /// The checkpoint results are bounded by and proved against: the latest, or
 /// the stored one of `size`.
+/// The indexes are waited for until they cover it.
 async fn view(log: &Arc<Log>, size: u64) -> Result<SignedCheckpoint, Status> {
-    match checkpoint_at(log, size).await {
-        Err(s) if s.code() == tonic::Code::NotFound && size == 0 => Ok(SignedCheckpoint::default()),
-        other => other,
-    }
+    let cp = match checkpoint_at(log, size).await {
+        Err(s) if s.code() == tonic::Code::NotFound && size == 0 => SignedCheckpoint::default(),
+        other => other?,
+    };
+    log.indexed_through(cp.tree_size).await?;
+    Ok(cp)
 }
 
 #[tonic::async_trait]
