@@ -205,6 +205,10 @@ impl Store {
                 let mut b = BlockBasedOptions::default();
                 b.set_bloom_filter(10.0, false);
                 o.set_block_based_table_factory(&b);
+                // And in the memtable, where most look-ups of a busy log
+                // land: a miss skips the skip-list search.
+                o.set_memtable_prefix_bloom_ratio(0.1);
+                o.set_memtable_whole_key_filtering(true);
             }
             ColumnFamilyDescriptor::new(*name, o)
         });
