@@ -404,88 +404,9 @@ async fn run(cli: Cli) -> Result<()> {
         client = client.verifying_with(k);
     }
     match cli.cmd {
-        Cmd::Append(a) => {
-            if let Some(path) = a.receipt.clone() {
-                let ev = match a.kind.clone() {
-                    Some(kind) => event_from_flags(*a, &kind)?,
-                    None => {
-                        let text =
-                            std::io::read_to_string(std::io::stdin()).context("reading stdin")?;
-                        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-                        let line = lines.next().context("stdin: no event")?;
-                        anyhow::ensure!(
-                            lines.next().is_none(),
-                            "--receipt takes one event; stdin has more"
-                        );
-                        serde_json::from_str::<EventJson>(line)
-                            .context("stdin line 1: not an event")?
-                            .into_event()
-                            .context("stdin line 1")?
-                    }
-                };
-                let (ack, receipt, verified) = client.append_with_receipt(ev).await?;
-                let file = ledger_verify::receipt::to_tlog_proof(&receipt)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                std::fs::write(&path, file.to_text())
-                    .with_context(|| format!("writing {}", path.display()))?;
-                print_ack(&ack, cli.json);
-                if !cli.json {
-                    println!(
-                        "receipt: entry {} in {} at size {} (verified) → {}",
-                        ack.index,
-                        verified.checkpoint.origin,
-                        verified.checkpoint.size,
-                        path.display()
-                    );
-                }
-            } else if let Some(kind) = a.kind.clone() {
-                let ev = event_from_flags(*a, &kind)?;
-                print_ack(&client.append(ev).await?, cli.json);
-            } else {
-                let stdin = std::io::stdin();
-                for (n, line) in stdin.lock().lines().enumerate() {
-                    let line = line.context("reading stdin")?;
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    let ev: EventJson = serde_json::from_str(&line)
-                        .with_context(|| format!("stdin line {}: not an event", n + 1))?;
-                    let ev = ev
-                        .into_event()
-                        .with_context(|| format!("stdin line {}", n + 1))?;
-                    let ack = client
-                        .append(ev)
-                        .await
-                        .with_context(|| format!("stdin line {}", n + 1))?;
-                    print_ack(&ack, cli.json);
-                }
-            }
-        }
+        Cmd::Append(a) => cmd_append(&mut client, a, cli.json).await?,
         Cmd::Checkpoint { size, output } => {
-            let cp = client.checkpoint(size).await?;
-            if let Some(path) = output {
-                std::fs::write(&path, &cp.note)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "origin": cp.checkpoint.origin,
-                        "tree_size": cp.checkpoint.size,
-                        "root_hash": cp.checkpoint.root.to_hex(),
-                        "note": cp.note,
-                        "verified": true,
-                    })
-                );
-            } else {
-                println!(
-                    "{} — {} entries, root {} (signature verified)",
-                    cp.checkpoint.origin,
-                    cp.checkpoint.size,
-                    cp.checkpoint.root.to_hex()
-                );
-            }
+            cmd_checkpoint(&mut client, size, output, cli.json).await?
         }
         Cmd::Proof {
             index,
@@ -494,299 +415,464 @@ async fn run(cli: Cli) -> Result<()> {
             output,
             entry_out,
         } => {
-            let leaf = match (index, event_id) {
-                (Some(i), _) => Leaf::Index(i),
-                (None, Some(id)) => Leaf::EventId(id),
-                (None, None) => bail!("give an index or --event-id"),
-            };
-            let p = client.inclusion(leaf, size).await?;
-            if let Some(path) = &output {
-                let file = ledger_verify::tlog_proof::TlogProof {
-                    extra: None,
-                    index: p.index,
-                    proof: p.hashes.clone(),
-                    checkpoint_note: p.note.clone(),
-                };
-                std::fs::write(path, file.to_text())
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            if let Some(path) = &entry_out {
-                let mut entries = client.entries(p.index, p.index + 1).await?;
-                let bytes = entries.pop().context("the server returned no entry")?.entry;
-                std::fs::write(path, bytes)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "index": p.index,
-                        "leaf_hash": p.leaf_hash.to_hex(),
-                        "tree_size": p.checkpoint.size,
-                        "root_hash": p.checkpoint.root.to_hex(),
-                        "hashes": p.hashes.iter().map(|h| h.to_hex()).collect::<Vec<_>>(),
-                        "checkpoint": p.note,
-                        "verified": true,
-                    })
-                );
-            } else {
-                println!(
-                    "entry {} (leaf {}) is in {} at size {}: proof of {} hashes verified",
-                    p.index,
-                    p.leaf_hash.to_hex(),
-                    p.checkpoint.origin,
-                    p.checkpoint.size,
-                    p.hashes.len()
-                );
-            }
+            cmd_proof(
+                &mut client,
+                index,
+                event_id,
+                size,
+                output,
+                entry_out,
+                cli.json,
+            )
+            .await?
         }
         Cmd::Timeline {
             correlation_id,
             prove,
             payloads,
-        } => {
-            let t = client
-                .timeline(
-                    &correlation_id,
-                    ReadOptions {
-                        payloads,
-                        proofs: prove,
-                        proof_size: 0,
-                    },
-                )
-                .await?;
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "correlation_id": correlation_id,
-                        "entries": t.records.iter().map(record_json).collect::<Vec<_>>(),
-                        "spans": t.spans.iter().map(|s| serde_json::json!({
-                            "span_id": s.span_id,
-                            "parent_span_id": s.parent_span_id,
-                            "entry_indexes": s.entry_indexes,
-                            "child_span_ids": s.child_span_ids,
-                        })).collect::<Vec<_>>(),
-                        "root_span_ids": t.roots,
-                        "checkpoint_size": t.checkpoint.as_ref().map(|c| c.checkpoint.size),
-                    })
-                );
-            } else if t.records.is_empty() {
-                println!("no events with correlation id {correlation_id}");
-            } else {
-                print!("{}", render::timeline(&t, &correlation_id, color()));
-            }
-        }
-        Cmd::Events(a) => {
-            let filter = a.filter.to_filter()?;
-            let opts = ReadOptions {
-                payloads: a.payloads,
-                proofs: a.prove,
-                proof_size: 0,
-            };
-            let mut token = None;
-            let mut shown = 0u64;
-            let color = color();
-            'pages: loop {
-                let want = if a.limit == 0 {
-                    1000
-                } else {
-                    (a.limit - shown).min(1000)
-                };
-                let page = client
-                    .list_events(filter.clone(), want as u32, token.take(), a.desc, opts)
-                    .await?;
-                for r in &page.records {
-                    if cli.json {
-                        println!("{}", record_json(r));
-                    } else {
-                        println!("{}", render::event_line(r, color));
-                    }
-                    shown += 1;
-                    if a.limit != 0 && shown >= a.limit {
-                        break 'pages;
-                    }
-                }
-                match page.next_page_token {
-                    Some(t) => token = Some(t),
-                    None => break,
-                }
-            }
-            if !cli.json && shown == 0 {
-                eprintln!("no matching events");
-            }
-        }
+        } => cmd_timeline(&mut client, correlation_id, prove, payloads, cli.json).await?,
+        Cmd::Events(a) => cmd_events(&mut client, a, cli.json).await?,
         Cmd::Tail {
             follow,
             lines,
             from_index,
             filter,
-        } => {
-            let filter = filter.to_filter()?;
-            let color = color();
-            let print = |r: &Record| {
-                if cli.json {
-                    println!("{}", record_json(r));
-                } else {
-                    println!("{}", render::event_line(r, color));
-                }
-                std::io::stdout().flush().ok();
-            };
-            // The last `lines` matching entries, oldest first.
-            let mut start = from_index;
-            if start.is_none() {
-                let page = client
-                    .list_events(
-                        filter.clone(),
-                        lines.clamp(1, 1000) as u32,
-                        None,
-                        true,
-                        ReadOptions::default(),
-                    )
-                    .await?;
-                let size = page.checkpoint.as_ref().map(|c| c.checkpoint.size);
-                let mut recs = page.records;
-                recs.reverse();
-                if lines > 0 {
-                    recs.iter().for_each(print);
-                }
-                start = Some(match (recs.last(), size) {
-                    (Some(r), _) => r.index + 1,
-                    (None, Some(s)) => s,
-                    (None, None) => client
-                        .checkpoint(0)
-                        .await
-                        .map(|c| c.checkpoint.size)
-                        .unwrap_or(0),
-                });
-            }
-            let mut tail = client.tail(start.unwrap_or(0), filter, false);
-            if follow {
-                loop {
-                    let r = tail.next().await?;
-                    print(&r);
-                }
-            } else if from_index.is_some() {
-                // From an index without -f: up to the current end.
-                let end = client
-                    .checkpoint(0)
-                    .await
-                    .map(|c| c.checkpoint.size)
-                    .unwrap_or(0);
-                while tail.position() < end {
-                    let r = tail.next().await?;
-                    print(&r);
-                    if r.index + 1 >= end {
-                        break;
-                    }
-                }
-            }
-        }
+        } => cmd_tail(&mut client, follow, lines, from_index, filter, cli.json).await?,
         Cmd::Export {
             output,
             start,
             end,
             no_payloads,
-        } => {
-            let tmp = output.with_extension("partial");
-            let file = std::fs::File::create(&tmp)
-                .with_context(|| format!("creating {}", tmp.display()))?;
-            let mut w = std::io::BufWriter::new(file);
-            let bar = if std::io::stderr().is_terminal() {
-                indicatif::ProgressBar::new(0).with_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{spinner} exporting {pos}/{len} entries [{bar:40}] {bytes_per_sec} eta {eta}",
-                    )
-                    .expect("valid template")
-                    .progress_chars("=> "),
-                )
-            } else {
-                indicatif::ProgressBar::hidden()
-            };
-            let written = client
-                .export(start, end, !no_payloads, &mut w, |done, total| {
-                    bar.set_length(total);
-                    bar.set_position(done);
-                })
-                .await?;
-            bar.finish_and_clear();
-            w.into_inner()
-                .map_err(|e| e.into_error())
-                .and_then(|f| f.sync_all())
-                .with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, &output)
-                .with_context(|| format!("renaming to {}", output.display()))?;
-            if cli.json {
-                println!("{}", serde_json::json!({"file": output, "bytes": written}));
-            } else {
-                println!(
-                    "wrote {} ({written} bytes); check it with: ledger-verify bundle --key KEY {}",
-                    output.display(),
-                    output.display()
-                );
-            }
-        }
-        Cmd::Redact { index, reason } => {
-            let ack = client.redact(index, &reason).await?;
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"target_index": index, "redaction_index": ack.index, "duplicate": ack.duplicate})
-                );
-            } else {
-                println!("payload of entry {index} redacted by entry {}", ack.index);
-            }
-        }
-        Cmd::Health => {
-            use tonic_health::pb::HealthCheckRequest;
-            use tonic_health::pb::health_client::HealthClient;
-            let status = HealthClient::new(client.channel())
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await?
-                .into_inner()
-                .status;
-            // 1 = SERVING in grpc.health.v1.
-            if status != 1 {
-                bail!("server is not serving (health status {status})");
-            }
-            println!("serving");
-        }
+        } => cmd_export(&mut client, output, start, end, no_payloads, cli.json).await?,
+        Cmd::Redact { index, reason } => cmd_redact(&mut client, index, reason, cli.json).await?,
+        Cmd::Health => cmd_health(&mut client).await?,
         Cmd::Consistency { old, size } => {
-            let key = cli
-                .key
-                .as_ref()
-                .context("--key is required to trust the old checkpoint")?;
-            let text = std::fs::read_to_string(&old)
-                .with_context(|| format!("reading {}", old.display()))?;
-            let old_cp = open_checkpoint(&text, key).with_context(|| {
-                format!("{}: not a checkpoint signed by this key", old.display())
-            })?;
-            let c = client.consistency(&old_cp, size).await?;
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "old_size": c.old.size,
-                        "new_size": c.new.size,
-                        "new_root_hash": c.new.root.to_hex(),
-                        "hashes": c.hashes.iter().map(|h| h.to_hex()).collect::<Vec<_>>(),
-                        "new_checkpoint": c.new_note,
-                        "verified": true,
-                    })
-                );
-            } else {
-                println!(
-                    "the log at size {} extends your checkpoint of size {}: proof of {} hashes verified",
-                    c.new.size,
-                    c.old.size,
-                    c.hashes.len()
-                );
-            }
+            cmd_consistency(&mut client, old, size, cli.key.as_ref(), cli.json).await?
         }
     }
     std::io::stdout().flush().ok();
+    Ok(())
+}
+
+/// `ledger append`.
+async fn cmd_append(client: &mut Client, a: Box<AppendArgs>, json: bool) -> Result<()> {
+    if let Some(path) = a.receipt.clone() {
+        let ev = match a.kind.clone() {
+            Some(kind) => event_from_flags(*a, &kind)?,
+            None => {
+                let text = std::io::read_to_string(std::io::stdin()).context("reading stdin")?;
+                let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+                let line = lines.next().context("stdin: no event")?;
+                anyhow::ensure!(
+                    lines.next().is_none(),
+                    "--receipt takes one event; stdin has more"
+                );
+                serde_json::from_str::<EventJson>(line)
+                    .context("stdin line 1: not an event")?
+                    .into_event()
+                    .context("stdin line 1")?
+            }
+        };
+        let (ack, receipt, verified) = client.append_with_receipt(ev).await?;
+        let file =
+            ledger_verify::receipt::to_tlog_proof(&receipt).map_err(|e| anyhow::anyhow!("{e}"))?;
+        std::fs::write(&path, file.to_text())
+            .with_context(|| format!("writing {}", path.display()))?;
+        print_ack(&ack, json);
+        if !json {
+            println!(
+                "receipt: entry {} in {} at size {} (verified) → {}",
+                ack.index,
+                verified.checkpoint.origin,
+                verified.checkpoint.size,
+                path.display()
+            );
+        }
+    } else if let Some(kind) = a.kind.clone() {
+        let ev = event_from_flags(*a, &kind)?;
+        print_ack(&client.append(ev).await?, json);
+    } else {
+        let stdin = std::io::stdin();
+        for (n, line) in stdin.lock().lines().enumerate() {
+            let line = line.context("reading stdin")?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let ev: EventJson = serde_json::from_str(&line)
+                .with_context(|| format!("stdin line {}: not an event", n + 1))?;
+            let ev = ev
+                .into_event()
+                .with_context(|| format!("stdin line {}", n + 1))?;
+            let ack = client
+                .append(ev)
+                .await
+                .with_context(|| format!("stdin line {}", n + 1))?;
+            print_ack(&ack, json);
+        }
+    }
+    Ok(())
+}
+
+/// `ledger checkpoint`.
+async fn cmd_checkpoint(
+    client: &mut Client,
+    size: u64,
+    output: Option<std::path::PathBuf>,
+    json: bool,
+) -> Result<()> {
+    let cp = client.checkpoint(size).await?;
+    if let Some(path) = output {
+        std::fs::write(&path, &cp.note).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "origin": cp.checkpoint.origin,
+                "tree_size": cp.checkpoint.size,
+                "root_hash": cp.checkpoint.root.to_hex(),
+                "note": cp.note,
+                "verified": true,
+            })
+        );
+    } else {
+        println!(
+            "{} — {} entries, root {} (signature verified)",
+            cp.checkpoint.origin,
+            cp.checkpoint.size,
+            cp.checkpoint.root.to_hex()
+        );
+    }
+    Ok(())
+}
+
+/// `ledger proof`.
+async fn cmd_proof(
+    client: &mut Client,
+    index: Option<u64>,
+    event_id: Option<String>,
+    size: u64,
+    output: Option<std::path::PathBuf>,
+    entry_out: Option<std::path::PathBuf>,
+    json: bool,
+) -> Result<()> {
+    let leaf = match (index, event_id) {
+        (Some(i), _) => Leaf::Index(i),
+        (None, Some(id)) => Leaf::EventId(id),
+        (None, None) => bail!("give an index or --event-id"),
+    };
+    let p = client.inclusion(leaf, size).await?;
+    if let Some(path) = &output {
+        let file = ledger_verify::tlog_proof::TlogProof {
+            extra: None,
+            index: p.index,
+            proof: p.hashes.clone(),
+            checkpoint_note: p.note.clone(),
+        };
+        std::fs::write(path, file.to_text())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &entry_out {
+        let mut entries = client.entries(p.index, p.index + 1).await?;
+        let bytes = entries.pop().context("the server returned no entry")?.entry;
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "index": p.index,
+                "leaf_hash": p.leaf_hash.to_hex(),
+                "tree_size": p.checkpoint.size,
+                "root_hash": p.checkpoint.root.to_hex(),
+                "hashes": p.hashes.iter().map(|h| h.to_hex()).collect::<Vec<_>>(),
+                "checkpoint": p.note,
+                "verified": true,
+            })
+        );
+    } else {
+        println!(
+            "entry {} (leaf {}) is in {} at size {}: proof of {} hashes verified",
+            p.index,
+            p.leaf_hash.to_hex(),
+            p.checkpoint.origin,
+            p.checkpoint.size,
+            p.hashes.len()
+        );
+    }
+    Ok(())
+}
+
+/// `ledger timeline`.
+async fn cmd_timeline(
+    client: &mut Client,
+    correlation_id: String,
+    prove: bool,
+    payloads: bool,
+    json: bool,
+) -> Result<()> {
+    let t = client
+        .timeline(
+            &correlation_id,
+            ReadOptions {
+                payloads,
+                proofs: prove,
+                proof_size: 0,
+            },
+        )
+        .await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "correlation_id": correlation_id,
+                "entries": t.records.iter().map(record_json).collect::<Vec<_>>(),
+                "spans": t.spans.iter().map(|s| serde_json::json!({
+                    "span_id": s.span_id,
+                    "parent_span_id": s.parent_span_id,
+                    "entry_indexes": s.entry_indexes,
+                    "child_span_ids": s.child_span_ids,
+                })).collect::<Vec<_>>(),
+                "root_span_ids": t.roots,
+                "checkpoint_size": t.checkpoint.as_ref().map(|c| c.checkpoint.size),
+            })
+        );
+    } else if t.records.is_empty() {
+        println!("no events with correlation id {correlation_id}");
+    } else {
+        print!("{}", render::timeline(&t, &correlation_id, color()));
+    }
+    Ok(())
+}
+
+/// `ledger events`.
+async fn cmd_events(client: &mut Client, a: EventsArgs, json: bool) -> Result<()> {
+    let filter = a.filter.to_filter()?;
+    let opts = ReadOptions {
+        payloads: a.payloads,
+        proofs: a.prove,
+        proof_size: 0,
+    };
+    let mut token = None;
+    let mut shown = 0u64;
+    let color = color();
+    'pages: loop {
+        let want = if a.limit == 0 {
+            1000
+        } else {
+            (a.limit - shown).min(1000)
+        };
+        let page = client
+            .list_events(filter.clone(), want as u32, token.take(), a.desc, opts)
+            .await?;
+        for r in &page.records {
+            if json {
+                println!("{}", record_json(r));
+            } else {
+                println!("{}", render::event_line(r, color));
+            }
+            shown += 1;
+            if a.limit != 0 && shown >= a.limit {
+                break 'pages;
+            }
+        }
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    if !json && shown == 0 {
+        eprintln!("no matching events");
+    }
+    Ok(())
+}
+
+/// `ledger tail`.
+async fn cmd_tail(
+    client: &mut Client,
+    follow: bool,
+    lines: u64,
+    from_index: Option<u64>,
+    filter: FilterArgs,
+    json: bool,
+) -> Result<()> {
+    let filter = filter.to_filter()?;
+    let color = color();
+    let print = |r: &Record| {
+        if json {
+            println!("{}", record_json(r));
+        } else {
+            println!("{}", render::event_line(r, color));
+        }
+        std::io::stdout().flush().ok();
+    };
+    // The last `lines` matching entries, oldest first.
+    let mut start = from_index;
+    if start.is_none() {
+        let page = client
+            .list_events(
+                filter.clone(),
+                lines.clamp(1, 1000) as u32,
+                None,
+                true,
+                ReadOptions::default(),
+            )
+            .await?;
+        let size = page.checkpoint.as_ref().map(|c| c.checkpoint.size);
+        let mut recs = page.records;
+        recs.reverse();
+        if lines > 0 {
+            recs.iter().for_each(print);
+        }
+        start = Some(match (recs.last(), size) {
+            (Some(r), _) => r.index + 1,
+            (None, Some(s)) => s,
+            (None, None) => client
+                .checkpoint(0)
+                .await
+                .map(|c| c.checkpoint.size)
+                .unwrap_or(0),
+        });
+    }
+    let mut tail = client.tail(start.unwrap_or(0), filter, false);
+    if follow {
+        loop {
+            let r = tail.next().await?;
+            print(&r);
+        }
+    } else if from_index.is_some() {
+        // From an index without -f: up to the current end.
+        let end = client
+            .checkpoint(0)
+            .await
+            .map(|c| c.checkpoint.size)
+            .unwrap_or(0);
+        while tail.position() < end {
+            let r = tail.next().await?;
+            print(&r);
+            if r.index + 1 >= end {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `ledger export`.
+async fn cmd_export(
+    client: &mut Client,
+    output: std::path::PathBuf,
+    start: u64,
+    end: u64,
+    no_payloads: bool,
+    json: bool,
+) -> Result<()> {
+    let tmp = output.with_extension("partial");
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} exporting {pos}/{len} entries [{bar:40}] {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        )
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let written = client
+        .export(start, end, !no_payloads, &mut w, |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .await?;
+    bar.finish_and_clear();
+    w.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &output).with_context(|| format!("renaming to {}", output.display()))?;
+    if json {
+        println!("{}", serde_json::json!({"file": output, "bytes": written}));
+    } else {
+        println!(
+            "wrote {} ({written} bytes); check it with: ledger-verify bundle --key KEY {}",
+            output.display(),
+            output.display()
+        );
+    }
+    Ok(())
+}
+
+/// `ledger redact`.
+async fn cmd_redact(client: &mut Client, index: u64, reason: String, json: bool) -> Result<()> {
+    let ack = client.redact(index, &reason).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"target_index": index, "redaction_index": ack.index, "duplicate": ack.duplicate})
+        );
+    } else {
+        println!("payload of entry {index} redacted by entry {}", ack.index);
+    }
+    Ok(())
+}
+
+/// `ledger health`.
+async fn cmd_health(client: &mut Client) -> Result<()> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let status = HealthClient::new(client.channel())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?
+        .into_inner()
+        .status;
+    // 1 = SERVING in grpc.health.v1.
+    if status != 1 {
+        bail!("server is not serving (health status {status})");
+    }
+    println!("serving");
+    Ok(())
+}
+
+/// `ledger consistency`.
+async fn cmd_consistency(
+    client: &mut Client,
+    old: std::path::PathBuf,
+    size: u64,
+    key: Option<&NoteVerifier>,
+    json: bool,
+) -> Result<()> {
+    let key = key.context("--key is required to trust the old checkpoint")?;
+    let text =
+        std::fs::read_to_string(&old).with_context(|| format!("reading {}", old.display()))?;
+    let old_cp = open_checkpoint(&text, key)
+        .with_context(|| format!("{}: not a checkpoint signed by this key", old.display()))?;
+    let c = client.consistency(&old_cp, size).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "old_size": c.old.size,
+                "new_size": c.new.size,
+                "new_root_hash": c.new.root.to_hex(),
+                "hashes": c.hashes.iter().map(|h| h.to_hex()).collect::<Vec<_>>(),
+                "new_checkpoint": c.new_note,
+                "verified": true,
+            })
+        );
+    } else {
+        println!(
+            "the log at size {} extends your checkpoint of size {}: proof of {} hashes verified",
+            c.new.size,
+            c.old.size,
+            c.hashes.len()
+        );
+    }
     Ok(())
 }
 

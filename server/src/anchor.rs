@@ -311,8 +311,8 @@ impl<S: AnchorStore> Anchorer<S> {
         let key = anchor_key(&self.log.origin, size);
         let put = self.store.put(&key, cp.note.as_bytes()).await?;
         self.log
-            .store
-            .set_anchored_size(size)
+            .record_anchor(size)
+            .await
             .map_err(|e| AnchorError::Store(format!("recording the anchor: {e}")))?;
         tracing::info!(log = %self.log.id, size, key, outcome = ?put, "anchored checkpoint");
         self.metrics.anchored(&self.log.id, size);
@@ -327,7 +327,7 @@ impl<S: AnchorStore> Anchorer<S> {
     /// Runs until `stop` turns true, then makes one last attempt (bounded
     /// by `final_timeout`) so a clean shutdown leaves the latest state anchored.
     pub async fn run(self, mut stop: watch::Receiver<bool>, final_timeout: Duration) {
-        let mut anchored = self.log.store.anchored_size().unwrap_or(0);
+        let mut anchored = self.log.anchored_size().await;
         let mut backoff = Duration::from_secs(1);
         let mut wait = Duration::from_millis(0);
         loop {

@@ -269,6 +269,11 @@ pub struct Access {
     required: bool,
     path: PathBuf,
     state: RwLock<(Option<SystemTime>, AccessFile)>,
+    /// Held while the file is being checked: callers that arrive meanwhile
+    /// wait for that check instead of each stat'ing the file.
+    checking: std::sync::Mutex<()>,
+    /// Checks completed so far.
+    checks: std::sync::atomic::AtomicU64,
 }
 
 impl Access {
@@ -280,6 +285,8 @@ impl Access {
             required,
             path,
             state: RwLock::new((mtime, file)),
+            checking: Default::default(),
+            checks: Default::default(),
         }))
     }
 
@@ -306,6 +313,32 @@ impl Access {
             Err(e) => {
                 tracing::error!(error = %e, "credentials file unreadable; keeping the previous one")
             }
+        }
+    }
+
+    /// [`Access::refresh`], shared: if a check is running, waits for it and
+    /// takes its result rather than checking again. On a tokio worker of a
+    /// multi-threaded runtime (the interceptor, for a credential not known
+    /// yet) the wait and the stat run in `block_in_place`, so the worker's
+    /// other tasks move to another thread meanwhile. An unauthenticated
+    /// flood thus costs one stat at a time, not one per request.
+    pub fn refresh_shared(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let seen = self.checks.load(SeqCst);
+        let check = || {
+            let _one = self.checking.lock().unwrap_or_else(|p| p.into_inner());
+            if self.checks.load(SeqCst) != seen {
+                return; // Checked while we waited.
+            }
+            self.refresh();
+            self.checks.fetch_add(1, SeqCst);
+        };
+        let on_worker = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if on_worker {
+            tokio::task::block_in_place(check)
+        } else {
+            check()
         }
     }
 
@@ -343,7 +376,7 @@ impl Access {
     ) -> Result<Identity, Status> {
         match self.lookup(metadata, peer_cert_der, peer_ip) {
             Err(s) if s.code() == tonic::Code::Unauthenticated => {
-                self.refresh();
+                self.refresh_shared();
                 self.lookup(metadata, peer_cert_der, peer_ip)
             }
             other => other,

@@ -1,6 +1,8 @@
 //! The indexer: the only writer of a log's five query indexes (correlation
 //! id, agent, principal, tool, time). It follows the committed size the
-//! sequencer publishes, reads the new entries back from the store and writes
+//! sequencer publishes, takes the new events from the sequencer's hand-off
+//! (or, when that was full or after a restart, reads the entries back from
+//! the store and decodes them) and writes
 //! their index keys with its own progress in one (unsynced) batch, so the
 //! indexes never sit in the sequencer's synced commit and never delay an
 //! ack. After a crash it starts again from its persisted progress and
@@ -8,18 +10,72 @@
 //! Queries wait until it has covered the tree size they view.
 
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::store::{StoreError, StoreWriter};
 use ledger_verify::entry::decode_entry;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// Committed events passed from the sequencer to the indexer in memory, so
+/// the indexer need not read and decode them back. Bounded: while the
+/// indexer is behind, further batches are dropped and read from the store.
+#[derive(Default)]
+pub struct Handoff {
+    /// Batches in log order, and the events they hold.
+    queue: std::sync::Mutex<(std::collections::VecDeque<Batch>, usize)>,
+}
+
+/// Events of consecutive entries (a commit group's), with their indexes.
+type Batch = Vec<(u64, ledger_proto::v1::AuditEvent)>;
+
+/// Events a [`Handoff`] holds at most.
+const HANDOFF_EVENTS: usize = 65_536;
+
+impl Handoff {
+    /// Offers a group's events, once they are durable.
+    pub fn offer(&self, batch: Batch) {
+        if batch.is_empty() {
+            return;
+        }
+        let Ok(mut q) = self.queue.lock() else { return };
+        if q.1 + batch.len() > HANDOFF_EVENTS {
+            return;
+        }
+        q.1 += batch.len();
+        q.0.push_back(batch);
+    }
+
+    /// The batch that starts at entry `from` and ends before `to`, if held
+    /// (batches before `from` are dropped on the way).
+    fn take(&self, from: u64, to: u64) -> Option<Batch> {
+        let mut q = self.queue.lock().ok()?;
+        loop {
+            let (first, last) = {
+                let b = q.0.front()?;
+                (b.first()?.0, b.last()?.0)
+            };
+            if last < from {
+                let n = q.0.pop_front().map_or(0, |b| b.len());
+                q.1 -= n;
+                continue;
+            }
+            if first != from || last >= to {
+                return None;
+            }
+            let b = q.0.pop_front()?;
+            q.1 -= b.len();
+            return Some(b);
+        }
+    }
+}
+
 /// Entries read and indexed per batch.
 const CHUNK: u64 = 4096;
 
 pub struct Indexer {
-    store: Arc<Store>,
+    store: StoreWriter,
     committed: watch::Receiver<u64>,
+    handoff: Arc<Handoff>,
     indexed_tx: watch::Sender<u64>,
     metrics: Arc<Metrics>,
     log_label: String,
@@ -29,8 +85,9 @@ impl Indexer {
     /// An indexer starting from the store's persisted progress, and the
     /// feed of how far it has got.
     pub fn new(
-        store: Arc<Store>,
+        store: StoreWriter,
         committed: watch::Receiver<u64>,
+        handoff: Arc<Handoff>,
         metrics: Arc<Metrics>,
         log_label: &str,
     ) -> Result<(Indexer, watch::Receiver<u64>), StoreError> {
@@ -40,6 +97,7 @@ impl Indexer {
             Indexer {
                 store,
                 committed,
+                handoff,
                 indexed_tx,
                 metrics,
                 log_label: log_label.to_string(),
@@ -77,9 +135,8 @@ impl Indexer {
             if from >= target {
                 return;
             }
-            let to = target.min(from + CHUNK);
-            match self.index_range(from, to) {
-                Ok(()) => {
+            match self.index_next(from, target) {
+                Ok(to) => {
                     self.indexed_tx.send_replace(to);
                     self.metrics
                         .indexed_size
@@ -94,33 +151,81 @@ impl Indexer {
         }
     }
 
-    /// Writes the index keys of entries `[from, to)` and the new progress.
-    fn index_range(&self, from: u64, to: u64) -> Result<(), StoreError> {
+    /// Indexes the next entries from `from` (below `target`): the hand-off's
+    /// batch that starts there, else up to a chunk read from the store.
+    /// Writes their index keys and the new progress; returns it.
+    fn index_next(&self, from: u64, target: u64) -> Result<u64, StoreError> {
         let mut batch = self.store.new_batch();
-        let mut next = from;
-        for row in self.store.scan(
-            crate::store::cf::ENTRIES,
-            &crate::store::be(from),
-            &crate::store::be(to),
-            None,
-            false,
-        ) {
-            let (key, bytes) = row?;
-            let index = crate::store::read_index_key(&key)?;
-            if index != next {
-                return Err(StoreError::Corrupt(format!("entry {next} is missing")));
+        let to = match self.handoff.take(from, target) {
+            Some(events) => {
+                let to = events.last().map_or(from, |e| e.0 + 1);
+                for (index, event) in &events {
+                    self.store.stage_index(&mut batch, *index, event);
+                }
+                to
             }
-            let entry = decode_entry(&bytes)
-                .map_err(|e| StoreError::Corrupt(format!("entry {index}: {e}")))?;
-            if let Some(event) = &entry.event {
-                self.store.stage_index(&mut batch, index, event);
+            None => {
+                let to = target.min(from + CHUNK);
+                for (index, bytes) in self.store.entries_range(from, to)? {
+                    let entry = decode_entry(&bytes)
+                        .map_err(|e| StoreError::Corrupt(format!("entry {index}: {e}")))?;
+                    if let Some(event) = &entry.event {
+                        self.store.stage_index(&mut batch, index, event);
+                    }
+                }
+                to
             }
-            next += 1;
-        }
-        if next != to {
-            return Err(StoreError::Corrupt(format!("entry {next} is missing")));
-        }
+        };
         self.store.set_indexed_size(&mut batch, to);
-        self.store.commit_unsynced(batch)
+        self.store.commit_unsynced(batch)?;
+        Ok(to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger_proto::v1::AuditEvent;
+
+    fn batch(from: u64, n: u64) -> Batch {
+        (from..from + n)
+            .map(|i| {
+                (
+                    i,
+                    AuditEvent {
+                        event_id: format!("e-{i}"),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_handoff_gives_exactly_the_batch_that_starts_where_the_indexer_is() {
+        let h = Handoff::default();
+        h.offer(batch(0, 3));
+        h.offer(batch(3, 2));
+        h.offer(batch(7, 2)); // 5 and 6 were a redaction-only group, say.
+        // A batch past the committed target is not taken.
+        assert!(h.take(0, 2).is_none());
+        let b = h.take(0, 10).unwrap();
+        assert_eq!(b.iter().map(|e| e.0).collect::<Vec<_>>(), vec![0, 1, 2]);
+        // Where the indexer read from the store instead, older batches
+        // are dropped on the way.
+        assert!(h.take(5, 10).is_none());
+        let b = h.take(7, 10).unwrap();
+        assert_eq!(b.iter().map(|e| e.0).collect::<Vec<_>>(), vec![7, 8]);
+        assert!(h.take(9, 10).is_none());
+        assert_eq!(h.queue.lock().unwrap().1, 0);
+    }
+
+    #[test]
+    fn the_handoff_is_bounded() {
+        let h = Handoff::default();
+        h.offer(batch(0, HANDOFF_EVENTS as u64));
+        h.offer(batch(HANDOFF_EVENTS as u64, 1));
+        let q = h.queue.lock().unwrap();
+        assert_eq!((q.0.len(), q.1), (1, HANDOFF_EVENTS));
     }
 }

@@ -7,7 +7,7 @@ use crate::sequencer::{
     AppendJob, Feeds, Msg, RecoveryError, Sequencer, SequencerError, SequencerSettings,
     SignedCheckpoint,
 };
-use crate::store::Store;
+use crate::store::{Store, StoreWriter};
 use crate::validate::{Limits, validate_event};
 use anyhow::Context;
 use ledger_proto::v1::{AppendAck, AuditEvent};
@@ -57,6 +57,7 @@ const INDEX_WAIT: Duration = Duration::from_secs(30);
 pub struct Log {
     pub id: String,
     pub origin: String,
+    /// The read side of the store: handlers never write.
     pub store: Arc<Store>,
     pub verifier: NoteVerifier,
     pub limits: Limits,
@@ -65,6 +66,9 @@ pub struct Log {
     /// Budget units are KiB so large queues fit in a semaphore's permits.
     budget_unit: usize,
     checkpoint: watch::Receiver<Option<Arc<SignedCheckpoint>>>,
+    /// Writes the anchored size (the sequencer and the indexer hold the
+    /// other writers).
+    anchor_record: StoreWriter,
     /// Entries the query indexes cover (the indexer's progress).
     indexed: watch::Receiver<u64>,
     /// Hashed tiles shared by the receipts' inclusion proofs.
@@ -126,14 +130,13 @@ impl Log {
     pub fn open(settings: LogSettings, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Log>> {
         let signer = load_or_create_key(&settings.key_file, &settings.origin)?;
         std::fs::create_dir_all(&settings.dir)?;
-        let store = Arc::new(
-            Store::open(&settings.dir.join("db"))
-                .with_context(|| format!("opening the store of log {}", settings.id))?,
-        );
+        let writer = StoreWriter::open(&settings.dir.join("db"))
+            .with_context(|| format!("opening the store of log {}", settings.id))?;
+        let store = writer.store().clone();
         let verifier = signer.verifier();
         let (sequencer, feeds) = Sequencer::recover(
             &settings.origin,
-            store.clone(),
+            writer,
             signer,
             SequencerSettings {
                 max_batch: settings.max_batch,
@@ -146,10 +149,16 @@ impl Log {
         let Feeds {
             checkpoints: checkpoint,
             committed,
+            handoff,
         } = feeds;
-        let (indexer, indexed) =
-            crate::indexer::Indexer::new(store.clone(), committed, metrics.clone(), &settings.id)
-                .with_context(|| format!("starting the indexer of log {}", settings.id))?;
+        let (indexer, indexed) = crate::indexer::Indexer::new(
+            StoreWriter::new(&store),
+            committed,
+            handoff,
+            metrics.clone(),
+            &settings.id,
+        )
+        .with_context(|| format!("starting the indexer of log {}", settings.id))?;
         let (tx, rx) = mpsc::channel(settings.queue_events.max(1));
         let indexer = std::thread::Builder::new()
             .name(format!("indexer-{}", settings.id))
@@ -159,7 +168,9 @@ impl Log {
             .spawn(move || sequencer.run(rx))?;
         let budget_unit = 1024;
         let units = (settings.queue_bytes / budget_unit).clamp(1, Semaphore::MAX_PERMITS);
+        let anchor_record = StoreWriter::new(&store);
         Ok(Arc::new(Log {
+            anchor_record,
             id: settings.id,
             origin: settings.origin,
             store,
@@ -196,6 +207,27 @@ impl Log {
             Ok(Err(e)) => Err(unavailable(format!("signing a checkpoint failed: {e}"))),
             Err(_) => Ok(self.latest_checkpoint()),
         }
+    }
+
+    /// Tree size of the latest anchored checkpoint (0: none yet); read off
+    /// the async threads.
+    pub async fn anchored_size(self: &Arc<Self>) -> u64 {
+        let log = self.clone();
+        tokio::task::spawn_blocking(move || log.store.anchored_size())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0)
+    }
+
+    /// Records that the checkpoint of `size` entries is anchored (off the
+    /// async threads; not synced: losing it only means anchoring it again).
+    pub async fn record_anchor(self: &Arc<Self>, size: u64) -> Result<(), String> {
+        let log = self.clone();
+        tokio::task::spawn_blocking(move || log.anchor_record.set_anchored_size(size))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
     }
 
     /// Waits until the query indexes cover the first `size` entries.
@@ -613,7 +645,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unsigned_tail_is_checked_and_signed_at_start() {
         use crate::store::{be, cf};
-        type Tamper = fn(&Store);
+        type Tamper = fn(&StoreWriter);
         let cases: [(&str, Option<Tamper>); 3] = [
             ("a crash before the signature", None),
             (
@@ -661,7 +693,7 @@ mod tests {
             }
             {
                 // As a crash would leave it: entries 1..5 acked, unsigned.
-                let store = Store::open(&dir.path().join("log/db")).unwrap();
+                let store = StoreWriter::open(&dir.path().join("log/db")).unwrap();
                 let mut batch = store.new_batch();
                 store.delete(&mut batch, cf::CHECKPOINTS, &be(5));
                 store.commit(batch).unwrap();
@@ -705,7 +737,7 @@ mod tests {
             log.shutdown().await;
         }
         // As if the server died before the indexer wrote anything.
-        Store::open(&dir.path().join("log/db"))
+        StoreWriter::open(&dir.path().join("log/db"))
             .unwrap()
             .forget_indexes()
             .unwrap();
@@ -815,7 +847,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_store_that_no_longer_matches_its_checkpoint_is_refused() {
         use crate::store::{be, cf};
-        type Tamper = fn(&Store);
+        type Tamper = fn(&StoreWriter);
         let cases: [(&str, Tamper); 3] = [
             ("the last entry rewritten", |store| {
                 let bytes = store.entry(9).unwrap().unwrap();
@@ -851,7 +883,7 @@ mod tests {
                 }
                 log.shutdown().await;
             }
-            tamper(&Store::open(&dir.path().join("log/db")).unwrap());
+            tamper(&StoreWriter::open(&dir.path().join("log/db")).unwrap());
             let err = Log::open(settings(dir.path()), Metrics::new())
                 .err()
                 .unwrap_or_else(|| panic!("{case}: the log opened"));

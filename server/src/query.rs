@@ -7,7 +7,7 @@
 //! paging has no gaps and no repeats, and every result can be proved against
 //! that checkpoint.
 
-use crate::store::{self, Store, StoreError, cf};
+use crate::store::{self, IndexScan, Store, StoreError, cf};
 use crate::validate::occurred_nanos;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -197,49 +197,31 @@ impl Filter {
             && self.to_ns.is_none()
     }
 
-    /// The index to walk: the most selective one the filter allows.
-    fn plan(&self) -> Plan {
-        let prefixed = |cf_name, value: &str| {
-            let mut lower = value.as_bytes().to_vec();
-            lower.push(0);
-            let mut upper = value.as_bytes().to_vec();
-            upper.push(1);
-            Plan {
-                id: 0,
-                cf: cf_name,
-                lower,
-                upper,
-            }
-        };
-        let mut plan = if let Some(c) = self.correlation {
-            let mut upper = c.to_vec();
-            upper.extend_from_slice(&[0xff; 9]);
-            Plan {
-                id: 0,
-                cf: cf::BY_CORRELATION,
-                lower: c.to_vec(),
-                upper,
-            }
+    /// The index to walk: the most selective one the filter allows (keys
+    /// and ranges are the store's: [`store::IndexScan`]).
+    fn plan(&self, snapshot: u64) -> Plan {
+        let scan = if let Some(c) = &self.correlation {
+            IndexScan::Correlation(c)
         } else if let Some(a) = &self.agent {
-            prefixed(cf::BY_AGENT, a)
+            IndexScan::Agent(a)
         } else if let Some(p) = &self.principal {
-            prefixed(cf::BY_PRINCIPAL, p)
+            IndexScan::Principal(p)
         } else if let Some(t) = &self.tool {
-            prefixed(cf::BY_TOOL, t)
+            IndexScan::Tool(t)
         } else if self.from_ns.is_some() || self.to_ns.is_some() {
-            Plan {
-                id: 0,
-                cf: cf::BY_TIME,
-                lower: store::be(self.from_ns.unwrap_or(0)).to_vec(),
-                upper: store::be(self.to_ns.unwrap_or(u64::MAX)).to_vec(),
+            IndexScan::Time {
+                from: self.from_ns.unwrap_or(0),
+                to: self.to_ns.unwrap_or(u64::MAX),
             }
         } else {
-            Plan {
-                id: 0,
-                cf: cf::ENTRIES,
-                lower: Vec::new(),
-                upper: vec![0xff; 9],
-            }
+            IndexScan::Entries { below: snapshot }
+        };
+        let (cf, lower, upper) = scan.bounds();
+        let mut plan = Plan {
+            id: 0,
+            cf,
+            lower,
+            upper,
         };
         plan.id = PLANS
             .iter()
@@ -332,15 +314,6 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
-/// Index a key of the driving column family points at (its last 8 bytes).
-fn key_index(key: &[u8]) -> u64 {
-    let n = key.len();
-    if n < 8 {
-        return u64::MAX;
-    }
-    u64::from_be_bytes(key[n - 8..].try_into().expect("8 bytes"))
-}
-
 /// One page of entries matching `filter` in the log as of `snapshot` (a tree
 /// size), resuming after `cursor`. `limit` is clipped to [1, MAX_PAGE].
 pub fn list(
@@ -351,10 +324,9 @@ pub fn list(
     descending: bool,
     limit: usize,
 ) -> Result<Page, QueryError> {
-    let mut plan = filter.plan();
     let (snapshot, after) = match cursor {
         Some(c) => {
-            if c.plan != plan.id || c.descending != descending {
+            if c.descending != descending {
                 return Err(QueryError::Invalid(
                     "page_token",
                     "was issued for a different filter or order".into(),
@@ -364,8 +336,12 @@ pub fn list(
         }
         None => (snapshot, None),
     };
-    if plan.cf == cf::ENTRIES {
-        plan.upper = store::be(snapshot).to_vec();
+    let plan = filter.plan(snapshot);
+    if cursor.is_some_and(|c| c.plan != plan.id) {
+        return Err(QueryError::Invalid(
+            "page_token",
+            "was issued for a different filter or order".into(),
+        ));
     }
     let limit = limit.clamp(1, MAX_PAGE);
     let mut hits = Vec::new();
@@ -380,7 +356,7 @@ pub fn list(
         for kv in it.by_ref() {
             let (k, v) = kv?;
             examined += 1;
-            let index = key_index(&k);
+            let index = store::index_of_key(&k).unwrap_or(u64::MAX);
             if index < snapshot {
                 let value = (plan.cf == cf::ENTRIES).then(|| v.to_vec());
                 pending.push((k.to_vec(), index, value));
@@ -570,7 +546,7 @@ mod tests {
             ),
         ];
         for (f, want) in cases {
-            let plan = filter(f.clone()).plan();
+            let plan = filter(f.clone()).plan(0);
             assert_eq!(plan.cf, want, "{f:?}");
             assert_eq!(PLANS[plan.id as usize], want);
         }

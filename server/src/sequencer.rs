@@ -15,7 +15,7 @@
 //! here: the indexer (`indexer.rs`) follows the committed size.
 
 use crate::metrics::Metrics;
-use crate::store::{CommitBatch, DedupRecord, StagedEntry, Store, StoreError};
+use crate::store::{CommitBatch, DedupRecord, StagedEntry, Store, StoreError, StoreWriter};
 use ledger_proto::v1::{AppendAck, AuditEvent, LedgerEntry};
 use ledger_verify::checkpoint::Checkpoint;
 use ledger_verify::entry::{SALT_LEN, decode_entry, encode_entry, payload_commitment};
@@ -89,6 +89,8 @@ pub type SignResult = Result<Option<Arc<SignedCheckpoint>>, SequencerError>;
 pub struct Feeds {
     pub checkpoints: watch::Receiver<Option<Arc<SignedCheckpoint>>>,
     pub committed: watch::Receiver<u64>,
+    /// The committed events themselves, for the indexer.
+    pub handoff: Arc<crate::indexer::Handoff>,
 }
 /// What `Sequencer::recover` hands back.
 pub type Started = (Sequencer, Feeds);
@@ -143,6 +145,9 @@ struct Group {
     budgets: Vec<Option<tokio::sync::OwnedSemaphorePermit>>,
     /// The time recorded in every entry of the group.
     integrated_at: prost_types::Timestamp,
+    /// The group's new events, handed to the indexer once durable (it reads
+    /// them back from the store when this hand-off is full or skipped).
+    to_index: Vec<(u64, AuditEvent)>,
 }
 
 fn now_timestamp() -> prost_types::Timestamp {
@@ -172,12 +177,14 @@ impl TreeEdge {
 
 pub struct Sequencer {
     origin: String,
-    store: Arc<Store>,
+    store: StoreWriter,
     signer: NoteSigner,
     edge: TreeEdge,
     max_batch: usize,
     checkpoint_tx: watch::Sender<Option<Arc<SignedCheckpoint>>>,
     committed_tx: watch::Sender<u64>,
+    /// Committed events for the indexer.
+    handoff: Arc<crate::indexer::Handoff>,
     metrics: Arc<Metrics>,
     log_label: String,
     /// Least time between two signed checkpoints (zero: every group).
@@ -354,7 +361,7 @@ impl Sequencer {
     /// signed checkpoint before anything is served.
     pub fn recover(
         origin: &str,
-        store: Arc<Store>,
+        store: StoreWriter,
         signer: NoteSigner,
         settings: SequencerSettings,
         metrics: Arc<Metrics>,
@@ -392,6 +399,7 @@ impl Sequencer {
             max_batch: settings.max_batch,
             checkpoint_tx,
             committed_tx,
+            handoff: Default::default(),
             metrics,
             log_label: log_label.to_string(),
             interval: settings.checkpoint_interval,
@@ -403,11 +411,13 @@ impl Sequencer {
             sequencer.sign_now().map_err(|e| mismatch(e.to_string()))?;
             tracing::info!(log = %origin, from = signed_size, to = size, "signed the entries the last run acked but had not signed yet");
         }
+        let handoff = sequencer.handoff.clone();
         Ok((
             sequencer,
             Feeds {
                 checkpoints: checkpoint_rx,
                 committed: committed_rx,
+                handoff,
             },
         ))
     }
@@ -633,6 +643,7 @@ impl Sequencer {
             appended: 0,
             budgets: Vec::with_capacity(jobs.len()),
             integrated_at: now_timestamp(),
+            to_index: Vec::new(),
         };
         for (i, (job, existing)) in jobs.into_iter().zip(existing).enumerate() {
             let salt: [u8; SALT_LEN] = salts[i * SALT_LEN..(i + 1) * SALT_LEN]
@@ -743,6 +754,9 @@ impl Sequencer {
             };
             let staged = (!payload.is_empty()).then_some((&salt[..], &payload[..]));
             let leaf = self.push_entry(batch, &entry, &event_id, digest, staged);
+            if let Some(event) = entry.event {
+                g.to_index.push((index, event));
+            }
             (event_id, leaf)
         };
         let ack = new_ack(&event_id, index, leaf, at);
@@ -801,6 +815,7 @@ impl Sequencer {
         if let Some(cp) = published {
             self.published(cp);
         }
+        self.handoff.offer(g.to_index);
         self.committed_tx.send_replace(self.edge.size());
         for (reply, mut result) in g.replies {
             if let Ok(ack) = &mut result {

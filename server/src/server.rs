@@ -191,6 +191,89 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     health.set_serving::<ProofsServer<ProofsService>>().await;
     health.set_serving::<QueryServer<QueryService>>().await;
     health.set_serving::<ExportServer<ExportService>>().await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let grpc = grpc_server(
+        &config,
+        &logs,
+        health_service,
+        grpc_listener,
+        stopped(stop_rx.clone()),
+    )?;
+    let grpc_task = tokio::spawn(grpc);
+    let metrics_task = tokio::spawn(metrics::serve(
+        metrics_listener,
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    ));
+
+    announce_ready(&logs, grpc_addr, metrics_addr, ready_file)?;
+
+    let (anchor_stop, anchor_stop_rx) = tokio::sync::watch::channel(false);
+    let anchorers = start_anchoring(
+        &config,
+        logs.all().cloned().collect(),
+        &metrics,
+        anchor_stop_rx,
+    )
+    .await?;
+
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutdown requested: draining queued appends"),
+        r = grpc_task => {
+            r??;
+            anyhow::bail!("gRPC server stopped unexpectedly");
+        }
+    }
+    health
+        .set_not_serving::<IngestServer<IngestService>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    drain(&logs, anchor_stop, anchorers).await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), metrics_task).await;
+    tracing::info!("ledgerd stopped");
+    Ok(())
+}
+
+/// Commits and signs everything queued, then lets the anchorers anchor
+/// that final state.
+async fn drain(
+    logs: &Logs,
+    anchor_stop: tokio::sync::watch::Sender<bool>,
+    anchorers: Vec<tokio::task::JoinHandle<()>>,
+) {
+    for log in logs.all() {
+        log.shutdown().await;
+    }
+    let _ = anchor_stop.send(true);
+    for a in anchorers {
+        let _ = a.await;
+    }
+}
+
+/// Resolves when the stop flag turns true.
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// The gRPC server: every service behind authentication, one request size
+/// limit, the bad-request answers layer, TLS when configured; it serves
+/// `listener` until `shutdown` resolves.
+fn grpc_server<H, F>(
+    config: &Config,
+    logs: &Arc<Logs>,
+    health_service: tonic_health::pb::health_server::HealthServer<H>,
+    grpc_listener: tokio::net::TcpListener,
+    shutdown: F,
+) -> anyhow::Result<
+    impl std::future::Future<Output = Result<(), tonic::transport::Error>> + use<H, F>,
+>
+where
+    H: tonic_health::pb::health_server::Health,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ledger_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -238,15 +321,11 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         authn,
     );
     let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls_config(&config)? {
+    if let Some(tls) = tls_config(config)? {
         builder = builder.tls_config(tls).context("TLS configuration")?;
     }
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let grpc = builder
+    Ok(builder
         .layer(crate::service::answers::RequestErrors { limit: max_message })
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(4 << 20))
@@ -265,51 +344,8 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
             TcpIncoming::from(grpc_listener)
                 .with_nodelay(Some(true))
                 .with_keepalive(Some(std::time::Duration::from_secs(60))),
-            stopped(stop_rx.clone()),
-        );
-    let grpc_task = tokio::spawn(grpc);
-    let metrics_task = tokio::spawn(metrics::serve(
-        metrics_listener,
-        metrics.clone(),
-        stopped(stop_rx.clone()),
-    ));
-
-    announce_ready(&logs, grpc_addr, metrics_addr, ready_file)?;
-
-    let (anchor_stop, anchor_stop_rx) = tokio::sync::watch::channel(false);
-    let anchorers = start_anchoring(
-        &config,
-        logs.all().cloned().collect(),
-        &metrics,
-        anchor_stop_rx,
-    )
-    .await?;
-
-    tokio::select! {
-        _ = shutdown_signal() => tracing::info!("shutdown requested: draining queued appends"),
-        r = grpc_task => {
-            r??;
-            anyhow::bail!("gRPC server stopped unexpectedly");
-        }
-    }
-    health
-        .set_not_serving::<IngestServer<IngestService>>()
-        .await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
-    for log in logs.all() {
-        log.shutdown().await;
-    }
-    // Every queued append is committed: anchor the final state.
-    let _ = anchor_stop.send(true);
-    for a in anchorers {
-        let _ = a.await;
-    }
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), metrics_task).await;
-    tracing::info!("ledgerd stopped");
-    Ok(())
+            shutdown,
+        ))
 }
 
 /// Re-reads the credentials file every second, so revocations and new keys
@@ -319,7 +355,9 @@ fn spawn_credential_refresh(access: Arc<crate::auth::Access>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            access.refresh();
+            let a = access.clone();
+            // A stat (and a read when it changed): off the async threads.
+            let _ = tokio::task::spawn_blocking(move || a.refresh_shared()).await;
         }
     });
 }

@@ -143,7 +143,60 @@ pub fn index_key(value: &[u8], index: u64) -> Vec<u8> {
     k
 }
 
-/// One entry as [`Store::stage_entry`] takes it.
+/// What a query can walk: one of the five indexes with a value, or the
+/// entries themselves. [`IndexScan::bounds`] gives the column family and key
+/// range; every key in it ends with the entry's index (see
+/// [`index_of_key`]).
+#[derive(Debug, Clone, Copy)]
+pub enum IndexScan<'a> {
+    Correlation(&'a [u8; 16]),
+    Agent(&'a str),
+    Principal(&'a str),
+    Tool(&'a str),
+    /// occurred_at in `[from, to)`, nanoseconds since the epoch.
+    Time {
+        from: u64,
+        to: u64,
+    },
+    /// Every entry, below tree size `below`.
+    Entries {
+        below: u64,
+    },
+}
+
+impl IndexScan<'_> {
+    /// Column family, inclusive lower and exclusive upper key bound.
+    pub fn bounds(&self) -> (&'static str, Vec<u8>, Vec<u8>) {
+        let value = |name, v: &str| {
+            let mut lower = v.as_bytes().to_vec();
+            lower.push(0);
+            let mut upper = v.as_bytes().to_vec();
+            upper.push(1);
+            (name, lower, upper)
+        };
+        match *self {
+            IndexScan::Correlation(c) => {
+                let mut upper = c.to_vec();
+                upper.extend_from_slice(&[0xff; 9]);
+                (cf::BY_CORRELATION, c.to_vec(), upper)
+            }
+            IndexScan::Agent(a) => value(cf::BY_AGENT, a),
+            IndexScan::Principal(p) => value(cf::BY_PRINCIPAL, p),
+            IndexScan::Tool(t) => value(cf::BY_TOOL, t),
+            IndexScan::Time { from, to } => (cf::BY_TIME, be(from).to_vec(), be(to).to_vec()),
+            IndexScan::Entries { below } => (cf::ENTRIES, Vec::new(), be(below).to_vec()),
+        }
+    }
+}
+
+/// The entry index a key of an index (or of the entries) points at: its
+/// last 8 bytes.
+pub fn index_of_key(key: &[u8]) -> Option<u64> {
+    let n = key.len();
+    read_be(key.get(n.checked_sub(8)?..)?)
+}
+
+/// One entry as [`StoreWriter::stage_entry`] takes it.
 pub struct StagedEntry<'a> {
     pub index: u64,
     /// The encoded `LedgerEntry`, stored and hashed as is.
@@ -240,112 +293,6 @@ impl Store {
             .expect("column family created at open")
     }
 
-    pub fn new_batch(&self) -> CommitBatch {
-        CommitBatch {
-            batch: WriteBatch::default(),
-        }
-    }
-
-    /// Writes a group durably: the WAL is fsync'd before this returns.
-    pub fn commit(&self, batch: CommitBatch) -> Result<()> {
-        #[cfg(test)]
-        {
-            use std::sync::atomic::Ordering::SeqCst;
-            let injected = self
-                .fail_commits
-                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
-            if injected.is_ok() {
-                return Err(StoreError::Injected);
-            }
-        }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        self.db.write_opt(batch.batch, &wo)?;
-        Ok(())
-    }
-
-    pub fn put(&self, batch: &mut CommitBatch, cf_name: &str, key: &[u8], value: &[u8]) {
-        batch.batch.put_cf(self.cf(cf_name), key, value);
-    }
-
-    pub fn delete(&self, batch: &mut CommitBatch, cf_name: &str, key: &[u8]) {
-        batch.batch.delete_cf(self.cf(cf_name), key);
-    }
-
-    /// Writes the indexer's batch. Not synced: the indexes and the
-    /// indexer's progress are written together, and after a crash the
-    /// indexer redoes whatever the unsynced tail lost from the entries.
-    pub fn commit_unsynced(&self, batch: CommitBatch) -> Result<()> {
-        self.db.write(batch.batch)?;
-        Ok(())
-    }
-
-    /// Stages one appended entry into a commit group: its stored bytes, its
-    /// dedup record and its salted payload. With [`Store::stage_index`],
-    /// the one place that knows the key layout of all of them.
-    pub fn stage_entry(&self, batch: &mut CommitBatch, e: StagedEntry<'_>) {
-        let key = be(e.index);
-        self.put(batch, cf::ENTRIES, &key, e.bytes);
-        let record = DedupRecord {
-            index: e.index,
-            digest: Some(e.digest),
-        };
-        self.put(batch, cf::DEDUP, e.dedup_id.as_bytes(), &record.encode());
-        if let Some((salt, payload)) = e.payload {
-            let mut v = Vec::with_capacity(salt.len() + payload.len());
-            v.extend_from_slice(salt);
-            v.extend_from_slice(payload);
-            self.put(batch, cf::PAYLOADS, &key, &v);
-        }
-    }
-
-    /// Stages the five query index keys of the event of entry `index`.
-    pub fn stage_index(
-        &self,
-        batch: &mut CommitBatch,
-        index: u64,
-        event: &ledger_proto::v1::AuditEvent,
-    ) {
-        let key = be(index);
-        if let Ok(mut k) = hex::decode(&event.correlation_id) {
-            k.extend_from_slice(&key);
-            self.put(batch, cf::BY_CORRELATION, &k, &[]);
-        }
-        let by_value = [
-            (cf::BY_AGENT, &event.agent_id),
-            (cf::BY_PRINCIPAL, &event.principal),
-            (cf::BY_TOOL, &event.tool_name),
-        ];
-        for (name, value) in by_value {
-            // agent_id is required, the others optional.
-            if !value.is_empty() {
-                self.put(batch, name, &index_key(value.as_bytes(), index), &[]);
-            }
-        }
-        let mut tk = be(crate::validate::occurred_nanos(event)).to_vec();
-        tk.extend_from_slice(&key);
-        self.put(batch, cf::BY_TIME, &tk, &[]);
-    }
-
-    /// Stages the erasure of a redacted entry's payload.
-    pub fn stage_erasure(&self, batch: &mut CommitBatch, target: u64) {
-        self.delete(batch, cf::PAYLOADS, &be(target));
-    }
-
-    /// Stages a signed checkpoint of `size` entries.
-    pub fn stage_checkpoint(&self, batch: &mut CommitBatch, size: u64, note: &str) {
-        self.put(batch, cf::CHECKPOINTS, &be(size), note.as_bytes());
-    }
-
-    pub fn set_tree_size(&self, batch: &mut CommitBatch, size: u64) {
-        self.put(batch, cf::META, meta::TREE_SIZE, &be(size));
-    }
-
-    pub fn put_tile(&self, batch: &mut CommitBatch, level: u8, index: u64, hashes: &[Hash]) {
-        let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
-        self.put(batch, cf::TILES, &tile_key(level, index), &bytes);
-    }
-
     /// Committed entries.
     pub fn tree_size(&self) -> Result<u64> {
         match self.db.get_cf(self.cf(cf::META), meta::TREE_SIZE)? {
@@ -364,43 +311,12 @@ impl Store {
         }
     }
 
-    pub fn set_indexed_size(&self, batch: &mut CommitBatch, size: u64) {
-        self.put(batch, cf::META, meta::INDEXED_SIZE, &be(size));
-    }
-
-    /// Test hook: forgets every index key and the indexer's progress, as a
-    /// crash before the indexer wrote anything would.
-    #[cfg(test)]
-    pub(crate) fn forget_indexes(&self) -> Result<()> {
-        let mut b = WriteBatch::default();
-        for name in [
-            cf::BY_CORRELATION,
-            cf::BY_AGENT,
-            cf::BY_PRINCIPAL,
-            cf::BY_TOOL,
-            cf::BY_TIME,
-        ] {
-            b.delete_range_cf(self.cf(name), [0u8].as_slice(), [0xffu8; 64].as_slice());
-        }
-        b.put_cf(self.cf(cf::META), meta::INDEXED_SIZE, be(0));
-        self.db.write(b)?;
-        Ok(())
-    }
-
     /// Tree size of the latest anchored checkpoint (0: none yet).
     pub fn anchored_size(&self) -> Result<u64> {
         match self.db.get_cf(self.cf(cf::META), meta::ANCHORED_SIZE)? {
             None => Ok(0),
             Some(v) => read_be(&v).ok_or_else(|| StoreError::Corrupt("anchored_size".into())),
         }
-    }
-
-    /// Records an anchor. Not synced: losing it only means the same
-    /// checkpoint is anchored again, which the store answers as already there.
-    pub fn set_anchored_size(&self, size: u64) -> Result<()> {
-        Ok(self
-            .db
-            .put_cf(self.cf(cf::META), meta::ANCHORED_SIZE, be(size))?)
     }
 
     pub fn entry(&self, index: u64) -> Result<Option<Vec<u8>>> {
@@ -510,6 +426,56 @@ impl Store {
             .skip_while(move |kv| matches!((kv, &skip), (Ok((k, _)), Some(s)) if k == s))
     }
 
+    /// Entries `[start, end)` in order, with their indexes; a hole is
+    /// corruption.
+    pub fn entries_range(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut out = Vec::with_capacity(end.saturating_sub(start) as usize);
+        for kv in self.scan(cf::ENTRIES, &be(start), &be(end), None, false) {
+            let (k, v) = kv?;
+            let index = read_index_key(&k)?;
+            let want = start + out.len() as u64;
+            if index != want {
+                return Err(StoreError::Corrupt(format!("entry {want} is missing")));
+            }
+            out.push((index, v.to_vec()));
+        }
+        let got = start + out.len() as u64;
+        if got < end {
+            return Err(StoreError::Corrupt(format!("entry {got} is missing")));
+        }
+        Ok(out)
+    }
+
+    /// Stored checkpoints with sizes in `[from, to]`, ascending.
+    pub fn checkpoints_between(&self, from: u64, to: u64) -> Result<Vec<(u64, String)>> {
+        self.scan(
+            cf::CHECKPOINTS,
+            &be(from),
+            &be(to.saturating_add(1)),
+            None,
+            false,
+        )
+        .map(|kv| {
+            let (k, v) = kv?;
+            let size = read_index_key(&k)?;
+            let note = String::from_utf8(v.to_vec())
+                .map_err(|_| StoreError::Corrupt(format!("checkpoint {size} is not UTF-8")))?;
+            Ok((size, note))
+        })
+        .collect()
+    }
+
+    /// Size of the first stored checkpoint at or after `size`.
+    pub fn first_checkpoint_from(&self, size: u64) -> Result<Option<u64>> {
+        match self
+            .scan(cf::CHECKPOINTS, &be(size), &[0xff; 9], None, false)
+            .next()
+        {
+            None => Ok(None),
+            Some(kv) => read_index_key(&kv?.0).map(Some),
+        }
+    }
+
     /// Stored entries of many indexes at once (None where absent).
     pub fn entries(&self, indexes: &[u64]) -> Result<Vec<Option<Vec<u8>>>> {
         let cf = self.cf(cf::ENTRIES);
@@ -548,12 +514,188 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// The write side of a log's store. The sequencer holds one (entries,
+/// payloads, tiles, dedup records, checkpoints), the indexer one (the query
+/// indexes and its progress) and the log one for its anchor record; request
+/// handlers only ever get the [`Store`], which has no write methods. Reads
+/// go through `Deref` to the store.
+pub struct StoreWriter {
+    store: Arc<Store>,
+}
+
+impl std::ops::Deref for StoreWriter {
+    type Target = Store;
+
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl StoreWriter {
+    /// A writer of `store` (see the type's note on who holds one).
+    pub(crate) fn new(store: &Arc<Store>) -> StoreWriter {
+        StoreWriter {
+            store: store.clone(),
+        }
+    }
+
+    /// Opens a store for writing (tools and tests; a running server gets
+    /// its writers from the log).
+    pub fn open(path: &Path) -> Result<StoreWriter> {
+        Ok(StoreWriter {
+            store: Arc::new(Store::open(path)?),
+        })
+    }
+
+    /// The read side, to hand out.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn new_batch(&self) -> CommitBatch {
+        CommitBatch {
+            batch: WriteBatch::default(),
+        }
+    }
+
+    /// Writes a group durably: the WAL is fsync'd before this returns.
+    pub fn commit(&self, batch: CommitBatch) -> Result<()> {
+        #[cfg(test)]
+        {
+            use std::sync::atomic::Ordering::SeqCst;
+            let injected = self
+                .fail_commits
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+            if injected.is_ok() {
+                return Err(StoreError::Injected);
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.store.db.write_opt(batch.batch, &wo)?;
+        Ok(())
+    }
+
+    pub fn put(&self, batch: &mut CommitBatch, cf_name: &str, key: &[u8], value: &[u8]) {
+        batch.batch.put_cf(self.cf(cf_name), key, value);
+    }
+
+    pub fn delete(&self, batch: &mut CommitBatch, cf_name: &str, key: &[u8]) {
+        batch.batch.delete_cf(self.cf(cf_name), key);
+    }
+
+    /// Writes the indexer's batch. Not synced: the indexes and the
+    /// indexer's progress are written together, and after a crash the
+    /// indexer redoes whatever the unsynced tail lost from the entries.
+    pub fn commit_unsynced(&self, batch: CommitBatch) -> Result<()> {
+        self.store.db.write(batch.batch)?;
+        Ok(())
+    }
+
+    /// Stages one appended entry into a commit group: its stored bytes, its
+    /// dedup record and its salted payload. With [`Store::stage_index`],
+    /// the one place that knows the key layout of all of them.
+    pub fn stage_entry(&self, batch: &mut CommitBatch, e: StagedEntry<'_>) {
+        let key = be(e.index);
+        self.put(batch, cf::ENTRIES, &key, e.bytes);
+        let record = DedupRecord {
+            index: e.index,
+            digest: Some(e.digest),
+        };
+        self.put(batch, cf::DEDUP, e.dedup_id.as_bytes(), &record.encode());
+        if let Some((salt, payload)) = e.payload {
+            let mut v = Vec::with_capacity(salt.len() + payload.len());
+            v.extend_from_slice(salt);
+            v.extend_from_slice(payload);
+            self.put(batch, cf::PAYLOADS, &key, &v);
+        }
+    }
+
+    /// Stages the five query index keys of the event of entry `index`.
+    pub fn stage_index(
+        &self,
+        batch: &mut CommitBatch,
+        index: u64,
+        event: &ledger_proto::v1::AuditEvent,
+    ) {
+        let key = be(index);
+        if let Ok(mut k) = hex::decode(&event.correlation_id) {
+            k.extend_from_slice(&key);
+            self.put(batch, cf::BY_CORRELATION, &k, &[]);
+        }
+        let by_value = [
+            (cf::BY_AGENT, &event.agent_id),
+            (cf::BY_PRINCIPAL, &event.principal),
+            (cf::BY_TOOL, &event.tool_name),
+        ];
+        for (name, value) in by_value {
+            // agent_id is required, the others optional.
+            if !value.is_empty() {
+                self.put(batch, name, &index_key(value.as_bytes(), index), &[]);
+            }
+        }
+        let mut tk = be(crate::validate::occurred_nanos(event)).to_vec();
+        tk.extend_from_slice(&key);
+        self.put(batch, cf::BY_TIME, &tk, &[]);
+    }
+
+    /// Stages the erasure of a redacted entry's payload.
+    pub fn stage_erasure(&self, batch: &mut CommitBatch, target: u64) {
+        self.delete(batch, cf::PAYLOADS, &be(target));
+    }
+
+    /// Stages a signed checkpoint of `size` entries.
+    pub fn stage_checkpoint(&self, batch: &mut CommitBatch, size: u64, note: &str) {
+        self.put(batch, cf::CHECKPOINTS, &be(size), note.as_bytes());
+    }
+
+    pub fn set_tree_size(&self, batch: &mut CommitBatch, size: u64) {
+        self.put(batch, cf::META, meta::TREE_SIZE, &be(size));
+    }
+
+    pub fn put_tile(&self, batch: &mut CommitBatch, level: u8, index: u64, hashes: &[Hash]) {
+        let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
+        self.put(batch, cf::TILES, &tile_key(level, index), &bytes);
+    }
+
+    pub fn set_indexed_size(&self, batch: &mut CommitBatch, size: u64) {
+        self.put(batch, cf::META, meta::INDEXED_SIZE, &be(size));
+    }
+
+    /// Test hook: forgets every index key and the indexer's progress, as a
+    /// crash before the indexer wrote anything would.
+    #[cfg(test)]
+    pub(crate) fn forget_indexes(&self) -> Result<()> {
+        let mut b = WriteBatch::default();
+        for name in [
+            cf::BY_CORRELATION,
+            cf::BY_AGENT,
+            cf::BY_PRINCIPAL,
+            cf::BY_TOOL,
+            cf::BY_TIME,
+        ] {
+            b.delete_range_cf(self.cf(name), [0u8].as_slice(), [0xffu8; 64].as_slice());
+        }
+        b.put_cf(self.cf(cf::META), meta::INDEXED_SIZE, be(0));
+        self.store.db.write(b)?;
+        Ok(())
+    }
+
+    /// Records an anchor. Not synced: losing it only means the same
+    /// checkpoint is anchored again, which the store answers as already there.
+    pub fn set_anchored_size(&self, size: u64) -> Result<()> {
+        Ok(self
+            .db
+            .put_cf(self.cf(cf::META), meta::ANCHORED_SIZE, be(size))?)
+    }
 
     /// Forces memtables to disk (used on clean shutdown; durability does not
     /// depend on it, the synced WAL already holds everything).
     pub fn flush(&self) -> Result<()> {
         for name in cf::ALL {
-            self.db.flush_cf(self.cf(name))?;
+            self.store.db.flush_cf(self.cf(name))?;
         }
         Ok(())
     }

@@ -561,7 +561,8 @@ async fn start_up_refuses_a_store_that_no_longer_matches_its_checkpoint() {
     server.stop();
     {
         // Rewrite the newest entry behind ledgerd's back.
-        let store = ledgerd::store::Store::open(&dir.path().join("data/logs/default/db")).unwrap();
+        let store =
+            ledgerd::store::StoreWriter::open(&dir.path().join("data/logs/default/db")).unwrap();
         let mut bytes = store.entry(19).unwrap().unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;

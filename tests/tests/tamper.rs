@@ -195,8 +195,8 @@ async fn tampering_with_the_store_rollback_and_a_forked_history_are_caught() {
     // 1. An entry's bytes changed inside RocksDB (the server's own
     //    start-up check covers only the tail and the root of its tiles).
     {
-        use ledgerd::store::{Store, be, cf};
-        let store = Store::open(&server.data_dir.join("logs/default/db")).unwrap();
+        use ledgerd::store::{StoreWriter, be, cf};
+        let store = StoreWriter::open(&server.data_dir.join("logs/default/db")).unwrap();
         let bytes = store.entry(77).unwrap().unwrap();
         let mut e = LedgerEntry::decode(bytes.as_slice()).unwrap();
         e.event.as_mut().unwrap().tool_name = "harmless.read".into();

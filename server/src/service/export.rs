@@ -5,7 +5,7 @@ use super::Logs;
 use super::proofs::{checkpoint_at, internal, open_stored};
 use super::query::{RecordOptions, range, records};
 use crate::sequencer::redaction_key;
-use crate::store::{Store, be, cf};
+use crate::store::Store;
 use ledger_proto::v1::export_server::Export;
 use ledger_proto::v1::{
     BundleHeader, ConsistencyProof, ExportChunk, ExportRequest, InclusionProof, RedactionProof,
@@ -32,39 +32,22 @@ const STEP: u64 = 4096;
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<ExportChunk, Status>> + Send>>;
 
+/// A store failure while exporting: corruption is data loss.
+fn store_status(e: crate::store::StoreError) -> Status {
+    match e {
+        crate::store::StoreError::Corrupt(m) => Status::data_loss(m),
+        other => internal(other),
+    }
+}
+
 /// Stored checkpoints with sizes in [from, to], ascending.
 fn checkpoints(store: &Store, from: u64, to: u64) -> Result<Vec<(u64, String)>, Status> {
-    let upper = be(to.saturating_add(1));
-    store
-        .scan(cf::CHECKPOINTS, &be(from), &upper, None, false)
-        .map(|kv| {
-            let (k, v) = kv.map_err(internal)?;
-            let size = u64::from_be_bytes(
-                k.as_ref()
-                    .try_into()
-                    .map_err(|_| Status::data_loss("malformed checkpoint key"))?,
-            );
-            let note = String::from_utf8(v.to_vec())
-                .map_err(|_| Status::data_loss(format!("checkpoint {size} is not UTF-8")))?;
-            Ok((size, note))
-        })
-        .collect()
+    store.checkpoints_between(from, to).map_err(store_status)
 }
 
 /// Size of the first stored checkpoint at or after `size`.
 fn checkpoints_from(store: &Store, size: u64) -> Result<Option<u64>, Status> {
-    match store
-        .scan(cf::CHECKPOINTS, &be(size), &[0xff; 9], None, false)
-        .next()
-    {
-        None => Ok(None),
-        Some(kv) => {
-            let (k, _) = kv.map_err(internal)?;
-            Ok(Some(u64::from_be_bytes(k.as_ref().try_into().map_err(
-                |_| Status::data_loss("malformed checkpoint key"),
-            )?)))
-        }
-    }
+    store.first_checkpoint_from(size).map_err(store_status)
 }
 
 /// Evidence for each payload in the bundle that a redaction entry at or

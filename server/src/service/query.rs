@@ -6,7 +6,7 @@ use super::Logs;
 use super::proofs::{blocking, checkpoint_at, internal};
 use crate::log::Log;
 use crate::query::{self, Cursor, Filter, Hit, QueryError};
-use crate::store::{CachedTiles, Store, cf};
+use crate::store::{CachedTiles, Store};
 use ledger_proto::v1::query_server::Query;
 use ledger_proto::v1::{
     EntryRecord, GetEntriesRequest, InclusionProof, ListEventsRequest, ListEventsResponse,
@@ -365,29 +365,8 @@ fn send_blocking(
 
 /// Entries [start, end) in order; a hole is data loss.
 pub fn range(store: &Store, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, Status> {
-    let lower = crate::store::be(start);
-    let upper = crate::store::be(end);
-    let mut out = Vec::with_capacity((end - start) as usize);
-    for kv in store.scan(cf::ENTRIES, &lower, &upper, None, false) {
-        let (k, v) = kv.map_err(internal)?;
-        let index = u64::from_be_bytes(
-            k.as_ref()
-                .try_into()
-                .map_err(|_| Status::data_loss("malformed entry key"))?,
-        );
-        let want = start + out.len() as u64;
-        if index != want {
-            return Err(Status::data_loss(format!(
-                "entry {want} is missing from the store"
-            )));
-        }
-        out.push((index, v.to_vec()));
-    }
-    if (out.len() as u64) != end - start {
-        return Err(Status::data_loss(format!(
-            "entry {} is missing from the store",
-            start + out.len() as u64
-        )));
-    }
-    Ok(out)
+    store.entries_range(start, end).map_err(|e| match e {
+        crate::store::StoreError::Corrupt(m) => Status::data_loss(format!("{m} from the store")),
+        other => internal(other),
+    })
 }
