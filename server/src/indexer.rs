@@ -177,7 +177,7 @@ impl Indexer {
             }
         };
         self.store.set_indexed_size(&mut batch, to);
-        self.store.commit_unsynced(batch)?;
+        self.store.commit_index(batch)?;
         Ok(to)
     }
 }

@@ -425,6 +425,7 @@ impl Log {
             Ok(Err(e)) => {
                 let (code, field) = match &e {
                     SequencerError::Conflict { .. } => (Code::AlreadyExists, "event.event_id"),
+                    SequencerError::EntryTooLarge { .. } => (Code::InvalidArgument, "event"),
                     SequencerError::Corrupt(_) => (Code::DataLoss, ""),
                     SequencerError::Storage(_)
                     | SequencerError::Randomness(_)
@@ -842,6 +843,49 @@ mod tests {
         assert_eq!(v.entry.index, a.index);
         ledger_verify::receipt::check_event(&v.entry, &event("same", 1), &r.payload_salt).unwrap();
         log.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_entry_over_the_tile_bundle_limit_is_refused_and_takes_no_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
+        log.append(Some(event("before", 0)), "t".into())
+            .await
+            .unwrap();
+        // 20 attributes of 4,000 bytes: within every attribute limit, but
+        // an entry of over 80 KB.
+        let mut big = event("big", 1);
+        for i in 0..20 {
+            big.attributes.insert(format!("k{i}"), "x".repeat(4000));
+        }
+        let err = log.append(Some(big.clone()), "t".into()).await.unwrap_err();
+        assert_eq!(
+            (err.code, err.field.as_str()),
+            (Code::InvalidArgument, "event")
+        );
+        assert!(
+            err.message.contains("65535") && err.message.contains("event.payload"),
+            "{}",
+            err.message
+        );
+        // The same content as a payload is fine (a payload has no such limit).
+        let mut as_payload = event("big-payload", 1);
+        as_payload.payload = "x".repeat(80_000).into_bytes();
+        let ack = log.append(Some(as_payload), "t".into()).await.unwrap();
+        assert_eq!(ack.index, 1, "the refused event took no index");
+        // Refused in a group with others, it does not disturb them.
+        let a = log.submit(Some(event("g-1", 2)), "t".into()).unwrap();
+        let b = log.submit(Some(big), "t".into()).unwrap();
+        let c = log.submit(Some(event("g-2", 3)), "t".into()).unwrap();
+        assert_eq!(Log::await_ack(a).await.unwrap().index, 2);
+        assert_eq!(
+            Log::await_ack(b).await.unwrap_err().code,
+            Code::InvalidArgument
+        );
+        assert_eq!(Log::await_ack(c).await.unwrap().index, 3);
+        log.shutdown().await;
+        drop(log);
+        Log::open(settings(dir.path()), Metrics::new()).unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,6 +46,10 @@ pub struct AppendJob {
     pub digest: Hash,
 }
 
+/// Largest encoded `LedgerEntry` a log holds: C2SP tlog-tiles entry bundles
+/// prefix each entry with a big-endian u16 length.
+pub const MAX_ENTRY_BYTES: usize = 65_535;
+
 /// The digest of a request to append `event` (see [`AppendJob::digest`]).
 pub fn event_digest(event: &AuditEvent) -> Hash {
     ledger_verify::hash::sha256(&[&prost::Message::encode_to_vec(event)])
@@ -105,6 +109,11 @@ pub enum SequencerError {
     Randomness(String),
     #[error("signing the checkpoint failed, nothing from this group was written: {0}")]
     Signing(String),
+    /// The event's entry would not fit a tile's entry bundle.
+    #[error(
+        "event: its stored entry would encode to {size} bytes, over the {MAX_ENTRY_BYTES} a log entry may hold (C2SP tlog-tiles entry bundles prefix each entry with a 16-bit length); move large content (tool arguments, results, prompts) into event.payload, which has no such limit"
+    )]
+    EntryTooLarge { size: usize },
     /// The event id is taken by a different event.
     #[error(
         "event_id {event_id} is already used by entry {index} for a different event (the digest of the event as received differs); a retry must resend the same event, a new event needs a new event_id"
@@ -752,6 +761,12 @@ impl Sequencer {
                 event: Some(event),
                 redaction: None,
             };
+            let size = prost::Message::encoded_len(&entry);
+            if size > MAX_ENTRY_BYTES {
+                g.replies
+                    .push((reply, Err(SequencerError::EntryTooLarge { size })));
+                return;
+            }
             let staged = (!payload.is_empty()).then_some((&salt[..], &payload[..]));
             let leaf = self.push_entry(batch, &entry, &event_id, digest, staged);
             if let Some(event) = entry.event {

@@ -38,19 +38,10 @@ pub mod cf {
     /// Small named values: see `meta`.
     pub const META: &str = "meta";
 
-    pub const ALL: [&str; 11] = [
-        ENTRIES,
-        PAYLOADS,
-        TILES,
-        BY_CORRELATION,
-        BY_AGENT,
-        BY_PRINCIPAL,
-        BY_TOOL,
-        BY_TIME,
-        DEDUP,
-        CHECKPOINTS,
-        META,
-    ];
+    /// The record database's column families.
+    pub const RECORD: [&str; 6] = [ENTRIES, PAYLOADS, TILES, DEDUP, CHECKPOINTS, META];
+    /// The index database's (with its own META for the indexer's progress).
+    pub const INDEXES: [&str; 5] = [BY_CORRELATION, BY_AGENT, BY_PRINCIPAL, BY_TOOL, BY_TIME];
 }
 
 /// Keys in the `meta` column family.
@@ -59,9 +50,9 @@ mod meta {
     pub const TREE_SIZE: &[u8] = b"tree_size";
     /// Tree size of the latest checkpoint written to the anchor store.
     pub const ANCHORED_SIZE: &[u8] = b"anchored_size";
-    /// Entries the indexer has indexed (u64 BE). Absent in a store written
-    /// before the indexer existed, whose indexes were written with the
-    /// entries: there everything committed is indexed.
+    /// Entries the indexer has indexed (u64 BE), in the index database's
+    /// meta column. Absent: none (a new store, or one from before the index
+    /// database existed, which is indexed again from its entries).
     pub const INDEXED_SIZE: &[u8] = b"indexed_size";
 }
 
@@ -209,9 +200,34 @@ pub struct StagedEntry<'a> {
     pub payload: Option<(&'a [u8], &'a [u8])>,
 }
 
-/// One log's RocksDB database.
+/// Opens (creating if needed) the index database: the five index columns
+/// and a meta column, flushed atomically (its writes have no WAL).
+fn open_index(path: &Path, env: &rocksdb::Env) -> Result<DB> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_atomic_flush(true);
+    opts.set_max_background_jobs(2);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    opts.set_env(env);
+    let descriptors = cf::INDEXES.iter().chain([&cf::META]).map(|name| {
+        let mut o = Options::default();
+        o.set_write_buffer_size(16 << 20);
+        o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        ColumnFamilyDescriptor::new(*name, o)
+    });
+    Ok(DB::open_cf_descriptors(&opts, path, descriptors)?)
+}
+
+/// One log's RocksDB databases: the record (entries, payloads, tiles,
+/// dedup, checkpoints, meta) in `<dir>/db`, and the five query indexes with
+/// the indexer's progress in `<dir>/index`. The index database is written
+/// without a WAL (and flushed atomically): it can always be rebuilt from
+/// the entries, and its writes never queue behind, or in front of, the
+/// sequencer's synced commits.
 pub struct Store {
     db: DB,
+    index: DB,
     /// Test hook: this many commits fail before writing anything, as a
     /// full disk or an I/O error would.
     #[cfg(test)]
@@ -224,7 +240,8 @@ pub struct CommitBatch {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the record database at `path` and the
+    /// index database beside it (`../index`).
     pub fn open(path: &Path) -> Result<Store> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -244,7 +261,20 @@ impl Store {
         env.lower_thread_pool_io_priority();
         opts.set_env(&env);
 
-        let descriptors = cf::ALL.iter().map(|name| {
+        // Stores from before the index database keep their old index
+        // columns here; they are opened (RocksDB requires it) and unused.
+        let existing = DB::list_cf(&opts, path).unwrap_or_default();
+        let names: Vec<String> = cf::RECORD
+            .iter()
+            .map(|n| n.to_string())
+            .chain(
+                existing
+                    .into_iter()
+                    .filter(|n| n != "default" && !cf::RECORD.contains(&n.as_str())),
+            )
+            .collect();
+        let descriptors = names.iter().map(|name| {
+            let name = &name.as_str();
             let mut o = Options::default();
             o.set_write_buffer_size(if *name == cf::ENTRIES || *name == cf::PAYLOADS {
                 64 << 20
@@ -266,30 +296,36 @@ impl Store {
             ColumnFamilyDescriptor::new(*name, o)
         });
         let db = DB::open_cf_descriptors(&opts, path, descriptors)?;
-        let store = Store {
+        let index = open_index(&path.with_file_name("index"), &env)?;
+        Ok(Store {
             db,
+            index,
             #[cfg(test)]
             fail_commits: Default::default(),
-        };
-        let meta = store.cf(cf::META);
-        if store.db.get_cf(meta, meta::TREE_SIZE)?.is_none()
-            && store.db.get_cf(meta, meta::INDEXED_SIZE)?.is_none()
-        {
-            // A new store: the indexer starts at zero (an absent key means
-            // a store from before the indexer, indexed with its entries).
-            let mut wo = WriteOptions::default();
-            wo.set_sync(true);
-            let mut b = WriteBatch::default();
-            b.put_cf(meta, meta::INDEXED_SIZE, be(0));
-            store.db.write_opt(b, &wo)?;
+        })
+    }
+
+    /// The database a column family lives in.
+    fn db_of(&self, name: &str) -> &DB {
+        if cf::INDEXES.contains(&name) {
+            &self.index
+        } else {
+            &self.db
         }
-        Ok(store)
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        // Every name in cf::ALL is created at open.
-        self.db
+        // Every name in cf::RECORD is created at open, the indexes in the
+        // index database.
+        self.db_of(name)
             .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    /// The index database's meta column (the indexer's progress).
+    fn index_meta(&self) -> &rocksdb::ColumnFamily {
+        self.index
+            .cf_handle(cf::META)
             .expect("column family created at open")
     }
 
@@ -305,8 +341,8 @@ impl Store {
 
     /// Entries indexed so far (see `meta::INDEXED_SIZE`).
     pub fn indexed_size(&self) -> Result<u64> {
-        match self.db.get_cf(self.cf(cf::META), meta::INDEXED_SIZE)? {
-            None => self.tree_size(),
+        match self.index.get_cf(self.index_meta(), meta::INDEXED_SIZE)? {
+            None => Ok(0),
             Some(v) => read_be(&v).ok_or_else(|| StoreError::Corrupt("indexed_size".into())),
         }
     }
@@ -419,7 +455,7 @@ impl Store {
             (Some(k), true) => IteratorMode::From(k, Direction::Reverse),
         };
         let skip: Option<Box<[u8]>> = after.map(Into::into);
-        self.db
+        self.db_of(cf_name)
             .iterator_cf_opt(self.cf(cf_name), ro, mode)
             .map(|kv| kv.map_err(StoreError::from))
             // `From` lands on `after` itself when it exists: skip it.
@@ -497,7 +533,7 @@ impl Store {
     ) -> Result<Vec<u64>> {
         let mut from = prefix.to_vec();
         from.extend_from_slice(&be(start));
-        let it = self.db.iterator_cf(
+        let it = self.db_of(cf_name).iterator_cf(
             self.cf(cf_name),
             IteratorMode::From(&from, Direction::Forward),
         );
@@ -586,11 +622,14 @@ impl StoreWriter {
         batch.batch.delete_cf(self.cf(cf_name), key);
     }
 
-    /// Writes the indexer's batch. Not synced: the indexes and the
-    /// indexer's progress are written together, and after a crash the
-    /// indexer redoes whatever the unsynced tail lost from the entries.
-    pub fn commit_unsynced(&self, batch: CommitBatch) -> Result<()> {
-        self.store.db.write(batch.batch)?;
+    /// Writes the indexer's batch to the index database, without a WAL:
+    /// the indexes and the indexer's progress are written together and
+    /// flushed atomically, so after a crash the progress is never ahead of
+    /// the indexes, and the indexer redoes what was lost from the entries.
+    pub fn commit_index(&self, batch: CommitBatch) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.store.index.write_opt(batch.batch, &wo)?;
         Ok(())
     }
 
@@ -661,7 +700,9 @@ impl StoreWriter {
     }
 
     pub fn set_indexed_size(&self, batch: &mut CommitBatch, size: u64) {
-        self.put(batch, cf::META, meta::INDEXED_SIZE, &be(size));
+        batch
+            .batch
+            .put_cf(self.index_meta(), meta::INDEXED_SIZE, be(size));
     }
 
     /// Test hook: forgets every index key and the indexer's progress, as a
@@ -678,8 +719,8 @@ impl StoreWriter {
         ] {
             b.delete_range_cf(self.cf(name), [0u8].as_slice(), [0xffu8; 64].as_slice());
         }
-        b.put_cf(self.cf(cf::META), meta::INDEXED_SIZE, be(0));
-        self.store.db.write(b)?;
+        b.put_cf(self.index_meta(), meta::INDEXED_SIZE, be(0));
+        self.store.index.write(b)?;
         Ok(())
     }
 
@@ -694,9 +735,17 @@ impl StoreWriter {
     /// Forces memtables to disk (used on clean shutdown; durability does not
     /// depend on it, the synced WAL already holds everything).
     pub fn flush(&self) -> Result<()> {
-        for name in cf::ALL {
+        for name in cf::RECORD {
             self.store.db.flush_cf(self.cf(name))?;
         }
+        // The index database has no WAL for the indexer's writes: flushing
+        // keeps them (otherwise the next start indexes them again).
+        let mut handles: Vec<&rocksdb::ColumnFamily> =
+            cf::INDEXES.iter().map(|n| self.cf(n)).collect();
+        handles.push(self.index_meta());
+        self.store
+            .index
+            .flush_cfs_opt(&handles, &rocksdb::FlushOptions::default())?;
         Ok(())
     }
 }

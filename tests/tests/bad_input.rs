@@ -300,6 +300,60 @@ async fn a_reused_event_id_with_other_content_is_already_exists() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_entry_exceeds_65535_bytes_is_invalid_and_says_use_the_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut ingest = server.endpoint.ingest().await;
+    let req = |e: AuditEvent| AppendRequest {
+        log: String::new(),
+        event: Some(e),
+        receipt: false,
+    };
+    // Every attribute within its own limits; the entry around them is not.
+    let mut big = event("too-big", 1);
+    for i in 0..20 {
+        big.attributes.insert(format!("k{i}"), "v".repeat(4000));
+    }
+    let s = ingest.append(req(big.clone())).await.unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(
+        s.message().starts_with("event:")
+            && s.message().contains("65535")
+            && s.message().contains("event.payload"),
+        "{s:?}"
+    );
+    // On a stream it is a rejection in place, naming the field.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(req(big)).await.unwrap();
+    tx.send(req(event("fine", 2))).await.unwrap();
+    drop(tx);
+    let mut out = ingest
+        .append_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    match out.message().await.unwrap().unwrap().result.unwrap() {
+        append_response::Result::Rejection(r) => {
+            assert_eq!(
+                (r.code, r.field.as_str()),
+                (Code::InvalidArgument as i32, "event")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let ack = match out.message().await.unwrap().unwrap().result.unwrap() {
+        append_response::Result::Ack(a) => a,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ack.index, 0, "the refused event took no index");
+    // The same content as a payload is accepted.
+    let mut as_payload = event("as-payload", 3);
+    as_payload.payload = vec![b'v'; 80_000];
+    let ack = ingest.append(req(as_payload)).await.unwrap().into_inner();
+    assert_eq!(ack.index, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_validate_like_ingest() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
