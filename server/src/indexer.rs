@@ -91,7 +91,15 @@ impl Indexer {
         metrics: Arc<Metrics>,
         log_label: &str,
     ) -> Result<(Indexer, watch::Receiver<u64>), StoreError> {
-        let start = store.indexed_size()?;
+        let mut start = store.indexed_size()?;
+        let committed_size = *committed.borrow();
+        if start > committed_size {
+            // Indexes of a longer history than the record holds (a record
+            // restored from an older copy beside newer indexes): rebuild.
+            tracing::warn!(log = %log_label, indexed = start, size = committed_size, "the indexes are ahead of the log; rebuilding them from the entries");
+            store.forget_indexes()?;
+            start = 0;
+        }
         let (indexed_tx, indexed_rx) = watch::channel(start);
         Ok((
             Indexer {
@@ -122,6 +130,9 @@ impl Indexer {
             if waiter.block_on(self.committed.changed()).is_err() {
                 let target = *self.committed.borrow();
                 self.catch_up(target);
+                if let Err(e) = self.store.flush_index() {
+                    tracing::warn!(log = %self.log_label, error = %e, "flushing the indexes on shutdown failed; the next start rebuilds what was lost");
+                }
                 return;
             }
         }

@@ -725,6 +725,49 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn indexes_ahead_of_the_record_are_rebuilt() {
+        use crate::query::{Filter, list};
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
+            for i in 0..10 {
+                log.append(Some(event(&format!("a-{i}"), i)), "t".into())
+                    .await
+                    .unwrap();
+            }
+            log.shutdown().await;
+        }
+        {
+            // As if the record were restored from an older copy beside
+            // indexes of a longer history.
+            let w = StoreWriter::open(&dir.path().join("log/db")).unwrap();
+            let mut b = w.new_batch();
+            w.set_indexed_size(&mut b, 50);
+            w.commit_index(b).unwrap();
+            w.flush().unwrap();
+        }
+        let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
+        log.append(Some(event("a-10", 10)), "t".into())
+            .await
+            .unwrap();
+        log.indexed_through(11).await.unwrap();
+        assert_eq!(log.store.indexed_size().unwrap(), 11);
+        let f = Filter::from_proto(Some(&ledger_proto::v1::EventFilter {
+            agent_id: "agent-7".into(),
+            ..Default::default()
+        }))
+        .unwrap();
+        let got: Vec<u64> = list(&log.store, &f, 11, None, false, 100)
+            .unwrap()
+            .hits
+            .iter()
+            .map(|h| h.index)
+            .collect();
+        assert_eq!(got, (0..11).collect::<Vec<_>>());
+        log.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_indexer_catches_up_after_a_crash() {
         use crate::query::{Filter, list};
         let dir = tempfile::tempdir().unwrap();

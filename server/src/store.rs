@@ -705,10 +705,10 @@ impl StoreWriter {
             .put_cf(self.index_meta(), meta::INDEXED_SIZE, be(size));
     }
 
-    /// Test hook: forgets every index key and the indexer's progress, as a
-    /// crash before the indexer wrote anything would.
-    #[cfg(test)]
-    pub(crate) fn forget_indexes(&self) -> Result<()> {
+    /// Forgets every index key and the indexer's progress (the indexes are
+    /// then rebuilt from the entries). Also the test hook for a crash before
+    /// the indexer wrote anything.
+    pub fn forget_indexes(&self) -> Result<()> {
         let mut b = WriteBatch::default();
         for name in [
             cf::BY_CORRELATION,
@@ -738,8 +738,13 @@ impl StoreWriter {
         for name in cf::RECORD {
             self.store.db.flush_cf(self.cf(name))?;
         }
-        // The index database has no WAL for the indexer's writes: flushing
-        // keeps them (otherwise the next start indexes them again).
+        self.flush_index()
+    }
+
+    /// Forces the index database's memtables to disk: it has no WAL for the
+    /// indexer's writes, so this keeps them (otherwise the next start indexes
+    /// them again).
+    pub fn flush_index(&self) -> Result<()> {
         let mut handles: Vec<&rocksdb::ColumnFamily> =
             cf::INDEXES.iter().map(|n| self.cf(n)).collect();
         handles.push(self.index_meta());
