@@ -367,6 +367,10 @@ fn print_ack(ack: &ledger_client::AppendAck, json: bool) {
                 "index": ack.index,
                 "leaf_hash": hex::encode(&ack.leaf_hash),
                 "duplicate": ack.duplicate,
+                // Seconds since the epoch, like record timestamps.
+                "integrated_at": ack.integrated_at.map(|t| t.seconds as f64 + t.nanos as f64 / 1e9),
+                "checkpoint_size": ack.checkpoint_size,
+                "checkpoint_due": ack.checkpoint_due.map(|t| t.seconds as f64 + t.nanos as f64 / 1e9),
             })
         );
     } else {
@@ -375,7 +379,12 @@ fn print_ack(ack: &ledger_client::AppendAck, json: bool) {
         } else {
             ""
         };
-        println!("{} → entry {}{dup}", ack.event_id, ack.index);
+        let signed = if ack.checkpoint_size > 0 {
+            format!(", signed in checkpoint {}", ack.checkpoint_size)
+        } else {
+            ", durable; signature due within the checkpoint interval".to_string()
+        };
+        println!("{} → entry {}{dup}{signed}", ack.event_id, ack.index);
     }
 }
 

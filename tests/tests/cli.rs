@@ -104,6 +104,15 @@ fn append_checkpoint_proof_and_consistency_from_the_command_line() {
     assert_eq!(acks[0]["duplicate"], true);
     assert_eq!(acks[1]["index"], 2);
     assert_eq!(acks[2]["index"], 3);
+    // Each ack says which checkpoint covers it, or by when one will.
+    for a in &acks {
+        let size = a["checkpoint_size"].as_u64().unwrap();
+        let due = a["checkpoint_due"].as_f64();
+        assert!(
+            (size > a["index"].as_u64().unwrap() && due.is_none()) || (size == 0 && due.is_some()),
+            "{a}"
+        );
+    }
 
     // A bad line names the line and the field; the good line before it landed.
     let bad = concat!(
