@@ -239,12 +239,17 @@ impl FilterArgs {
 }
 
 /// A record as JSON: the event, where it sits, and what was checked.
+/// A timestamp as `--json` prints it: seconds since the epoch.
+fn epoch_seconds(t: prost_types::Timestamp) -> f64 {
+    t.seconds as f64 + t.nanos as f64 / 1e9
+}
+
 fn record_json(r: &Record) -> serde_json::Value {
     let mut v = serde_json::json!({
         "index": r.index,
         "leaf_hash": r.leaf_hash.to_hex(),
         "writer": r.entry.writer,
-        "integrated_at": r.entry.integrated_at.map(|t| t.seconds as f64 + t.nanos as f64 / 1e9),
+        "integrated_at": r.entry.integrated_at.map(epoch_seconds),
         "payload_redacted": r.payload_redacted,
         "proved": r.proved,
     });
@@ -368,9 +373,9 @@ fn print_ack(ack: &ledger_client::AppendAck, json: bool) {
                 "leaf_hash": hex::encode(&ack.leaf_hash),
                 "duplicate": ack.duplicate,
                 // Seconds since the epoch, like record timestamps.
-                "integrated_at": ack.integrated_at.map(|t| t.seconds as f64 + t.nanos as f64 / 1e9),
+                "integrated_at": ack.integrated_at.map(epoch_seconds),
                 "checkpoint_size": ack.checkpoint_size,
-                "checkpoint_due": ack.checkpoint_due.map(|t| t.seconds as f64 + t.nanos as f64 / 1e9),
+                "checkpoint_due": ack.checkpoint_due.map(epoch_seconds),
             })
         );
     } else {

@@ -160,13 +160,7 @@ struct Group {
 }
 
 fn now_timestamp() -> prost_types::Timestamp {
-    let since_epoch = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    prost_types::Timestamp {
-        seconds: since_epoch.as_secs() as i64,
-        nanos: since_epoch.subsec_nanos() as i32,
-    }
+    SystemTime::now().into()
 }
 
 /// The in-memory right edge of the tree and of its tiles.
@@ -239,9 +233,10 @@ impl Check {
 /// entries acked after it were not signed yet when the server stopped).
 fn check_last_checkpoint(
     store: &Store,
-    size: u64,
+    range: &CompactRange,
     verifier: &ledger_verify::NoteVerifier,
 ) -> Result<Option<Arc<SignedCheckpoint>>, Check> {
+    let size = range.size();
     let Some((cp_size, note)) = store.latest_checkpoint()? else {
         return if size == 0 {
             Ok(None)
@@ -260,9 +255,17 @@ fn check_last_checkpoint(
             cp.size
         )));
     }
-    let root = CompactRange::from_source(store, cp_size)
-        .map_err(|e| Check::Mismatch(format!("cannot rebuild the tree of {cp_size} entries: {e}")))?
-        .root();
+    // The whole tree's root when nothing is unsigned (the common case),
+    // else the root rebuilt at the checkpoint's size.
+    let root = if cp_size == size {
+        range.root()
+    } else {
+        CompactRange::from_source(store, cp_size)
+            .map_err(|e| {
+                Check::Mismatch(format!("cannot rebuild the tree of {cp_size} entries: {e}"))
+            })?
+            .root()
+    };
     if cp.root != root {
         return Err(Check::Mismatch(format!(
             "root of the stored tree at {cp_size} is {root}, checkpoint {cp_size} says {}",
@@ -383,7 +386,7 @@ impl Sequencer {
         let size = store.tree_size()?;
         let range = CompactRange::from_source(&*store, size)
             .map_err(|e| mismatch(format!("cannot rebuild the tree of {size} entries: {e}")))?;
-        let published = check_last_checkpoint(&store, size, &signer.verifier())
+        let published = check_last_checkpoint(&store, &range, &signer.verifier())
             .map_err(|e| e.into_recovery(origin))?;
         let signed_size = published.as_ref().map_or(0, |c| c.checkpoint.size);
         let prev_leaf =
@@ -574,15 +577,8 @@ impl Sequencer {
             ack.checkpoint_due = None;
         } else if let Some(due) = self.signature_due() {
             let wait = due.saturating_duration_since(Instant::now());
-            let at = SystemTime::now() + wait;
-            let since = at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default();
             ack.checkpoint_size = 0;
-            ack.checkpoint_due = Some(prost_types::Timestamp {
-                seconds: since.as_secs() as i64,
-                nanos: since.subsec_nanos() as i32,
-            });
+            ack.checkpoint_due = Some((SystemTime::now() + wait).into());
         }
     }
 

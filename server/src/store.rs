@@ -471,13 +471,17 @@ impl Store {
             let index = read_index_key(&k)?;
             let want = start + out.len() as u64;
             if index != want {
-                return Err(StoreError::Corrupt(format!("entry {want} is missing")));
+                return Err(StoreError::Corrupt(format!(
+                    "entry {want} is missing from the store"
+                )));
             }
             out.push((index, v.to_vec()));
         }
         let got = start + out.len() as u64;
         if got < end {
-            return Err(StoreError::Corrupt(format!("entry {got} is missing")));
+            return Err(StoreError::Corrupt(format!(
+                "entry {got} is missing from the store"
+            )));
         }
         Ok(out)
     }
@@ -710,13 +714,7 @@ impl StoreWriter {
     /// the indexer wrote anything.
     pub fn forget_indexes(&self) -> Result<()> {
         let mut b = WriteBatch::default();
-        for name in [
-            cf::BY_CORRELATION,
-            cf::BY_AGENT,
-            cf::BY_PRINCIPAL,
-            cf::BY_TOOL,
-            cf::BY_TIME,
-        ] {
+        for name in cf::INDEXES {
             b.delete_range_cf(self.cf(name), [0u8].as_slice(), [0xffu8; 64].as_slice());
         }
         b.put_cf(self.index_meta(), meta::INDEXED_SIZE, be(0));

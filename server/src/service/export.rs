@@ -2,7 +2,7 @@
 //! of a range of a log, for offline audit.
 
 use super::Logs;
-use super::proofs::{checkpoint_at, internal, open_stored};
+use super::proofs::{checkpoint_at, internal, open_stored, store_status};
 use super::query::{RecordOptions, range, records};
 use crate::sequencer::redaction_key;
 use crate::store::Store;
@@ -31,14 +31,6 @@ const CHUNK: usize = 1 << 20;
 const STEP: u64 = 4096;
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<ExportChunk, Status>> + Send>>;
-
-/// A store failure while exporting: corruption is data loss.
-fn store_status(e: crate::store::StoreError) -> Status {
-    match e {
-        crate::store::StoreError::Corrupt(m) => Status::data_loss(m),
-        other => internal(other),
-    }
-}
 
 /// Stored checkpoints with sizes in [from, to], ascending.
 fn checkpoints(store: &Store, from: u64, to: u64) -> Result<Vec<(u64, String)>, Status> {

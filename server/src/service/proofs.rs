@@ -122,6 +122,14 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
+/// A store failure as a status: what the store finds corrupt is data loss.
+pub(crate) fn store_status(e: crate::store::StoreError) -> Status {
+    match e {
+        crate::store::StoreError::Corrupt(m) => Status::data_loss(m),
+        other => internal(other),
+    }
+}
+
 /// Runs store reads off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,

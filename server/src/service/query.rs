@@ -3,7 +3,7 @@
 //! the sequencer; every result is bounded by a signed checkpoint.
 
 use super::Logs;
-use super::proofs::{blocking, checkpoint_at, internal};
+use super::proofs::{blocking, checkpoint_at, internal, store_status};
 use crate::log::Log;
 use crate::query::{self, Cursor, Filter, Hit, QueryError};
 use crate::store::{CachedTiles, Store};
@@ -365,8 +365,5 @@ fn send_blocking(
 
 /// Entries [start, end) in order; a hole is data loss.
 pub fn range(store: &Store, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, Status> {
-    store.entries_range(start, end).map_err(|e| match e {
-        crate::store::StoreError::Corrupt(m) => Status::data_loss(format!("{m} from the store")),
-        other => internal(other),
-    })
+    store.entries_range(start, end).map_err(store_status)
 }
