@@ -561,6 +561,49 @@ mod tests {
         }
     }
 
+    /// Appends the events `<prefix>-<i>` for each i in `range`.
+    async fn append_all(log: &Log, prefix: &str, range: std::ops::Range<u64>) {
+        for i in range {
+            log.append(Some(event(&format!("{prefix}-{i}"), i)), "t".into())
+                .await
+                .unwrap();
+        }
+    }
+
+    /// A log on `settings` that held `n` events and was stopped.
+    async fn filled(settings: LogSettings, prefix: &str, n: u64) {
+        let log = Log::open(settings, Metrics::new()).unwrap();
+        append_all(&log, prefix, 0..n).await;
+        log.shutdown().await;
+    }
+
+    /// Stored entry `index` re-encoded with another writer: still a
+    /// well-formed entry, no longer the one that was hashed.
+    fn rewritten(store: &Store, index: u64) -> Vec<u8> {
+        let bytes = store.entry(index).unwrap().unwrap();
+        let mut e = ledger_verify::entry::decode_entry(&bytes).unwrap();
+        e.writer = "someone else".into();
+        prost::Message::encode_to_vec(&e)
+    }
+
+    /// The entries below `snapshot` that a query by `filter` finds.
+    fn found(store: &Store, filter: ledger_proto::v1::EventFilter, snapshot: u64) -> Vec<u64> {
+        let f = crate::query::Filter::from_proto(Some(&filter)).unwrap();
+        crate::query::list(store, &f, snapshot, None, false, 100)
+            .unwrap()
+            .hits
+            .iter()
+            .map(|h| h.index)
+            .collect()
+    }
+
+    fn by_agent() -> ledger_proto::v1::EventFilter {
+        ledger_proto::v1::EventFilter {
+            agent_id: "agent-7".into(),
+            ..Default::default()
+        }
+    }
+
     fn stored_checkpoints(store: &Store) -> Vec<u64> {
         store
             .scan(crate::store::cf::CHECKPOINTS, &[], &[0xff; 9], None, false)
@@ -652,26 +695,16 @@ mod tests {
             (
                 "an unsigned entry rewritten",
                 Some(|store| {
-                    let bytes = store.entry(3).unwrap().unwrap();
-                    let mut e = ledger_verify::entry::decode_entry(&bytes).unwrap();
-                    e.writer = "someone else".into();
+                    let bytes = rewritten(store, 3);
                     let mut batch = store.new_batch();
-                    store.put(
-                        &mut batch,
-                        cf::ENTRIES,
-                        &be(3),
-                        &prost::Message::encode_to_vec(&e),
-                    );
+                    store.put(&mut batch, cf::ENTRIES, &be(3), &bytes);
                     store.commit(batch).unwrap();
                 }),
             ),
             (
                 "an unsigned entry and its leaf rewritten",
                 Some(|store| {
-                    let bytes = store.entry(2).unwrap().unwrap();
-                    let mut e = ledger_verify::entry::decode_entry(&bytes).unwrap();
-                    e.writer = "someone else".into();
-                    let bytes = prost::Message::encode_to_vec(&e);
+                    let bytes = rewritten(store, 2);
                     let mut row = store.tile(0, 0).unwrap();
                     row[2] = ledger_verify::leaf_hash(&bytes);
                     let mut batch = store.new_batch();
@@ -683,15 +716,7 @@ mod tests {
         ];
         for (case, tamper) in cases {
             let dir = tempfile::tempdir().unwrap();
-            {
-                let log = Log::open(thinned(dir.path()), Metrics::new()).unwrap();
-                for i in 0..5 {
-                    log.append(Some(event(&format!("u-{i}"), i)), "t".into())
-                        .await
-                        .unwrap();
-                }
-                log.shutdown().await;
-            }
+            filled(thinned(dir.path()), "u", 5).await;
             {
                 // As a crash would leave it: entries 1..5 acked, unsigned.
                 let store = StoreWriter::open(&dir.path().join("log/db")).unwrap();
@@ -726,17 +751,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn indexes_ahead_of_the_record_are_rebuilt() {
-        use crate::query::{Filter, list};
         let dir = tempfile::tempdir().unwrap();
-        {
-            let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
-            for i in 0..10 {
-                log.append(Some(event(&format!("a-{i}"), i)), "t".into())
-                    .await
-                    .unwrap();
-            }
-            log.shutdown().await;
-        }
+        filled(settings(dir.path()), "a", 10).await;
         {
             // As if the record were restored from an older copy beside
             // indexes of a longer history.
@@ -752,34 +768,17 @@ mod tests {
             .unwrap();
         log.indexed_through(11).await.unwrap();
         assert_eq!(log.store.indexed_size().unwrap(), 11);
-        let f = Filter::from_proto(Some(&ledger_proto::v1::EventFilter {
-            agent_id: "agent-7".into(),
-            ..Default::default()
-        }))
-        .unwrap();
-        let got: Vec<u64> = list(&log.store, &f, 11, None, false, 100)
-            .unwrap()
-            .hits
-            .iter()
-            .map(|h| h.index)
-            .collect();
-        assert_eq!(got, (0..11).collect::<Vec<_>>());
+        assert_eq!(
+            found(&log.store, by_agent(), 11),
+            (0..11).collect::<Vec<_>>()
+        );
         log.shutdown().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_indexer_catches_up_after_a_crash() {
-        use crate::query::{Filter, list};
         let dir = tempfile::tempdir().unwrap();
-        {
-            let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
-            for i in 0..30 {
-                log.append(Some(event(&format!("x-{i}"), i)), "t".into())
-                    .await
-                    .unwrap();
-            }
-            log.shutdown().await;
-        }
+        filled(settings(dir.path()), "x", 30).await;
         // As if the server died before the indexer wrote anything.
         StoreWriter::open(&dir.path().join("log/db"))
             .unwrap()
@@ -788,26 +787,13 @@ mod tests {
         {
             let store = Store::open(&dir.path().join("log/db")).unwrap();
             assert_eq!(store.indexed_size().unwrap(), 0);
-            let by_agent = Filter::from_proto(Some(&ledger_proto::v1::EventFilter {
-                agent_id: "agent-7".into(),
-                ..Default::default()
-            }))
-            .unwrap();
-            assert!(
-                list(&store, &by_agent, 30, None, false, 100)
-                    .unwrap()
-                    .hits
-                    .is_empty()
-            );
+            assert!(found(&store, by_agent(), 30).is_empty());
         }
         let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
         log.indexed_through(30).await.unwrap();
         assert_eq!(log.store.indexed_size().unwrap(), 30);
         for filter in [
-            ledger_proto::v1::EventFilter {
-                agent_id: "agent-7".into(),
-                ..Default::default()
-            },
+            by_agent(),
             ledger_proto::v1::EventFilter {
                 tool_name: "sql.execute".into(),
                 ..Default::default()
@@ -817,9 +803,7 @@ mod tests {
                 ..Default::default()
             },
         ] {
-            let f = Filter::from_proto(Some(&filter)).unwrap();
-            let page = list(&log.store, &f, 30, None, false, 100).unwrap();
-            let got: Vec<u64> = page.hits.iter().map(|h| h.index).collect();
+            let got = found(&log.store, filter.clone(), 30);
             assert_eq!(got, (0..30).collect::<Vec<_>>(), "{filter:?}");
         }
         // And it follows new entries.
@@ -937,11 +921,8 @@ mod tests {
         type Tamper = fn(&StoreWriter);
         let cases: [(&str, Tamper); 3] = [
             ("the last entry rewritten", |store| {
-                let bytes = store.entry(9).unwrap().unwrap();
-                let mut e = ledger_verify::entry::decode_entry(&bytes).unwrap();
-                e.writer = "someone else".into();
+                let bytes = rewritten(store, 9);
                 let mut batch = store.new_batch();
-                let bytes = prost::Message::encode_to_vec(&e);
                 store.put(&mut batch, cf::ENTRIES, &be(9), &bytes);
                 store.commit(batch).unwrap();
             }),
@@ -961,15 +942,7 @@ mod tests {
         ];
         for (case, tamper) in cases {
             let dir = tempfile::tempdir().unwrap();
-            {
-                let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
-                for i in 0..10 {
-                    log.append(Some(event(&format!("e-{i}"), i)), "t".into())
-                        .await
-                        .unwrap();
-                }
-                log.shutdown().await;
-            }
+            filled(settings(dir.path()), "e", 10).await;
             tamper(&StoreWriter::open(&dir.path().join("log/db")).unwrap());
             let err = Log::open(settings(dir.path()), Metrics::new())
                 .err()
@@ -985,11 +958,7 @@ mod tests {
     async fn a_failed_commit_acks_nothing_and_rolls_the_tree_edge_back() {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
-        for i in 0..3 {
-            log.append(Some(event(&format!("ok-{i}"), i)), "t".into())
-                .await
-                .unwrap();
-        }
+        append_all(&log, "ok", 0..3).await;
         log.store
             .fail_commits
             .store(1, std::sync::atomic::Ordering::SeqCst);
@@ -1029,16 +998,8 @@ mod tests {
         use crate::query::{Filter, list};
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
-        for i in 0..25 {
-            log.append(Some(event(&format!("p-{i}"), i)), "t".into())
-                .await
-                .unwrap();
-        }
-        let by_agent = Filter::from_proto(Some(&ledger_proto::v1::EventFilter {
-            agent_id: "agent-7".into(),
-            ..Default::default()
-        }))
-        .unwrap();
+        append_all(&log, "p", 0..25).await;
+        let by_agent = Filter::from_proto(Some(&by_agent())).unwrap();
         log.indexed_through(25).await.unwrap();
         let mut seen = Vec::new();
         let mut cursor = None;

@@ -24,13 +24,17 @@ const APPEND_STREAM: &str = "/agentledger.v1.Ingest/AppendStream";
 /// The longest status message the API sends (see ledger.proto).
 const MAX_MESSAGE: usize = 1100;
 
-fn append_body(e: AuditEvent) -> Vec<u8> {
+/// An append of `e` to the caller's own log.
+fn req(e: AuditEvent) -> AppendRequest {
     AppendRequest {
         log: String::new(),
         event: Some(e),
         receipt: false,
     }
-    .encode_to_vec()
+}
+
+fn append_body(e: AuditEvent) -> Vec<u8> {
+    req(e).encode_to_vec()
 }
 
 /// A hand-made AppendRequest whose event's field `tag` holds `value` bytes
@@ -185,14 +189,7 @@ async fn error_messages_never_echo_unbounded_input() {
 
     let mut e = event("big-key", 1);
     e.attributes.insert(big.clone(), "v".into());
-    let s = ingest
-        .append(AppendRequest {
-            log: String::new(),
-            event: Some(e),
-            receipt: false,
-        })
-        .await
-        .unwrap_err();
+    let s = ingest.append(req(e)).await.unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
     assert!(s.message().starts_with("event.attributes"), "{s:?}");
     assert!(s.message().len() < 300, "{} bytes", s.message().len());
@@ -226,11 +223,6 @@ async fn a_reused_event_id_with_other_content_is_already_exists() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let mut ingest = server.endpoint.ingest().await;
-    let req = |e: AuditEvent| AppendRequest {
-        log: String::new(),
-        event: Some(e),
-        receipt: false,
-    };
     let first = event("shared-id", 1);
     let ack = ingest
         .append(req(first.clone()))
@@ -304,11 +296,6 @@ async fn an_event_whose_entry_exceeds_65535_bytes_is_invalid_and_says_use_the_pa
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let mut ingest = server.endpoint.ingest().await;
-    let req = |e: AuditEvent| AppendRequest {
-        log: String::new(),
-        event: Some(e),
-        receipt: false,
-    };
     // Every attribute within its own limits; the entry around them is not.
     let mut big = event("too-big", 1);
     for i in 0..20 {
@@ -360,11 +347,7 @@ async fn queries_validate_like_ingest() {
     let mut ingest = server.endpoint.ingest().await;
     for i in 0..3 {
         ingest
-            .append(AppendRequest {
-                log: String::new(),
-                event: Some(event(&format!("q-{i}"), i)),
-                receipt: false,
-            })
+            .append(req(event(&format!("q-{i}"), i)))
             .await
             .unwrap();
     }
@@ -459,14 +442,7 @@ async fn bad_timestamps_and_a_malformed_authorization_header_are_explained() {
     let mut ingest = server.endpoint.ingest().await;
     let mut e = event("ts-1", 1);
     e.occurred_at.as_mut().unwrap().nanos = -5;
-    let s = ingest
-        .append(AppendRequest {
-            log: String::new(),
-            event: Some(e),
-            receipt: false,
-        })
-        .await
-        .unwrap_err();
+    let s = ingest.append(req(e)).await.unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
     assert!(
         s.message().starts_with("event.occurred_at: nanos is -5"),
@@ -475,15 +451,12 @@ async fn bad_timestamps_and_a_malformed_authorization_header_are_explained() {
 
     // Authentication is off, but a credential sent is checked, and the
     // answer says what to do.
-    let mut req = tonic::Request::new(AppendRequest {
-        log: String::new(),
-        event: Some(event("auth-1", 1)),
-        receipt: false,
-    });
-    req.metadata_mut()
+    let mut request = tonic::Request::new(req(event("auth-1", 1)));
+    request
+        .metadata_mut()
         .insert("authorization", "Basic dXNlcjpwdw==".parse().unwrap());
     let s = IngestClient::new(server.endpoint.channel().await)
-        .append(req)
+        .append(request)
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::Unauthenticated);
