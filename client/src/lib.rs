@@ -216,6 +216,18 @@ impl Client {
         ledger_proto::v1::admin_client::AdminClient::new(self.transport())
     }
 
+    /// Where the log stands: committed, signed, indexed, mirrored and
+    /// anchored sizes, and the mirror's lag.
+    pub async fn status(&self) -> Result<ledger_proto::v1::LogStatus, Error> {
+        Ok(self
+            .proofs()
+            .get_log_status(ledger_proto::v1::GetLogStatusRequest {
+                log: self.log.clone(),
+            })
+            .await?
+            .into_inner())
+    }
+
     /// Redacts the payload of entry `target` (admins only): appends a
     /// redaction entry naming who and why; the tree still verifies.
     pub async fn redact(&self, target: u64, reason: &str) -> Result<AppendAck, Error> {

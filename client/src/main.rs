@@ -139,7 +139,9 @@ enum Cmd {
         reason: String,
     },
     /// Ask the server whether it is serving (gRPC health); exit 0 if so.
-    /// For container health checks.
+    /// For container health checks. Also shows where the log stands
+    /// (committed, signed, indexed, mirrored, anchored; the mirror's lag)
+    /// when the caller may read it.
     Health,
     /// Prove the log only grew since a checkpoint you kept (no rewrite, no fork).
     Consistency {
@@ -459,7 +461,7 @@ async fn run(cli: Cli) -> Result<()> {
             no_payloads,
         } => cmd_export(&mut client, output, start, end, no_payloads, cli.json).await?,
         Cmd::Redact { index, reason } => cmd_redact(&mut client, index, reason, cli.json).await?,
-        Cmd::Health => cmd_health(&mut client).await?,
+        Cmd::Health => cmd_health(&mut client, cli.json).await?,
         Cmd::Consistency { old, size } => {
             cmd_consistency(&mut client, old, size, cli.key.as_ref(), cli.json).await?
         }
@@ -835,7 +837,7 @@ async fn cmd_redact(client: &mut Client, index: u64, reason: String, json: bool)
 }
 
 /// `ledger health`.
-async fn cmd_health(client: &mut Client) -> Result<()> {
+async fn cmd_health(client: &mut Client, json: bool) -> Result<()> {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
     let status = HealthClient::new(client.channel())
@@ -849,7 +851,49 @@ async fn cmd_health(client: &mut Client) -> Result<()> {
     if status != 1 {
         bail!("server is not serving (health status {status})");
     }
+    // The log's progress, when this caller may read it (a writer may not).
+    let log = client.status().await.ok();
+    if json {
+        let log = log.map(|s| {
+            serde_json::json!({
+                "log": s.log,
+                "origin": s.origin,
+                "committed_size": s.committed_size,
+                "signed_size": s.signed_size,
+                "indexed_size": s.indexed_size,
+                "anchored_size": s.anchored_size,
+                "mirror_enabled": s.mirror_enabled,
+                "mirrored_size": s.mirrored_size,
+                "mirror_lag_entries": s.mirror_lag_entries,
+                "mirror_lag_seconds": s.mirror_lag_seconds,
+                "ack_after_mirror": s.ack_after_mirror,
+            })
+        });
+        println!("{}", serde_json::json!({"serving": true, "log": log}));
+        return Ok(());
+    }
     println!("serving");
+    if let Some(s) = log {
+        println!(
+            "log {} ({}): {} committed, {} signed, {} indexed, {} anchored",
+            s.log, s.origin, s.committed_size, s.signed_size, s.indexed_size, s.anchored_size
+        );
+        if s.mirror_enabled {
+            println!(
+                "mirror: {} mirrored, lag {} entries / {:.1} s{}",
+                s.mirrored_size,
+                s.mirror_lag_entries,
+                s.mirror_lag_seconds,
+                if s.ack_after_mirror {
+                    " (acks wait for the mirror)"
+                } else {
+                    ""
+                }
+            );
+        } else {
+            println!("mirror: off (the entries live on the server's disk only)");
+        }
+    }
     Ok(())
 }
 

@@ -23,6 +23,10 @@ pub struct Config {
     pub checkpoint: CheckpointConfig,
     /// Where signed checkpoints are anchored.
     pub anchor: AnchorConfig,
+    /// The object-storage mirror of every log (C2SP tlog-tiles).
+    pub mirror: MirrorConfig,
+    /// The tlog-tiles read API over HTTP.
+    pub tiles: TilesConfig,
     /// Who may call, and how they prove it.
     pub auth: AuthConfig,
     /// TLS for the gRPC port.
@@ -207,6 +211,104 @@ impl Default for S3AnchorConfig {
     }
 }
 
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MirrorBackend {
+    /// No mirror: the entries live on this machine's disk only.
+    None,
+    /// A local directory (for tests and demos; mount something that is not
+    /// this disk to survive losing it).
+    Dir,
+    /// S3 (or compatible); write-once objects get COMPLIANCE Object Lock
+    /// retention where the bucket has Object Lock.
+    S3,
+}
+
+/// The mirror: every log's committed entries, hash tiles and checkpoint
+/// published to object storage as C2SP tlog-tiles under `<origin>/` (plus
+/// payload bundles under `<origin>/payload/`), so the record survives the
+/// loss of this disk (`ledgerd restore`) and auditors read it without the
+/// server (`ledger-verify mirror`). With a mirror, anchors only ever vouch
+/// for mirrored checkpoints.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// `none`, `dir` or `s3`.
+    pub backend: MirrorBackend,
+    /// Directory of the `dir` backend; default `<data_dir>/mirror`.
+    pub dir: Option<PathBuf>,
+    /// Acks wait until the mirror holds the entry and a checkpoint covering
+    /// it (nothing acked is lost with the disk, at a latency cost; see
+    /// docs/mirror.md). After 30 s without it the append answers
+    /// UNAVAILABLE; a retry with the same event_id waits again.
+    pub ack_after_mirror: bool,
+    /// Objects written at once per log.
+    pub concurrency: usize,
+    pub s3: S3MirrorConfig,
+}
+
+/// The S3 backend of the mirror. Credentials come from `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, never from this file.
+/// A versioned bucket keeps every version of each `checkpoint` object; if
+/// the bucket has a default retention rule, redacted payloads cannot be
+/// erased there (use `payload_bucket`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3MirrorConfig {
+    pub bucket: String,
+    /// Key prefix; objects go under `<prefix>/<origin>/`.
+    pub prefix: String,
+    /// Bucket for payload bundles (no compliance lock, so a redaction can
+    /// erase); empty: the mirror's bucket.
+    pub payload_bucket: String,
+    pub region: String,
+    /// Endpoint URL for S3-compatible stores; empty for AWS.
+    pub endpoint: String,
+    pub force_path_style: bool,
+    /// Compliance-mode retention of write-once objects, in days (when the
+    /// bucket has Object Lock).
+    pub retention_days: u64,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        MirrorConfig {
+            backend: MirrorBackend::None,
+            dir: None,
+            ack_after_mirror: false,
+            concurrency: 16,
+            s3: S3MirrorConfig::default(),
+        }
+    }
+}
+
+impl Default for S3MirrorConfig {
+    fn default() -> Self {
+        S3MirrorConfig {
+            bucket: String::new(),
+            prefix: "agent-ledger".into(),
+            payload_bucket: String::new(),
+            region: "us-east-1".into(),
+            endpoint: String::new(),
+            force_path_style: false,
+            retention_days: 2557,
+        }
+    }
+}
+
+/// The C2SP tlog-tiles read paths of each log over plain HTTP:
+/// `GET /<log id>/checkpoint`, `/<log id>/tile/<L>/<N>[.p/<W>]`,
+/// `/<log id>/tile/entries/<N>[.p/<W>]`, the same bytes the mirror holds.
+/// Callers authenticate as on gRPC (`authorization: Bearer …`, reader role
+/// or above) when `auth.required` is set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct TilesConfig {
+    /// Serve the read API on this address (port 0 picks a free port);
+    /// unset: not served.
+    pub listen: Option<SocketAddr>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -231,6 +333,8 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             checkpoint: CheckpointConfig::default(),
             anchor: AnchorConfig::default(),
+            mirror: MirrorConfig::default(),
+            tiles: TilesConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),
@@ -324,6 +428,18 @@ impl Config {
                 "anchor.s3.retention_days must be positive"
             );
         }
+        let m = &self.mirror;
+        anyhow::ensure!(m.concurrency > 0, "mirror.concurrency must be positive");
+        if m.backend == MirrorBackend::S3 {
+            anyhow::ensure!(
+                !m.s3.bucket.is_empty(),
+                "mirror.s3.bucket is required with backend = \"s3\""
+            );
+        }
+        anyhow::ensure!(
+            !m.ack_after_mirror || m.backend != MirrorBackend::None,
+            "mirror.ack_after_mirror needs a mirror (mirror.backend = \"dir\" or \"s3\")"
+        );
         let i = &self.ingest;
         anyhow::ensure!(
             i.queue_events > 0 && i.max_batch > 0,
@@ -341,6 +457,13 @@ impl Config {
             .dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("anchors"))
+    }
+
+    pub fn mirror_dir(&self) -> PathBuf {
+        self.mirror
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("mirror"))
     }
 
     pub fn log_dir(&self, id: &str) -> PathBuf {

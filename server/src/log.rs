@@ -49,7 +49,14 @@ pub struct LogSettings {
     /// Least time between two signed checkpoints.
     pub checkpoint_interval: Duration,
     pub limits: Limits,
+    /// The log is published to an object-storage mirror.
+    pub mirrored: bool,
+    /// Acks wait until the mirror holds the entry (see [`Log::settle`]).
+    pub ack_after_mirror: bool,
 }
+
+/// How long an ack waits for the mirror (with `ack_after_mirror`).
+pub const MIRROR_WAIT: Duration = Duration::from_secs(30);
 
 /// How long a query waits for the indexer before giving up.
 const INDEX_WAIT: Duration = Duration::from_secs(30);
@@ -66,9 +73,16 @@ pub struct Log {
     /// Budget units are KiB so large queues fit in a semaphore's permits.
     budget_unit: usize,
     checkpoint: watch::Receiver<Option<Arc<SignedCheckpoint>>>,
-    /// Writes the anchored size (the sequencer and the indexer hold the
-    /// other writers).
-    anchor_record: StoreWriter,
+    /// Writes the anchored and mirrored sizes (the sequencer and the indexer
+    /// hold the other writers).
+    meta_record: StoreWriter,
+    /// Whether a mirror publishes this log, and whether acks wait for it.
+    mirror_on: bool,
+    ack_after_mirror: bool,
+    /// The newest checkpoint the mirror holds (with everything below it).
+    mirrored: watch::Sender<Option<Arc<SignedCheckpoint>>>,
+    /// Entries committed (durable), as the sequencer publishes them.
+    committed: watch::Receiver<u64>,
     /// Entries the query indexes cover (the indexer's progress).
     indexed: watch::Receiver<u64>,
     /// Hashed tiles shared by the receipts' inclusion proofs.
@@ -151,6 +165,7 @@ impl Log {
             committed,
             handoff,
         } = feeds;
+        let committed_rx = committed.clone();
         let (indexer, indexed) = crate::indexer::Indexer::new(
             StoreWriter::new(&store),
             committed,
@@ -168,9 +183,30 @@ impl Log {
             .spawn(move || sequencer.run(rx))?;
         let budget_unit = 1024;
         let units = (settings.queue_bytes / budget_unit).clamp(1, Semaphore::MAX_PERMITS);
-        let anchor_record = StoreWriter::new(&store);
+        let meta_record = StoreWriter::new(&store);
+        let mirrored_size = store.mirrored_size()?;
+        let mirrored_cp = match mirrored_size {
+            0 => None,
+            n => {
+                let note = store.checkpoint(n)?.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "log {}: the mirrored checkpoint of size {n} is not in the store",
+                        settings.id
+                    )
+                })?;
+                let checkpoint =
+                    ledger_verify::open_checkpoint(&note, &verifier).with_context(|| {
+                        format!("log {}: the mirrored checkpoint of size {n}", settings.id)
+                    })?;
+                Some(Arc::new(SignedCheckpoint { checkpoint, note }))
+            }
+        };
         Ok(Arc::new(Log {
-            anchor_record,
+            meta_record,
+            mirror_on: settings.mirrored,
+            ack_after_mirror: settings.mirrored && settings.ack_after_mirror,
+            mirrored: watch::channel(mirrored_cp).0,
+            committed: committed_rx,
             id: settings.id,
             origin: settings.origin,
             store,
@@ -224,10 +260,132 @@ impl Log {
     /// async threads; not synced: losing it only means anchoring it again).
     pub async fn record_anchor(self: &Arc<Self>, size: u64) -> Result<(), String> {
         let log = self.clone();
-        tokio::task::spawn_blocking(move || log.anchor_record.set_anchored_size(size))
+        tokio::task::spawn_blocking(move || log.meta_record.set_anchored_size(size))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
+    }
+
+    /// The checkpoint anchoring may vouch for: with a mirror, the newest one
+    /// mirrored (so anchors never get ahead of what a restore can read);
+    /// else the latest signed.
+    pub fn anchorable_checkpoint(&self) -> Option<Arc<SignedCheckpoint>> {
+        if self.mirror_on {
+            self.mirrored_checkpoint()
+        } else {
+            self.latest_checkpoint()
+        }
+    }
+
+    /// The newest checkpoint the mirror holds.
+    pub fn mirrored_checkpoint(&self) -> Option<Arc<SignedCheckpoint>> {
+        self.mirrored.borrow().clone()
+    }
+
+    /// Tree size the mirror holds (0: nothing yet).
+    pub fn mirrored_size(&self) -> u64 {
+        self.mirrored
+            .borrow()
+            .as_ref()
+            .map_or(0, |c| c.checkpoint.size)
+    }
+
+    /// Records that the mirror holds `cp` and everything below it (off the
+    /// async threads; not synced: losing it only means publishing again).
+    pub async fn record_mirrored(
+        self: &Arc<Self>,
+        cp: Arc<SignedCheckpoint>,
+    ) -> Result<(), String> {
+        let log = self.clone();
+        let size = cp.checkpoint.size;
+        tokio::task::spawn_blocking(move || log.meta_record.set_mirrored_size(size))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        self.mirrored.send_replace(Some(cp));
+        Ok(())
+    }
+
+    /// Entries committed so far, and a receiver that sees every change.
+    pub fn watch_committed(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
+    }
+
+    /// Where the log stands (reads the store: call off the async threads).
+    pub fn status(&self) -> Result<ledger_proto::v1::LogStatus, Status> {
+        let storage = |e: crate::store::StoreError| Status::unavailable(e.to_string());
+        let committed = *self.committed.borrow();
+        let mirrored = self.mirrored_size();
+        let lag = if self.mirror_on {
+            committed.saturating_sub(mirrored)
+        } else {
+            0
+        };
+        let lag_seconds = if lag == 0 {
+            0.0
+        } else {
+            self.store
+                .entry(mirrored)
+                .map_err(storage)?
+                .and_then(|b| ledger_verify::entry::decode_entry(&b).ok())
+                .and_then(|e| SystemTime::try_from(e.integrated_at?).ok())
+                .and_then(|t| t.elapsed().ok())
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        Ok(ledger_proto::v1::LogStatus {
+            log: self.id.clone(),
+            origin: self.origin.clone(),
+            committed_size: committed,
+            signed_size: self.latest_checkpoint().map_or(0, |c| c.checkpoint.size),
+            indexed_size: *self.indexed.borrow(),
+            anchored_size: self.store.anchored_size().map_err(storage)?,
+            mirror_enabled: self.mirror_on,
+            mirrored_size: mirrored,
+            mirror_lag_entries: lag,
+            mirror_lag_seconds: lag_seconds,
+            ack_after_mirror: self.ack_after_mirror,
+        })
+    }
+
+    /// Whether acks wait for the mirror.
+    pub fn acks_after_mirror(&self) -> bool {
+        self.ack_after_mirror
+    }
+
+    /// The ack as the caller gets it: at once, or, with
+    /// `mirror.ack_after_mirror`, once the mirror holds the entry and a
+    /// checkpoint covering it. After [`MIRROR_WAIT`] without that the
+    /// caller gets `UNAVAILABLE` (the entry is durable here; a retry with
+    /// the same event_id waits again).
+    pub async fn settle(&self, ack: AppendAck) -> Result<AppendAck, Rejection> {
+        if !self.ack_after_mirror {
+            return Ok(ack);
+        }
+        let mut rx = self.mirrored.subscribe();
+        let want = ack.index + 1;
+        let covered = |c: &Option<Arc<SignedCheckpoint>>| {
+            c.as_ref().is_some_and(|c| c.checkpoint.size >= want)
+        };
+        match tokio::time::timeout(MIRROR_WAIT, rx.wait_for(covered)).await {
+            Ok(Ok(_)) => Ok(ack),
+            Ok(Err(_)) => Err(Rejection {
+                code: Code::Unavailable,
+                message: format!(
+                    "entry {} is durable, but the server stopped before the mirror held it; retry with the same event_id",
+                    ack.index
+                ),
+                field: String::new(),
+            }),
+            Err(_) => Err(Rejection {
+                code: Code::Unavailable,
+                message: format!(
+                    "entry {} is durable here, but the mirror has not stored it within {} s (mirror.ack_after_mirror); retry with the same event_id",
+                    ack.index,
+                    MIRROR_WAIT.as_secs()
+                ),
+                field: String::new(),
+            }),
+        }
     }
 
     /// Waits until the query indexes cover the first `size` entries.
@@ -511,7 +669,8 @@ impl Log {
         writer: String,
     ) -> Result<AppendAck, Rejection> {
         let rx = self.submit(event, writer)?;
-        Log::await_ack(rx).await
+        let ack = Log::await_ack(rx).await?;
+        self.settle(ack).await
     }
 
     /// Commits everything queued so far, then stops the sequencer.
@@ -551,6 +710,8 @@ mod tests {
             // Every group signs, unless a test thins checkpoints itself.
             checkpoint_interval: Duration::ZERO,
             limits: Limits::default(),
+            mirrored: false,
+            ack_after_mirror: false,
         }
     }
 

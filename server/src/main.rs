@@ -36,6 +36,12 @@ struct Cli {
     /// Prometheus metrics listen address.
     #[arg(long, env = "LEDGERD_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve the tlog-tiles HTTP read API on this address (off by default).
+    #[arg(long, env = "LEDGERD_TILES_LISTEN")]
+    tiles_listen: Option<SocketAddr>,
+    /// Mirror every log to this directory (sets mirror.backend = "dir").
+    #[arg(long, env = "LEDGERD_MIRROR_DIR")]
+    mirror_dir: Option<PathBuf>,
     /// Log line format.
     #[arg(long, env = "LEDGERD_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -167,6 +173,13 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(v) = cli.metrics_listen {
         config.metrics_listen = v;
+    }
+    if let Some(v) = cli.tiles_listen {
+        config.tiles.listen = Some(v);
+    }
+    if let Some(v) = &cli.mirror_dir {
+        config.mirror.backend = ledgerd::config::MirrorBackend::Dir;
+        config.mirror.dir = Some(v.clone());
     }
     if let Some(v) = cli.log_format {
         config.log_format = v;

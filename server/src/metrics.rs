@@ -60,10 +60,23 @@ pub struct Metrics {
     pub indexed_size: Family<LogLabel, Gauge>,
     /// Tree size of the latest signed checkpoint.
     pub signed_size: Family<LogLabel, Gauge>,
+    /// Tree size of the latest checkpoint in the mirror.
+    pub mirrored_size: Family<LogLabel, Gauge>,
+    /// Committed entries not yet in the mirror.
+    pub mirror_lag_entries: Family<LogLabel, Gauge>,
+    /// Age of the oldest committed entry not yet in the mirror (0: none).
+    pub mirror_lag_seconds: Family<LogLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Time from an entry's integration to its arrival in the mirror.
+    pub mirror_delay_seconds: HistogramFamily,
+    pub mirror_failures: Family<LogLabel, Counter>,
 }
 
 fn batch_buckets() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 14))
+}
+
+fn delay_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 18))
 }
 
 fn latency_buckets() -> Histogram {
@@ -86,6 +99,37 @@ impl Metrics {
         let anchor_failures = Family::<LogLabel, Counter>::default();
         let indexed_size = Family::<LogLabel, Gauge>::default();
         let signed_size = Family::<LogLabel, Gauge>::default();
+        let mirrored_size = Family::<LogLabel, Gauge>::default();
+        let mirror_lag_entries = Family::<LogLabel, Gauge>::default();
+        let mirror_lag_seconds =
+            Family::<LogLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let mirror_delay_seconds: HistogramFamily = Family::new_with_constructor(delay_buckets);
+        let mirror_failures = Family::<LogLabel, Counter>::default();
+        registry.register(
+            "mirrored_tree_size",
+            "Tree size of the latest checkpoint published to the object-storage mirror",
+            mirrored_size.clone(),
+        );
+        registry.register(
+            "mirror_lag_entries",
+            "Committed entries not yet in the mirror",
+            mirror_lag_entries.clone(),
+        );
+        registry.register(
+            "mirror_lag_seconds",
+            "Age of the oldest committed entry not yet in the mirror (0 when it is caught up)",
+            mirror_lag_seconds.clone(),
+        );
+        registry.register(
+            "mirror_delay_seconds",
+            "Time from an entry's integration to the mirror's checkpoint covering it, per mirrored batch (its oldest entry)",
+            mirror_delay_seconds.clone(),
+        );
+        registry.register(
+            "mirror_failures",
+            "Failed attempts to publish to the mirror",
+            mirror_failures.clone(),
+        );
         registry.register(
             "indexed_tree_size",
             "Entries covered by the query indexes (the indexer follows the committed log)",
@@ -162,6 +206,11 @@ impl Metrics {
             anchor_failures,
             indexed_size,
             signed_size,
+            mirrored_size,
+            mirror_lag_entries,
+            mirror_lag_seconds,
+            mirror_delay_seconds,
+            mirror_failures,
         })
     }
 

@@ -30,6 +30,9 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 pub struct Ready {
     pub grpc: String,
     pub metrics: String,
+    /// The tlog-tiles read API, when served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tiles: Option<String>,
     pub logs: Vec<ReadyLog>,
 }
 
@@ -69,6 +72,8 @@ pub fn open_logs(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Vec<
                     max_batch: config.ingest.max_batch,
                     checkpoint_interval: Duration::from_millis(config.checkpoint.interval_ms),
                     limits: limits_of(config),
+                    mirrored: config.mirror.backend != crate::config::MirrorBackend::None,
+                    ack_after_mirror: config.mirror.ack_after_mirror,
                 },
                 metrics.clone(),
             )
@@ -93,16 +98,64 @@ fn tls_config(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
     Ok(Some(tls))
 }
 
+/// The S3 settings of an `[anchor.s3]` or `[mirror.s3]` section.
+fn s3_settings(
+    bucket: &str,
+    prefix: &str,
+    region: &str,
+    endpoint: &str,
+    force_path_style: bool,
+    retention_days: u64,
+) -> crate::objects::S3Settings {
+    crate::objects::S3Settings {
+        bucket: bucket.to_string(),
+        prefix: prefix.to_string(),
+        region: region.to_string(),
+        endpoint: (!endpoint.is_empty()).then(|| endpoint.to_string()),
+        force_path_style,
+        retention: Duration::from_secs(retention_days * 86_400),
+    }
+}
+
+/// Background tasks that follow the logs (anchorers, mirrors), stopped
+/// together.
+struct Followers {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Followers {
+    fn new() -> (Followers, tokio::sync::watch::Receiver<bool>) {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        (
+            Followers {
+                stop,
+                tasks: Vec::new(),
+            },
+            rx,
+        )
+    }
+
+    /// Asks them to stop and waits for their last round.
+    async fn finish(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
 /// Starts one anchorer per log on the configured store.
 async fn start_anchoring(
     config: &Config,
     logs: Vec<Arc<Log>>,
     metrics: &Arc<Metrics>,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    use crate::anchor::{AnchorStore, Anchorer, DirStore, S3Settings, S3Store};
+) -> anyhow::Result<Followers> {
+    use crate::anchor::Anchorer;
     use crate::config::AnchorBackend;
-    fn spawn<S: AnchorStore>(
+    use crate::objects::{DirStore, ObjectStore, S3Store};
+    let (mut followers, stop) = Followers::new();
+    fn spawn<S: ObjectStore>(
         store: Arc<S>,
         logs: Vec<Arc<Log>>,
         metrics: &Arc<Metrics>,
@@ -123,7 +176,7 @@ async fn start_anchoring(
             .collect()
     }
     let interval = Duration::from_secs(config.anchor.interval_secs);
-    Ok(match config.anchor.backend {
+    followers.tasks = match config.anchor.backend {
         AnchorBackend::None => {
             tracing::warn!(
                 "anchoring is disabled: nothing outside this machine vouches for the log"
@@ -138,18 +191,90 @@ async fn start_anchoring(
         }
         AnchorBackend::S3 => {
             let s3 = &config.anchor.s3;
-            let store = S3Store::connect(&S3Settings {
-                bucket: s3.bucket.clone(),
-                prefix: s3.prefix.clone(),
-                region: s3.region.clone(),
-                endpoint: (!s3.endpoint.is_empty()).then(|| s3.endpoint.clone()),
-                force_path_style: s3.force_path_style,
-                retention: Duration::from_secs(s3.retention_days * 86_400),
-            })
-            .await?;
+            let settings = s3_settings(
+                &s3.bucket,
+                &s3.prefix,
+                &s3.region,
+                &s3.endpoint,
+                s3.force_path_style,
+                s3.retention_days,
+            );
+            let store = S3Store::connect(&settings, "anchor.s3", true).await?;
             spawn(Arc::new(store), logs, metrics, interval, stop)
         }
-    })
+    };
+    Ok(followers)
+}
+
+/// Starts one mirror publisher per log on the configured store.
+async fn start_mirroring(
+    config: &Config,
+    logs: Vec<Arc<Log>>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Followers> {
+    use crate::config::MirrorBackend;
+    use crate::mirror::Mirror;
+    use crate::objects::{DirStore, ObjectStore, S3Store};
+    let (mut followers, stop) = Followers::new();
+    fn spawn<S: ObjectStore>(
+        store: Arc<S>,
+        payload_store: Arc<S>,
+        logs: &[Arc<Log>],
+        metrics: &Arc<Metrics>,
+        concurrency: usize,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        tracing::info!(store = %store.describe(), "mirroring logs");
+        logs.iter()
+            .map(|log| {
+                let m = Mirror {
+                    store: store.clone(),
+                    payload_store: payload_store.clone(),
+                    log: log.clone(),
+                    metrics: metrics.clone(),
+                    concurrency,
+                };
+                tokio::spawn(m.run(stop.clone(), Duration::from_secs(30)))
+            })
+            .collect()
+    }
+    let n = config.mirror.concurrency;
+    followers.tasks = match config.mirror.backend {
+        MirrorBackend::None => Vec::new(),
+        MirrorBackend::Dir => {
+            let dir = config.mirror_dir();
+            let store = Arc::new(
+                DirStore::new(&dir)
+                    .with_context(|| format!("mirror directory {}", dir.display()))?,
+            );
+            spawn(store.clone(), store, &logs, metrics, n, &stop)
+        }
+        MirrorBackend::S3 => {
+            let s3 = &config.mirror.s3;
+            let settings = |bucket: &str| {
+                s3_settings(
+                    bucket,
+                    &s3.prefix,
+                    &s3.region,
+                    &s3.endpoint,
+                    s3.force_path_style,
+                    s3.retention_days,
+                )
+            };
+            let store =
+                Arc::new(S3Store::connect(&settings(&s3.bucket), "mirror.s3", false).await?);
+            let payloads = if s3.payload_bucket.is_empty() {
+                store.clone()
+            } else {
+                Arc::new(
+                    S3Store::connect(&settings(&s3.payload_bucket), "mirror.s3.payload", false)
+                        .await?,
+                )
+            };
+            spawn(store, payloads, &logs, metrics, n, &stop)
+        }
+    };
+    Ok(followers)
 }
 
 async fn shutdown_signal() {
@@ -191,14 +316,37 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     health.set_serving::<ProofsServer<ProofsService>>().await;
     health.set_serving::<QueryServer<QueryService>>().await;
     health.set_serving::<ExportServer<ExportService>>().await;
+    let tiles_listener = match config.tiles.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding tiles address {addr}"))?,
+        ),
+        None => None,
+    };
+    let tiles_addr = tiles_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let access = crate::auth::Access::new(config.auth.required, &config.data_dir)?;
+    spawn_credential_refresh(access.clone());
     let grpc = grpc_server(
         &config,
         &logs,
+        &access,
         health_service,
         grpc_listener,
         stopped(stop_rx.clone()),
     )?;
+    if let Some(l) = tiles_listener {
+        tokio::spawn(crate::tiles_http::serve(
+            l,
+            logs.clone(),
+            access.clone(),
+            stopped(stop_rx.clone()),
+        ));
+    }
     let grpc_task = tokio::spawn(grpc);
     let metrics_task = tokio::spawn(metrics::serve(
         metrics_listener,
@@ -206,16 +354,9 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         stopped(stop_rx.clone()),
     ));
 
-    announce_ready(&logs, grpc_addr, metrics_addr, ready_file)?;
-
-    let (anchor_stop, anchor_stop_rx) = tokio::sync::watch::channel(false);
-    let anchorers = start_anchoring(
-        &config,
-        logs.all().cloned().collect(),
-        &metrics,
-        anchor_stop_rx,
-    )
-    .await?;
+    let mirrors = start_mirroring(&config, logs.all().cloned().collect(), &metrics).await?;
+    let anchorers = start_anchoring(&config, logs.all().cloned().collect(), &metrics).await?;
+    announce_ready(&logs, grpc_addr, metrics_addr, tiles_addr, ready_file)?;
 
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutdown requested: draining queued appends"),
@@ -230,27 +371,22 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
-    drain(&logs, anchor_stop, anchorers).await;
+    drain(&logs, mirrors, anchorers).await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), metrics_task).await;
     tracing::info!("ledgerd stopped");
     Ok(())
 }
 
-/// Commits and signs everything queued, then lets the anchorers anchor
-/// that final state.
-async fn drain(
-    logs: &Logs,
-    anchor_stop: tokio::sync::watch::Sender<bool>,
-    anchorers: Vec<tokio::task::JoinHandle<()>>,
-) {
+/// Commits and signs everything queued, then lets the mirrors publish and
+/// the anchorers anchor that final state (in that order: anchors vouch for
+/// mirrored checkpoints).
+async fn drain(logs: &Logs, mirrors: Followers, anchorers: Followers) {
     for log in logs.all() {
         log.shutdown().await;
     }
-    let _ = anchor_stop.send(true);
-    for a in anchorers {
-        let _ = a.await;
-    }
+    mirrors.finish().await;
+    anchorers.finish().await;
 }
 
 /// Resolves when the stop flag turns true.
@@ -264,6 +400,7 @@ async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
 fn grpc_server<H, F>(
     config: &Config,
     logs: &Arc<Logs>,
+    access: &Arc<crate::auth::Access>,
     health_service: tonic_health::pb::health_server::HealthServer<H>,
     grpc_listener: tokio::net::TcpListener,
     shutdown: F,
@@ -279,8 +416,6 @@ where
         .build_v1()
         .context("building gRPC reflection")?;
 
-    let access = crate::auth::Access::new(config.auth.required, &config.data_dir)?;
-    spawn_credential_refresh(access.clone());
     let authn = crate::auth::Authenticate(access.clone());
     let limiter = Arc::new(crate::auth::RateLimiter::new(
         config.limits.events_per_second,
@@ -368,11 +503,13 @@ fn announce_ready(
     logs: &Logs,
     grpc_addr: std::net::SocketAddr,
     metrics_addr: std::net::SocketAddr,
+    tiles_addr: Option<std::net::SocketAddr>,
     ready_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let ready = Ready {
         grpc: grpc_addr.to_string(),
         metrics: metrics_addr.to_string(),
+        tiles: tiles_addr.map(|a| a.to_string()),
         logs: logs
             .all()
             .map(|l| ReadyLog {

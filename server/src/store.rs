@@ -50,6 +50,8 @@ mod meta {
     pub const TREE_SIZE: &[u8] = b"tree_size";
     /// Tree size of the latest checkpoint written to the anchor store.
     pub const ANCHORED_SIZE: &[u8] = b"anchored_size";
+    /// Tree size of the latest checkpoint published to the mirror.
+    pub const MIRRORED_SIZE: &[u8] = b"mirrored_size";
     /// Entries the indexer has indexed (u64 BE), in the index database's
     /// meta column. Absent: none (a new store, or one from before the index
     /// database existed, which is indexed again from its entries).
@@ -349,9 +351,18 @@ impl Store {
 
     /// Tree size of the latest anchored checkpoint (0: none yet).
     pub fn anchored_size(&self) -> Result<u64> {
-        match self.db.get_cf(self.cf(cf::META), meta::ANCHORED_SIZE)? {
+        self.meta_size(meta::ANCHORED_SIZE, "anchored_size")
+    }
+
+    /// Tree size of the latest checkpoint published to the mirror (0: none).
+    pub fn mirrored_size(&self) -> Result<u64> {
+        self.meta_size(meta::MIRRORED_SIZE, "mirrored_size")
+    }
+
+    fn meta_size(&self, key: &[u8], name: &str) -> Result<u64> {
+        match self.db.get_cf(self.cf(cf::META), key)? {
             None => Ok(0),
-            Some(v) => read_be(&v).ok_or_else(|| StoreError::Corrupt("anchored_size".into())),
+            Some(v) => read_be(&v).ok_or_else(|| StoreError::Corrupt(name.into())),
         }
     }
 
@@ -728,6 +739,15 @@ impl StoreWriter {
         Ok(self
             .db
             .put_cf(self.cf(cf::META), meta::ANCHORED_SIZE, be(size))?)
+    }
+
+    /// Records what the mirror holds. Not synced: losing it only means
+    /// publishing those objects again, which the mirror answers as already
+    /// there.
+    pub fn set_mirrored_size(&self, size: u64) -> Result<()> {
+        Ok(self
+            .db
+            .put_cf(self.cf(cf::META), meta::MIRRORED_SIZE, be(size))?)
     }
 
     /// Forces memtables to disk (used on clean shutdown; durability does not

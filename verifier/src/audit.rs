@@ -30,6 +30,9 @@ pub enum TamperKind {
     ModifiedEntry,
     /// A payload does not match its entry's commitment.
     ModifiedPayload,
+    /// A hash tile of a mirror does not hold the hashes of the tree its
+    /// entries build (altered, or missing).
+    ModifiedTile,
     /// A payload the entry committed to is missing, and nothing in the
     /// bundle shows it was erased by a redaction entry.
     WithheldPayload,
@@ -887,7 +890,7 @@ pub fn audit_bundle_against<R: BufRead + Send>(
     input: R,
     key: &NoteVerifier,
     anchors: &[Checkpoint],
-    mut progress: impl FnMut(u64, u64),
+    progress: impl FnMut(u64, u64),
 ) -> Result<AuditReport, std::io::Error> {
     let mut reader = match BundleReader::new(input) {
         Ok(r) => r,
@@ -900,6 +903,20 @@ pub fn audit_bundle_against<R: BufRead + Send>(
         Err(BundleError::Io(e)) => return Err(e),
         Err(e) => return Ok(unreadable(0, e.to_string())),
     };
+    audit_stream(header, move || reader.next_item(), key, anchors, progress)
+}
+
+/// The audit of a stream of bundle items after its header, wherever they
+/// come from: a bundle file, or a mirror read object by object
+/// ([`crate::mirror`]). `next_item` runs on a thread of its own (reading
+/// and decoding overlap the hashing); `Ok(None)` ends the stream.
+pub fn audit_stream(
+    header: BundleHeader,
+    mut next_item: impl FnMut() -> Result<Option<Item>, BundleError> + Send,
+    key: &NoteVerifier,
+    anchors: &[Checkpoint],
+    mut progress: impl FnMut(u64, u64),
+) -> Result<AuditReport, std::io::Error> {
     let mut a = Auditor {
         key,
         report: AuditReport {
@@ -940,7 +957,7 @@ pub fn audit_bundle_against<R: BufRead + Send>(
         scope.spawn(move || {
             let mut batch = Vec::with_capacity(READ_BATCH);
             loop {
-                let (msg, last) = match reader.next_item() {
+                let (msg, last) = match next_item() {
                     Ok(Some(Item::Entry(e))) => {
                         let head = decode_head(&e.entry);
                         (Read::Entry(e, head), false)

@@ -9,6 +9,7 @@
 //! * [`note`]: C2SP signed notes with Ed25519, key strings and key ids.
 //! * [`checkpoint`]: C2SP tlog-checkpoints.
 //! * [`tiles`]: the C2SP tlog-tiles layout of stored hashes.
+//! * [`mirror`]: a log in object storage (tlog-tiles), its encodings and its audit.
 //! * [`tlog_proof`]: C2SP tlog-proof files, offline inclusion proofs for auditors.
 //! * [`receipt`]: append receipts, the writer's offline proof of acceptance.
 
@@ -18,6 +19,7 @@ pub mod bundle;
 pub mod checkpoint;
 pub mod entry;
 pub mod hash;
+pub mod mirror;
 pub mod note;
 pub mod proof;
 pub mod receipt;

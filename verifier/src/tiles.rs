@@ -101,7 +101,7 @@ pub fn tiles_of(size: u64) -> Vec<TileId> {
 
 /// The `<N>` path element: groups of three digits, all but the last with an
 /// `x` prefix (`1234067` → `x001/x234/067`).
-fn index_path(mut n: u64) -> String {
+pub fn index_path(mut n: u64) -> String {
     let mut groups = vec![format!("{:03}", n % 1000)];
     n /= 1000;
     while n > 0 {
@@ -133,6 +133,67 @@ pub fn tile_path(tile: TileId) -> String {
 /// Path of an entry bundle: `tile/entries/<N>[.p/<W>]`.
 pub fn entries_path(index: u64, width: u16) -> String {
     format!("tile/entries/{}{}", index_path(index), width_suffix(width))
+}
+
+/// An object of the tlog-tiles layout, from its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TilesObject {
+    Checkpoint,
+    /// A hash tile.
+    Tile(TileId),
+    /// An entry bundle: tile index and width.
+    Entries(u64, u16),
+}
+
+/// Parses a path of the layout (`checkpoint`, `tile/<L>/<N>[.p/<W>]`,
+/// `tile/entries/<N>[.p/<W>]`); only the canonical spelling is accepted
+/// (levels 0 to 7, widths 1 to 255 for partial tiles).
+pub fn parse_path(path: &str) -> Option<TilesObject> {
+    if path == "checkpoint" {
+        return Some(TilesObject::Checkpoint);
+    }
+    let rest = path.strip_prefix("tile/")?;
+    let (kind, rest) = rest.split_once('/')?;
+    let (n, width) = match rest.split_once(".p/") {
+        Some((n, w)) => {
+            let w: u16 = w.parse().ok()?;
+            (n, w)
+        }
+        None => (rest, TILE_WIDTH as u16),
+    };
+    if width == 0 || u64::from(width) > TILE_WIDTH {
+        return None;
+    }
+    let mut index: u64 = 0;
+    for part in n.split('/') {
+        let digits = part.strip_prefix('x').unwrap_or(part);
+        if digits.len() != 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        index = index
+            .checked_mul(1000)?
+            .checked_add(digits.parse::<u64>().ok()?)?;
+    }
+    let object = if kind == "entries" {
+        TilesObject::Entries(index, width)
+    } else {
+        let level: u8 = kind.parse().ok()?;
+        if level >= 8 {
+            return None;
+        }
+        TilesObject::Tile(TileId {
+            level,
+            index,
+            width,
+        })
+    };
+    // Only the canonical spelling (no extra zeros, `x` where it belongs).
+    let canonical = match object {
+        TilesObject::Tile(t) => tile_path(t),
+        TilesObject::Entries(n, w) => entries_path(n, w),
+        TilesObject::Checkpoint => unreachable!(),
+    };
+    (canonical == path).then_some(object)
 }
 
 #[cfg(test)]
@@ -170,6 +231,48 @@ mod tests {
         );
         assert_eq!(entries_path(1234067, 256), "tile/entries/x001/x234/067");
         assert_eq!(entries_path(5, 17), "tile/entries/005.p/17");
+    }
+
+    #[test]
+    fn paths_parse_back() {
+        for t in [
+            TileId {
+                level: 0,
+                index: 1234067,
+                width: 256,
+            },
+            TileId {
+                level: 2,
+                index: 5,
+                width: 17,
+            },
+            TileId {
+                level: 0,
+                index: 0,
+                width: 1,
+            },
+        ] {
+            assert_eq!(parse_path(&tile_path(t)), Some(TilesObject::Tile(t)));
+        }
+        assert_eq!(
+            parse_path("tile/entries/x001/x234/067.p/8"),
+            Some(TilesObject::Entries(1234067, 8))
+        );
+        assert_eq!(parse_path("checkpoint"), Some(TilesObject::Checkpoint));
+        for bad in [
+            "tile/0/x000/001",
+            "tile/0/1",
+            "tile/0/001.p/256",
+            "tile/0/001.p/0",
+            "tile/8/000",
+            "tile/0/001/x002",
+            "tile/entries/001.p/",
+            "tile/0/001.p/08",
+            "tile/../000",
+            "checkpoint.5",
+        ] {
+            assert_eq!(parse_path(bad), None, "{bad}");
+        }
     }
 
     #[test]

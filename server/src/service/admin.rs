@@ -16,7 +16,11 @@ pub struct AdminService {
 impl Admin for AdminService {
     async fn redact(&self, req: Request<RedactRequest>) -> Result<Response<AppendAck>, Status> {
         let (who, req, log) = self.logs.open(req, Action::Redact, |r| &r.log)?;
-        log.redact(req.target_index, &req.reason, who.name)
+        let ack = log
+            .redact(req.target_index, &req.reason, who.name)
+            .await
+            .map_err(|r| r.to_status())?;
+        log.settle(ack)
             .await
             .map(Response::new)
             .map_err(|r| r.to_status())

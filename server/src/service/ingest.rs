@@ -76,7 +76,7 @@ async fn ack_with_receipt(
     log: Arc<Log>,
     receipt: bool,
 ) -> Result<AppendAck, Rejection> {
-    let mut ack = Log::await_ack(rx).await?;
+    let mut ack = log.settle(Log::await_ack(rx).await?).await?;
     if receipt {
         ack.receipt = Some(log.receipt(ack.index).await?);
     }

@@ -9,7 +9,7 @@ use ledger_proto::v1::proofs_server::Proofs;
 use ledger_proto::v1::{
     ConsistencyProof, GetCheckpointRequest, GetConsistencyProofRequest,
     GetConsistencyProofResponse, GetInclusionProofRequest, GetInclusionProofResponse,
-    InclusionProof, SignedCheckpoint,
+    GetLogStatusRequest, InclusionProof, LogStatus, SignedCheckpoint,
 };
 use ledger_verify::tree::{self, HashSource, NodeId};
 use std::sync::Arc;
@@ -45,6 +45,16 @@ impl Proofs for ProofsService {
     ) -> Result<Response<SignedCheckpoint>, Status> {
         let (_, req, log) = self.logs.open(req, crate::auth::Action::Read, |r| &r.log)?;
         checkpoint_at(&log, req.tree_size).await.map(Response::new)
+    }
+
+    async fn get_log_status(
+        &self,
+        req: Request<GetLogStatusRequest>,
+    ) -> Result<Response<LogStatus>, Status> {
+        let (_, _, log) = self.logs.open(req, crate::auth::Action::Read, |r| &r.log)?;
+        let l = log.clone();
+        let status = blocking(move || l.status()).await?;
+        Ok(Response::new(status))
     }
 
     async fn get_inclusion_proof(

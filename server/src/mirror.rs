@@ -1,0 +1,384 @@
+//! The object-storage mirror: each log publishes its committed log, as
+//! C2SP tlog-tiles (hash tiles, entry bundles, `checkpoint`) plus payload
+//! bundles, under `<origin>/` in an [`ObjectStore`], so the record outlives
+//! the ledger's disk and any number of auditors can read it without the
+//! server. The layout and encodings are `ledger_verify::mirror`'s.
+//!
+//! A publisher task per log follows the signed checkpoints: for a new
+//! checkpoint of size S it writes every object of the tree of size S that
+//! the mirror does not hold yet (write-once), the payload bundles of the
+//! touched tiles (overwritten), and last the `checkpoint` object, so a
+//! reader never sees a checkpoint whose objects are missing. Publishing is
+//! not in the ack path unless `mirror.ack_after_mirror` is set; failures
+//! are retried with back-off and never stop ingest.
+//!
+//! The live HTTP read API ([`crate::tiles_http`]) builds its objects with
+//! the same functions, so both serve the same bytes.
+
+use crate::log::Log;
+use crate::metrics::Metrics;
+use crate::objects::{ObjectError, ObjectStore};
+use crate::sequencer::SignedCheckpoint;
+use crate::store::{Store, StoreError};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use ledger_verify::mirror::{
+    CHECKPOINT, encode_entry_bundle, encode_payload_bundle, encode_tile, payload_path,
+};
+use ledger_verify::tiles::{TILE_HEIGHT, TILE_WIDTH, TileId, entries_path, tile_path, tiles_of};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// Hashes at tile level `level` of a tree of `size` leaves.
+fn hashes_at(size: u64, level: u8) -> u64 {
+    size.checked_shr(u32::from(level) * u32::from(TILE_HEIGHT))
+        .unwrap_or(0)
+}
+
+/// Whether tile `id` is part of the tree of `size` leaves (a partial tile
+/// of width W exists once the level has at least W hashes in that tile).
+pub fn tile_exists(id: TileId, size: u64) -> bool {
+    id.width >= 1
+        && u64::from(id.width) <= TILE_WIDTH
+        && id
+            .index
+            .checked_mul(TILE_WIDTH)
+            .and_then(|s| s.checked_add(u64::from(id.width)))
+            .is_some_and(|end| end <= hashes_at(size, id.level))
+}
+
+/// The hash tile `id` of the tree of `size` leaves, as the mirror and the
+/// read API serve it; None if the tree has no such tile.
+pub fn hash_tile(store: &Store, id: TileId, size: u64) -> Result<Option<Vec<u8>>, StoreError> {
+    if !tile_exists(id, size) {
+        return Ok(None);
+    }
+    let row = store.tile(id.level, id.index)?;
+    let width = usize::from(id.width);
+    if row.len() < width {
+        return Err(StoreError::Corrupt(format!(
+            "tile {}/{} holds {} hashes, the tree of {size} has {width}",
+            id.level,
+            id.index,
+            row.len()
+        )));
+    }
+    Ok(Some(encode_tile(&row[..width])))
+}
+
+/// Entry bundle `n` of width `width`; None if the tree of `size` has no
+/// such bundle.
+pub fn entry_bundle(
+    store: &Store,
+    n: u64,
+    width: u16,
+    size: u64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let id = TileId {
+        level: 0,
+        index: n,
+        width,
+    };
+    if !tile_exists(id, size) {
+        return Ok(None);
+    }
+    let start = n * TILE_WIDTH;
+    let entries = store.entries_range(start, start + u64::from(width))?;
+    if entries.len() != usize::from(width) {
+        return Err(StoreError::Corrupt(format!(
+            "entries {start}..{} are not all stored",
+            start + u64::from(width)
+        )));
+    }
+    Ok(Some(encode_entry_bundle(
+        entries.iter().map(|(_, e)| e.as_slice()),
+    )))
+}
+
+/// Payload bundle `n` for the first `width` entries of its tile, and
+/// whether it holds any payload.
+pub fn payload_bundle(store: &Store, n: u64, width: u16) -> Result<(Vec<u8>, bool), StoreError> {
+    let start = n * TILE_WIDTH;
+    let records: Vec<Option<(Vec<u8>, Vec<u8>)>> = (start..start + u64::from(width))
+        .map(|i| store.payload(i))
+        .collect::<Result<_, _>>()?;
+    let any = records.iter().any(Option::is_some);
+    let bundle = encode_payload_bundle(
+        records
+            .iter()
+            .map(|r| r.as_ref().map(|(s, p)| (s.as_slice(), p.as_slice()))),
+    );
+    Ok((bundle, any))
+}
+
+/// The key of a log's object: `<origin>/<path>`.
+pub fn object_key(origin: &str, path: &str) -> String {
+    format!("{origin}/{path}")
+}
+
+/// One object to publish.
+enum Object {
+    Once(String, Vec<u8>),
+    Replace(String, Vec<u8>),
+}
+
+/// What publishing from size `from` to `to` writes (everything but the
+/// checkpoint), read from the store.
+fn objects_between(
+    store: &Store,
+    origin: &str,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Object>, StoreError> {
+    let mut out = Vec::new();
+    // Hash tiles: those of the new size not already full at the old one.
+    for id in tiles_of(to) {
+        let full_before = u64::from(id.width) == TILE_WIDTH
+            && (id.index + 1) * TILE_WIDTH <= hashes_at(from, id.level);
+        if full_before {
+            continue;
+        }
+        if let Some(bytes) = hash_tile(store, id, to)? {
+            out.push(Object::Once(object_key(origin, &tile_path(id)), bytes));
+        }
+    }
+    // Entry and payload bundles of the tiles that grew.
+    let first = from / TILE_WIDTH;
+    let last = to.div_ceil(TILE_WIDTH);
+    let mut payload_tiles: BTreeSet<u64> = BTreeSet::new();
+    for n in first..last {
+        let width = (to - n * TILE_WIDTH).min(TILE_WIDTH) as u16;
+        if let Some(bytes) = entry_bundle(store, n, width, to)? {
+            for e in
+                ledger_verify::mirror::decode_entry_bundle(&bytes).map_err(StoreError::Corrupt)?
+            {
+                // A redaction erases a payload in an older bundle.
+                if let Ok(head) = ledger_verify::entry::decode_head(e)
+                    && let Some(r) = head.redaction
+                {
+                    payload_tiles.insert(r.target_index / TILE_WIDTH);
+                }
+            }
+            out.push(Object::Once(
+                object_key(origin, &entries_path(n, width)),
+                bytes,
+            ));
+        }
+        let (bytes, any) = payload_bundle(store, n, width)?;
+        if any {
+            out.push(Object::Replace(object_key(origin, &payload_path(n)), bytes));
+        }
+        payload_tiles.remove(&n);
+    }
+    for n in payload_tiles {
+        // Full tiles only: a redaction targets an entry before it.
+        let width = (to - n * TILE_WIDTH).min(TILE_WIDTH) as u16;
+        let (bytes, _) = payload_bundle(store, n, width)?;
+        out.push(Object::Replace(object_key(origin, &payload_path(n)), bytes));
+    }
+    Ok(out)
+}
+
+/// Resolves when the stop flag turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Publishes one log to the mirror.
+pub struct Mirror<S: ObjectStore> {
+    pub store: Arc<S>,
+    /// Where payload bundles go (the same store, or a bucket without a
+    /// compliance lock).
+    pub payload_store: Arc<S>,
+    pub log: Arc<Log>,
+    pub metrics: Arc<Metrics>,
+    /// Objects written at once.
+    pub concurrency: usize,
+}
+
+impl<S: ObjectStore> Mirror<S> {
+    /// Publishes everything from the mirrored size up to `cp`, then `cp`.
+    async fn publish(&self, from: u64, cp: &Arc<SignedCheckpoint>) -> Result<(), ObjectError> {
+        let to = cp.checkpoint.size;
+        let (store, origin) = (self.log.store.clone(), self.log.origin.clone());
+        let objects =
+            tokio::task::spawn_blocking(move || objects_between(&store, &origin, from, to))
+                .await
+                .map_err(|e| ObjectError::Store(e.to_string()))?
+                .map_err(|e| ObjectError::Store(format!("reading the store: {e}")))?;
+        stream::iter(objects)
+            .map(|o| async move {
+                match o {
+                    Object::Once(key, body) => self.store.put_once(&key, body).await.map(|_| ()),
+                    Object::Replace(key, body) => self.payload_store.replace(&key, body).await,
+                }
+            })
+            .buffer_unordered(self.concurrency.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+        self.store
+            .put_latest(
+                &object_key(&self.log.origin, CHECKPOINT),
+                cp.note.clone().into_bytes(),
+            )
+            .await
+    }
+
+    /// Integration time of entry `index`, if stored.
+    async fn integrated_at(&self, index: u64) -> Option<SystemTime> {
+        let store = self.log.store.clone();
+        let bytes = tokio::task::spawn_blocking(move || store.entry(index))
+            .await
+            .ok()?
+            .ok()??;
+        let entry = ledger_verify::entry::decode_entry(&bytes).ok()?;
+        SystemTime::try_from(entry.integrated_at?).ok()
+    }
+
+    async fn update_lag(&self) {
+        let label = self.log.id.as_str().into();
+        let mirrored = self.log.mirrored_size();
+        let committed = *self.log.watch_committed().borrow();
+        let behind = committed.saturating_sub(mirrored);
+        self.metrics
+            .mirror_lag_entries
+            .get_or_create(&label)
+            .set(behind as i64);
+        let age = if behind == 0 {
+            0.0
+        } else {
+            self.integrated_at(mirrored)
+                .await
+                .and_then(|t| t.elapsed().ok())
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        self.metrics
+            .mirror_lag_seconds
+            .get_or_create(&label)
+            .set(age);
+    }
+
+    /// One round: publish the latest signed checkpoint if the mirror is
+    /// behind it. Returns whether anything was published.
+    async fn round(&self) -> Result<bool, ObjectError> {
+        let Some(cp) = self.log.latest_checkpoint() else {
+            return Ok(false);
+        };
+        let from = self.log.mirrored_size();
+        if cp.checkpoint.size <= from {
+            return Ok(false);
+        }
+        let oldest = self.integrated_at(from).await;
+        self.publish(from, &cp).await?;
+        self.log
+            .record_mirrored(cp.clone())
+            .await
+            .map_err(|e| ObjectError::Store(format!("recording the mirrored size: {e}")))?;
+        let label = self.log.id.as_str().into();
+        self.metrics
+            .mirrored_size
+            .get_or_create(&label)
+            .set(cp.checkpoint.size as i64);
+        if let Some(d) = oldest.and_then(|t| t.elapsed().ok()) {
+            self.metrics
+                .mirror_delay_seconds
+                .get_or_create(&label)
+                .observe(d.as_secs_f64());
+        }
+        tracing::debug!(log = %self.log.id, from, to = cp.checkpoint.size, "mirrored");
+        Ok(true)
+    }
+
+    /// Runs until `stop` turns true, then publishes once more (bounded by
+    /// `final_timeout`) so a clean shutdown leaves the mirror complete.
+    pub async fn run(self, mut stop: watch::Receiver<bool>, final_timeout: Duration) {
+        let mut checkpoints = self.log.watch_checkpoints();
+        let mut committed = self.log.watch_committed();
+        let mut backoff = Duration::from_millis(200);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.metrics
+            .mirrored_size
+            .get_or_create(&self.log.id.as_str().into())
+            .set(self.log.mirrored_size() as i64);
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            match self.round().await {
+                Ok(true) => {
+                    backoff = Duration::from_millis(200);
+                    self.update_lag().await;
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.metrics
+                        .mirror_failures
+                        .get_or_create(&self.log.id.as_str().into())
+                        .inc();
+                    tracing::warn!(log = %self.log.id, store = %self.store.describe(), error = %e, retry_in = ?backoff, "mirroring failed");
+                    self.update_lag().await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stopped(&mut stop) => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            }
+            // Acks waiting for the mirror should not wait for the signing
+            // interval too: ask for a checkpoint of what is committed.
+            if self.log.acks_after_mirror() && *committed.borrow() > self.log.mirrored_size() {
+                let signed = self
+                    .log
+                    .latest_checkpoint()
+                    .map_or(0, |c| c.checkpoint.size);
+                if *committed.borrow() > signed {
+                    let _ = self.log.fresh_checkpoint().await;
+                    continue;
+                }
+            }
+            let ticked = tokio::select! {
+                r = checkpoints.changed() => if r.is_err() { break } else { false },
+                r = committed.changed(), if self.log.acks_after_mirror() => if r.is_err() { break } else { false },
+                _ = tick.tick() => true,
+                _ = stopped(&mut stop) => break,
+            };
+            if ticked {
+                self.update_lag().await;
+            }
+        }
+        match tokio::time::timeout(final_timeout, self.round()).await {
+            Ok(Ok(_)) => {
+                tracing::info!(log = %self.log.id, size = self.log.mirrored_size(), "mirror up to date")
+            }
+            Ok(Err(e)) => tracing::error!(log = %self.log.id, error = %e, "final mirroring failed"),
+            Err(_) => tracing::error!(log = %self.log.id, "final mirroring timed out"),
+        }
+        self.update_lag().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_exist_within_their_tree() {
+        let t = |level, index, width| TileId {
+            level,
+            index,
+            width,
+        };
+        assert!(tile_exists(t(0, 0, 256), 256));
+        assert!(!tile_exists(t(0, 1, 1), 256));
+        assert!(tile_exists(t(0, 1, 1), 257));
+        assert!(tile_exists(t(0, 0, 10), 257), "a prefix of a full tile");
+        assert!(tile_exists(t(1, 0, 1), 256));
+        assert!(!tile_exists(t(1, 0, 2), 511));
+        assert!(!tile_exists(t(0, u64::MAX, 256), u64::MAX));
+        assert!(!tile_exists(t(0, 0, 0), 5));
+    }
+}

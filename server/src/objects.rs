@@ -1,0 +1,480 @@
+//! The object-store seam under anchoring and the mirror: a local directory
+//! (the embedded default) or S3, behind one trait. Three kinds of write:
+//!
+//! * [`ObjectStore::put_once`]: write-once objects (anchors, tiles, entry
+//!   bundles). Refused if the key exists with other bytes; on S3 sent with
+//!   `If-None-Match: *` and, where the bucket has Object Lock, a
+//!   COMPLIANCE-mode retention; in a directory made read-only.
+//! * [`ObjectStore::put_latest`]: an object overwritten in place (the
+//!   mirror's `checkpoint`); a versioned bucket keeps every version.
+//! * [`ObjectStore::replace`]: an object overwritten whose earlier versions
+//!   are destroyed (payload bundles, so that a redaction erases).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// Transient or not: callers retry with back-off either way.
+    #[error("{0}")]
+    Store(String),
+    /// The key exists with different content. Never retried: for an anchor
+    /// or a tile it means two histories were written.
+    #[error("object {key} already exists with different content: the log forked")]
+    Conflict { key: String },
+}
+
+/// What a write-once write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Created,
+    /// The same bytes were already there (an earlier attempt got through).
+    AlreadyThere,
+}
+
+type Res<T> = Result<T, ObjectError>;
+
+/// Object storage as anchoring and the mirror use it. Keys are relative
+/// (`<origin>/…`); a backend may put them under a prefix of its own.
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Writes `body` under `key` unless the key exists.
+    fn put_once(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<Put>> + Send;
+    /// Writes `body` under `key`, over what is there (kept as an older
+    /// version where the store keeps versions).
+    fn put_latest(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send;
+    /// Writes `body` under `key` and destroys every earlier version of it.
+    fn replace(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send;
+    /// The current bytes under `key`, if any.
+    fn get(&self, key: &str) -> impl Future<Output = Res<Option<Vec<u8>>>> + Send;
+    /// Where the objects go, for logs.
+    fn describe(&self) -> String;
+}
+
+/// A local directory. Write-once files are written to a temporary name,
+/// fsync'd, made read-only and hard-linked into place (which fails if the
+/// name exists); overwritten files are renamed over the old one.
+pub struct DirStore {
+    root: PathBuf,
+}
+
+fn io(what: &str, e: std::io::Error) -> ObjectError {
+    ObjectError::Store(format!("{what}: {e}"))
+}
+
+impl DirStore {
+    pub fn new(root: &Path) -> std::io::Result<DirStore> {
+        std::fs::create_dir_all(root)?;
+        Ok(DirStore {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A synced temporary file beside `path` holding `body`.
+    fn temp_beside(path: &Path, body: &[u8], read_only: bool) -> Res<PathBuf> {
+        use std::io::Write;
+        let dir = path
+            .parent()
+            .ok_or_else(|| ObjectError::Store("bad key".into()))?;
+        std::fs::create_dir_all(dir).map_err(|e| io("creating directory", e))?;
+        let mut rnd = [0u8; 8];
+        getrandom::fill(&mut rnd).map_err(|e| ObjectError::Store(e.to_string()))?;
+        let tmp = dir.join(format!(".tmp-{}", hex::encode(rnd)));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| io("creating object file", e))?;
+        let written = (|| {
+            f.write_all(body).map_err(|e| io("writing object", e))?;
+            f.sync_all().map_err(|e| io("syncing object", e))?;
+            if read_only {
+                let mut perm = f
+                    .metadata()
+                    .map_err(|e| io("object metadata", e))?
+                    .permissions();
+                perm.set_readonly(true);
+                std::fs::set_permissions(&tmp, perm)
+                    .map_err(|e| io("making object read-only", e))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(tmp)
+    }
+
+    fn sync_dir(path: &Path) -> Res<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("syncing directory", e))?;
+        }
+        Ok(())
+    }
+
+    fn put_once_blocking(root: &Path, key: &str, body: &[u8]) -> Res<Put> {
+        let path = root.join(key);
+        let tmp = DirStore::temp_beside(&path, body, true)?;
+        let result = match std::fs::hard_link(&tmp, &path) {
+            Ok(()) => DirStore::sync_dir(&path).map(|()| Put::Created),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let existing = std::fs::read(&path).map_err(|e| io("reading object", e))?;
+                if existing == body {
+                    Ok(Put::AlreadyThere)
+                } else {
+                    Err(ObjectError::Conflict {
+                        key: key.to_string(),
+                    })
+                }
+            }
+            Err(e) => Err(io("linking object into place", e)),
+        };
+        let _ = std::fs::remove_file(&tmp);
+        result
+    }
+
+    fn overwrite_blocking(root: &Path, key: &str, body: &[u8]) -> Res<()> {
+        let path = root.join(key);
+        let tmp = DirStore::temp_beside(&path, body, false)?;
+        if let Err(e) = std::fs::rename(&tmp, &path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io("renaming object into place", e));
+        }
+        DirStore::sync_dir(&path)
+    }
+
+    fn blocking<T, F>(&self, key: &str, f: F) -> impl Future<Output = Res<T>> + Send + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Path, &str) -> Res<T> + Send + 'static,
+    {
+        let (root, key) = (self.root.clone(), key.to_string());
+        async move {
+            tokio::task::spawn_blocking(move || f(&root, &key))
+                .await
+                .map_err(|e| ObjectError::Store(e.to_string()))?
+        }
+    }
+}
+
+impl ObjectStore for DirStore {
+    fn put_once(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<Put>> + Send {
+        self.blocking(key, move |root, key| {
+            DirStore::put_once_blocking(root, key, &body)
+        })
+    }
+
+    fn put_latest(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send {
+        self.blocking(key, move |root, key| {
+            DirStore::overwrite_blocking(root, key, &body)
+        })
+    }
+
+    fn replace(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send {
+        self.put_latest(key, body)
+    }
+
+    fn get(&self, key: &str) -> impl Future<Output = Res<Option<Vec<u8>>>> + Send {
+        self.blocking(key, |root, key| match std::fs::read(root.join(key)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&format!("reading {key}"), e)),
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("directory {}", self.root.display())
+    }
+}
+
+/// S3 (or an S3-compatible store). Write-once objects are sent with
+/// `If-None-Match: *` and, when the bucket has Object Lock, a
+/// COMPLIANCE-mode retain-until date.
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    /// Compliance retention of write-once objects; None when the bucket has
+    /// no Object Lock.
+    retention: Option<Duration>,
+}
+
+/// Settings of the S3 backend (credentials come from the standard
+/// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`).
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub bucket: String,
+    pub prefix: String,
+    pub region: String,
+    pub endpoint: Option<String>,
+    pub force_path_style: bool,
+    pub retention: Duration,
+}
+
+/// An S3 client from explicit settings and the standard credential
+/// environment variables.
+pub fn s3_client(
+    region: &str,
+    endpoint: Option<&str>,
+    path_style: bool,
+) -> anyhow::Result<aws_sdk_s3::Client> {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let key = std::env::var("AWS_ACCESS_KEY_ID")
+        .map_err(|_| anyhow::anyhow!("AWS_ACCESS_KEY_ID is not set (S3 needs credentials)"))?;
+    let secret = std::env::var("AWS_SECRET_ACCESS_KEY")
+        .map_err(|_| anyhow::anyhow!("AWS_SECRET_ACCESS_KEY is not set"))?;
+    let token = std::env::var("AWS_SESSION_TOKEN").ok();
+    let mut b = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .credentials_provider(Credentials::new(key, secret, token, None, "environment"))
+        .force_path_style(path_style);
+    if let Some(e) = endpoint {
+        b = b.endpoint_url(e);
+    }
+    Ok(aws_sdk_s3::Client::from_conf(b.build()))
+}
+
+fn s3_error<E: std::error::Error + 'static>(what: &str, e: E) -> ObjectError {
+    ObjectError::Store(format!(
+        "{what}: {}",
+        aws_sdk_s3::error::DisplayErrorContext(e)
+    ))
+}
+
+impl S3Store {
+    /// Connects and reads the bucket's Object Lock configuration. With
+    /// `require_lock` (anchors), a bucket without Object Lock is refused;
+    /// otherwise write-once objects there rely on `If-None-Match` alone.
+    pub async fn connect(
+        s: &S3Settings,
+        what: &str,
+        require_lock: bool,
+    ) -> anyhow::Result<S3Store> {
+        let client = s3_client(&s.region, s.endpoint.as_deref(), s.force_path_style)?;
+        let lock = client
+            .get_object_lock_configuration()
+            .bucket(&s.bucket)
+            .send()
+            .await;
+        let enabled = match lock {
+            Ok(l) => l
+                .object_lock_configuration()
+                .and_then(|c| c.object_lock_enabled())
+                .is_some_and(|e| e.as_str() == "Enabled"),
+            Err(e) => {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                // 404 ObjectLockConfigurationNotFoundError: a bucket without
+                // Object Lock; anything else (no such bucket, no access) is
+                // an error.
+                let not_configured = status == Some(404)
+                    && aws_sdk_s3::error::DisplayErrorContext(&e)
+                        .to_string()
+                        .contains("ObjectLockConfigurationNotFound");
+                if !not_configured {
+                    anyhow::bail!(
+                        "{what}.bucket {:?}: cannot read its Object Lock configuration: {}",
+                        s.bucket,
+                        aws_sdk_s3::error::DisplayErrorContext(&e)
+                    );
+                }
+                false
+            }
+        };
+        anyhow::ensure!(
+            enabled || !require_lock,
+            "{what}.bucket {:?}: Object Lock is not enabled; objects there could be deleted",
+            s.bucket
+        );
+        if !enabled {
+            tracing::warn!(bucket = %s.bucket, "{what}: the bucket has no Object Lock; write-once objects rely on If-None-Match alone and could be deleted by the bucket's owner");
+        }
+        Ok(S3Store {
+            client,
+            bucket: s.bucket.clone(),
+            prefix: s.prefix.trim_end_matches('/').to_string(),
+            retention: enabled.then_some(s.retention),
+        })
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    async fn put(&self, full: &str, body: Vec<u8>) -> Res<Option<String>> {
+        use aws_sdk_s3::primitives::ByteStream;
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| s3_error(&format!("s3 put {full}"), e))?;
+        Ok(out.version_id().map(str::to_string))
+    }
+}
+
+impl ObjectStore for S3Store {
+    fn put_once(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<Put>> + Send {
+        use aws_sdk_s3::primitives::{ByteStream, DateTime};
+        use aws_sdk_s3::types::ObjectLockMode;
+        let full = self.full_key(key);
+        let key = key.to_string();
+        async move {
+            let mut req = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .if_none_match("*")
+                .body(ByteStream::from(body.clone()));
+            if let Some(r) = self.retention {
+                req = req
+                    .object_lock_mode(ObjectLockMode::Compliance)
+                    .object_lock_retain_until_date(DateTime::from(SystemTime::now() + r));
+            }
+            match req.send().await {
+                Ok(_) => Ok(Put::Created),
+                Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => {
+                    // The key exists: the same bytes mean an earlier try got
+                    // through; anything else is a fork.
+                    match self.get(&key).await? {
+                        Some(existing) if existing == body => Ok(Put::AlreadyThere),
+                        _ => Err(ObjectError::Conflict { key }),
+                    }
+                }
+                Err(e) => Err(s3_error(&format!("s3 put {full}"), e)),
+            }
+        }
+    }
+
+    fn put_latest(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send {
+        let full = self.full_key(key);
+        async move { self.put(&full, body).await.map(|_| ()) }
+    }
+
+    fn replace(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send {
+        let full = self.full_key(key);
+        async move {
+            let new_version = self.put(&full, body).await?;
+            // Destroy every other version of this key (an unversioned
+            // bucket lists only the current one, which is kept).
+            let listed = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(&full)
+                .send()
+                .await
+                .map_err(|e| s3_error(&format!("s3 list versions {full}"), e))?;
+            let old = listed
+                .versions()
+                .iter()
+                .filter(|v| v.key() == Some(full.as_str()))
+                .filter_map(|v| v.version_id())
+                .chain(
+                    listed
+                        .delete_markers()
+                        .iter()
+                        .filter(|m| m.key() == Some(full.as_str()))
+                        .filter_map(|m| m.version_id()),
+                )
+                .filter(|v| Some(*v) != new_version.as_deref() && *v != "null");
+            for v in old {
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(&full)
+                    .version_id(v)
+                    .send()
+                    .await
+                    .map_err(|e| s3_error(&format!("s3 delete {full} version {v}"), e))?;
+            }
+            Ok(())
+        }
+    }
+
+    fn get(&self, key: &str) -> impl Future<Output = Res<Option<Vec<u8>>>> + Send {
+        let full = self.full_key(key);
+        async move {
+            match self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .send()
+                .await
+            {
+                Ok(o) => {
+                    let bytes = o
+                        .body
+                        .collect()
+                        .await
+                        .map_err(|e| ObjectError::Store(format!("s3 get {full}: {e}")))?;
+                    Ok(Some(bytes.into_bytes().to_vec()))
+                }
+                Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(None),
+                Err(e) => Err(s3_error(&format!("s3 get {full}"), e)),
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_directory_object_is_written_once_and_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path()).unwrap();
+        let key = "ledger.local/default/checkpoint.5";
+        assert_eq!(
+            store.put_once(key, b"note A".to_vec()).await.unwrap(),
+            Put::Created
+        );
+        assert_eq!(
+            store.put_once(key, b"note A".to_vec()).await.unwrap(),
+            Put::AlreadyThere
+        );
+        assert!(matches!(
+            store.put_once(key, b"note B".to_vec()).await,
+            Err(ObjectError::Conflict { .. })
+        ));
+        let path = dir.path().join(key);
+        assert_eq!(std::fs::read(&path).unwrap(), b"note A");
+        assert!(std::fs::metadata(&path).unwrap().permissions().readonly());
+        assert_eq!(store.get(key).await.unwrap().unwrap(), b"note A");
+        assert_eq!(store.get("nothing/here").await.unwrap(), None);
+        // Overwritable objects.
+        store
+            .put_latest("o/checkpoint", b"1".to_vec())
+            .await
+            .unwrap();
+        store.replace("o/checkpoint", b"2".to_vec()).await.unwrap();
+        assert_eq!(store.get("o/checkpoint").await.unwrap().unwrap(), b"2");
+        // No temporary files are left behind.
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1);
+    }
+}
