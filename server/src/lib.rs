@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod objects;
 pub mod query;
+pub mod restore;
 pub mod sequencer;
 pub mod server;
 pub mod service;

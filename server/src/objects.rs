@@ -47,6 +47,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn replace(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send;
     /// The current bytes under `key`, if any.
     fn get(&self, key: &str) -> impl Future<Output = Res<Option<Vec<u8>>>> + Send;
+    /// Keys under `dir` (a key prefix ending at a `/`) whose last part
+    /// starts with `name_prefix`, with their write times when known.
+    fn list(
+        &self,
+        dir: &str,
+        name_prefix: &str,
+    ) -> impl Future<Output = Res<Vec<(String, Option<SystemTime>)>>> + Send;
     /// Where the objects go, for logs.
     fn describe(&self) -> String;
 }
@@ -186,6 +193,32 @@ impl ObjectStore for DirStore {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(&format!("reading {key}"), e)),
+        })
+    }
+
+    fn list(
+        &self,
+        dir: &str,
+        name_prefix: &str,
+    ) -> impl Future<Output = Res<Vec<(String, Option<SystemTime>)>>> + Send {
+        let name_prefix = name_prefix.to_string();
+        self.blocking(dir, move |root, dir| {
+            let entries = match std::fs::read_dir(root.join(dir)) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(io(&format!("listing {dir}"), e)),
+            };
+            let mut out = Vec::new();
+            for e in entries {
+                let e = e.map_err(|e| io("listing", e))?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&name_prefix) {
+                    let at = e.metadata().ok().and_then(|m| m.modified().ok());
+                    out.push((format!("{}/{name}", dir.trim_end_matches('/')), at));
+                }
+            }
+            out.sort();
+            Ok(out)
         })
     }
 
@@ -429,6 +462,44 @@ impl ObjectStore for S3Store {
                 Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(None),
                 Err(e) => Err(s3_error(&format!("s3 get {full}"), e)),
             }
+        }
+    }
+
+    fn list(
+        &self,
+        dir: &str,
+        name_prefix: &str,
+    ) -> impl Future<Output = Res<Vec<(String, Option<SystemTime>)>>> + Send {
+        let dir = dir.trim_end_matches('/').to_string();
+        let full = self.full_key(&format!("{dir}/{name_prefix}"));
+        let strip = self.full_key("");
+        async move {
+            let mut out = Vec::new();
+            let mut token = None;
+            loop {
+                let page = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(&full)
+                    .set_continuation_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| s3_error(&format!("s3 list {full}"), e))?;
+                for o in page.contents() {
+                    let Some(key) = o.key() else { continue };
+                    let rel = key.strip_prefix(strip.as_str()).unwrap_or(key);
+                    let at = o
+                        .last_modified()
+                        .and_then(|t| SystemTime::try_from(*t).ok());
+                    out.push((rel.trim_start_matches('/').to_string(), at));
+                }
+                match page.next_continuation_token() {
+                    Some(t) => token = Some(t.to_string()),
+                    None => break,
+                }
+            }
+            Ok(out)
         }
     }
 

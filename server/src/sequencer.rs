@@ -620,7 +620,7 @@ impl Sequencer {
                 index: entry.index,
                 bytes: &bytes,
                 dedup_id,
-                digest,
+                digest: Some(digest),
                 payload,
             },
         );

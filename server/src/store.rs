@@ -196,8 +196,9 @@ pub struct StagedEntry<'a> {
     pub bytes: &'a [u8],
     /// The event id it answers to (`#redact/<target>` for a redaction).
     pub dedup_id: &'a str,
-    /// Digest of what was asked for, kept for telling retries apart.
-    pub digest: Hash,
+    /// Digest of what was asked for, kept for telling retries apart (None:
+    /// not known, as for an entry restored without its redacted payload).
+    pub digest: Option<Hash>,
     /// Salt and payload, when the event had one.
     pub payload: Option<(&'a [u8], &'a [u8])>,
 }
@@ -656,7 +657,7 @@ impl StoreWriter {
         self.put(batch, cf::ENTRIES, &key, e.bytes);
         let record = DedupRecord {
             index: e.index,
-            digest: Some(e.digest),
+            digest: e.digest,
         };
         self.put(batch, cf::DEDUP, e.dedup_id.as_bytes(), &record.encode());
         if let Some((salt, payload)) = e.payload {

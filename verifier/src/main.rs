@@ -19,6 +19,9 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+#[path = "cli/mirror.rs"]
+mod mirror_cli;
+
 #[derive(Parser)]
 #[command(
     name = "ledger-verify",
@@ -96,6 +99,29 @@ enum Command {
         /// directory or `s3://bucket/prefix`.
         #[arg(long)]
         anchors: Option<String>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Audit a log straight from its object-storage mirror (a directory or
+    /// `s3://bucket/prefix`, holding `<origin>/checkpoint`, `tile/…`,
+    /// `payload/…`): every entry bundle up to the mirrored checkpoint is
+    /// re-hashed, chained and checked against it, every hash tile against
+    /// the recomputed tree, every payload against its commitment, and the
+    /// anchors (given, or found beside the mirror). Same findings and exit
+    /// codes as `bundle`.
+    Mirror {
+        #[arg(long)]
+        key: String,
+        /// The mirror: a directory or `s3://bucket/prefix`.
+        source: String,
+        /// Anchors to hold the mirror to (directory or `s3://bucket/prefix`);
+        /// default: anchors kept beside the mirror, if any.
+        #[arg(long)]
+        anchors: Option<String>,
+        /// Objects fetched at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -206,30 +232,11 @@ fn read_anchors(source: &str, origin: &str) -> Result<Vec<Anchor>> {
 }
 
 fn read_s3_anchors(bucket: &str, prefix: &str) -> Result<Vec<Anchor>> {
-    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let mut b = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(
-                env("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
-            ));
-        if let (Some(k), Some(s)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-            b = b.credentials_provider(Credentials::new(
-                k,
-                s,
-                env("AWS_SESSION_TOKEN"),
-                None,
-                "environment",
-            ));
-        }
-        if let Some(e) = env("AWS_ENDPOINT_URL") {
-            b = b.endpoint_url(e).force_path_style(true);
-        }
-        let client = aws_sdk_s3::Client::from_conf(b.build());
+        let client = mirror_cli::s3_client_from_env();
         let mut out = Vec::new();
         let mut token = None;
         loop {
@@ -567,6 +574,13 @@ fn run(command: Command) -> Result<Report> {
             quiet,
         } => audit(&key, &file, anchors.as_deref(), quiet)?,
         Command::Anchors { key, source } => anchors_report(&key, &source)?,
+        Command::Mirror {
+            key,
+            source,
+            anchors,
+            concurrency,
+            quiet,
+        } => mirror_cli::audit(&key, &source, anchors.as_deref(), concurrency, quiet)?,
         Command::Receipt { key, entry, file } => receipt(&key, entry.as_deref(), &file)?,
         Command::Live {
             key,
