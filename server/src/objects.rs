@@ -258,7 +258,7 @@ pub fn s3_client(
     endpoint: Option<&str>,
     path_style: bool,
 ) -> anyhow::Result<aws_sdk_s3::Client> {
-    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, timeout::TimeoutConfig};
     let key = std::env::var("AWS_ACCESS_KEY_ID")
         .map_err(|_| anyhow::anyhow!("AWS_ACCESS_KEY_ID is not set (S3 needs credentials)"))?;
     let secret = std::env::var("AWS_SECRET_ACCESS_KEY")
@@ -268,6 +268,15 @@ pub fn s3_client(
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region.to_string()))
         .credentials_provider(Credentials::new(key, secret, token, None, "environment"))
+        // A store that stops answering must fail the attempt (and be
+        // retried with back-off), not hold the anchorer or mirror forever.
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .operation_timeout(Duration::from_secs(120))
+                .build(),
+        )
         .force_path_style(path_style);
     if let Some(e) = endpoint {
         b = b.endpoint_url(e);

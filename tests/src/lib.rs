@@ -69,6 +69,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub endpoint: Endpoint,
     pub metrics: String,
+    /// The tlog-tiles HTTP read API (`host:port`).
+    pub tiles: String,
     pub config: Option<PathBuf>,
     child: Option<Child>,
     log_path: PathBuf,
@@ -124,6 +126,8 @@ impl Server {
                 listen,
                 "--metrics-listen",
                 "127.0.0.1:0",
+                "--tiles-listen",
+                "127.0.0.1:0",
                 "--log-format",
                 "json",
             ])
@@ -154,6 +158,7 @@ impl Server {
                             .map_err(|e| format!("verifier key {key:?}: {e}"))?,
                     },
                     metrics: v["metrics"].as_str().unwrap_or_default().to_string(),
+                    tiles: v["tiles"].as_str().unwrap_or_default().to_string(),
                     data_dir,
                     config,
                     child: Some(child),
@@ -248,6 +253,32 @@ impl Server {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Runs `ledgerd restore --from FROM` on this server's data directory
+    /// and configuration (the server must be stopped); returns whether it
+    /// succeeded and what it printed.
+    pub fn restore_from(&self, from: &str) -> (bool, String) {
+        let mut cmd = Command::new(binary("ledgerd"));
+        cmd.arg("--data-dir").arg(&self.data_dir);
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        let out = cmd
+            .args(["restore", "--from", from])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run ledgerd restore");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     }
 
     /// The Prometheus text of the metrics endpoint.
@@ -450,6 +481,30 @@ impl Drop for Outage {
         self.accept.abort();
         self.cut();
     }
+}
+
+/// `GET path` over plain HTTP/1.0, with a bearer token if given: the
+/// status code and the body.
+pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: ledger\r\n{auth}\r\n").expect("send");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read");
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    let head = String::from_utf8_lossy(&out[..split]).to_string();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    (status, out[split + 4..].to_vec())
 }
 
 /// Runs `ledger-verify --format json ARGS` with extra environment; returns

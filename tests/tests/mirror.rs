@@ -1,0 +1,614 @@
+//! The object-storage mirror, against real servers, a local directory and a
+//! real S3 API (moto on 127.0.0.1): the mirror catches up and serves the
+//! same bytes as the live read API; its objects cannot be changed through
+//! the store; tampering with them is found, by kind and index; the ledger
+//! survives the loss of its disk (kill -9, data directory deleted, restore
+//! from the mirror, the same log continues); an S3 outage does not touch
+//! ingest and the mirror catches up after it.
+
+use ledger_client::{Client, Event, EventKind};
+use ledger_e2e::{Outage, S3Server, Server, http_get, verify_json as verify};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const ORIGIN: &str = "ledger.local/default";
+
+fn event(tag: &str, i: usize) -> ledger_proto::v1::AuditEvent {
+    Event::new(EventKind::ToolCall, "agent-m")
+        .tool("sql.execute")
+        .event_id(format!("{tag}-{i}"))
+        .payload("text/plain", format!("SELECT {i} -- {tag}"))
+        .build()
+}
+
+/// Appends `n` events with payloads, all acked.
+async fn append(server: &Server, n: usize, tag: &str) {
+    let c = Client::connect(&server.grpc).await.unwrap();
+    let a = c.appender(Default::default());
+    let mut acks = Vec::new();
+    for i in 0..n {
+        acks.push(a.send(event(tag, i)).await.unwrap());
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+}
+
+async fn status(server: &Server) -> ledger_proto::v1::LogStatus {
+    Client::connect(&server.grpc)
+        .await
+        .unwrap()
+        .status()
+        .await
+        .unwrap()
+}
+
+/// Waits until the mirror holds every committed entry.
+async fn caught_up(server: &Server, secs: u64) -> ledger_proto::v1::LogStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let s = status(server).await;
+        if s.mirrored_size == s.committed_size && s.mirror_lag_entries == 0 {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the mirror did not catch up: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every file under `dir`, as paths relative to it.
+fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Overwrites a (read-only) mirror file, as someone with the disk would.
+fn tamper(path: &Path, f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let saved = std::fs::read(path).unwrap();
+    let mut bytes = saved.clone();
+    f(&mut bytes);
+    let mut perm = std::fs::metadata(path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perm.set_readonly(false);
+    std::fs::set_permissions(path, perm).unwrap();
+    std::fs::write(path, bytes).unwrap();
+    saved
+}
+
+fn first_finding(report: &serde_json::Value) -> (String, u64) {
+    let f = &report["findings"][0];
+    (
+        f["kind"].as_str().unwrap_or_default().to_string(),
+        f["index"].as_u64().unwrap_or(u64::MAX),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_mirror_catches_up_serves_the_live_bytes_and_finds_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    let config = format!(
+        "[mirror]\nbackend = \"dir\"\ndir = {:?}\n",
+        mirror.display().to_string()
+    );
+    let server = Server::start_with(dir.path(), Some(&config));
+    let key = server.verifier.to_string();
+    append(&server, 700, "d").await;
+    let s = caught_up(&server, 30).await;
+    assert_eq!((s.committed_size, s.mirrored_size), (700, 700));
+    assert!(s.mirror_enabled);
+    let scraped = server.scrape();
+    assert!(
+        scraped.contains("ledger_mirror_lag_entries{log=\"default\"} 0"),
+        "{scraped}"
+    );
+    assert!(scraped.contains("ledger_mirrored_tree_size{log=\"default\"} 700"));
+
+    // Every object but the payload bundles is what the live read API serves
+    // for the same path, byte for byte.
+    let root = mirror.join(ORIGIN);
+    let objects = files(&root);
+    for want in [
+        "checkpoint",
+        "tile/0/000",
+        "tile/0/001",
+        "tile/0/002.p/188",
+        "tile/1/000.p/2",
+        "tile/entries/000",
+        "tile/entries/002.p/188",
+        "payload/000",
+    ] {
+        assert!(objects.iter().any(|o| o == want), "{want} in {objects:?}");
+    }
+    for o in objects.iter().filter(|o| !o.starts_with("payload/")) {
+        let (code, body) = http_get(&server.tiles, &format!("/default/{o}"), None);
+        assert_eq!(code, 200, "{o}");
+        assert_eq!(body, std::fs::read(root.join(o)).unwrap(), "{o}");
+        if o != "checkpoint" {
+            assert!(
+                std::fs::metadata(root.join(o))
+                    .unwrap()
+                    .permissions()
+                    .readonly(),
+                "{o} is written read-only"
+            );
+        }
+    }
+    // Beyond the signed tree, or not a tiles path: 404.
+    assert_eq!(http_get(&server.tiles, "/default/tile/0/003", None).0, 404);
+    assert_eq!(
+        http_get(&server.tiles, "/default/tile/0/x000/001", None).0,
+        404
+    );
+    assert_eq!(http_get(&server.tiles, "/nolog/checkpoint", None).0, 404);
+
+    // The whole mirror audits clean, with no server involved.
+    let (rc, v) = verify(
+        &["mirror", "--key", &key, "--quiet", mirror.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(v["entries"], 700);
+    assert_eq!(v["payloads_checked"], 700);
+    assert_eq!(v["tiles_checked"], 4);
+
+    // Tampering with each kind of object is found, with its kind and index.
+    let run = || {
+        verify(
+            &["mirror", "--key", &key, "--quiet", mirror.to_str().unwrap()],
+            &[],
+        )
+    };
+    type Change = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: [(&str, Change, &str, u64); 4] = [
+        // Hash 7 of the second level-0 tile: leaf 263.
+        (
+            "tile/0/001",
+            Box::new(|b| b[7 * 32] ^= 1),
+            "modified_tile",
+            263,
+        ),
+        // A byte near the end of the first bundle: its last entry, 255.
+        (
+            "tile/entries/000",
+            Box::new(|b| {
+                let n = b.len() - 2;
+                b[n] ^= 1
+            }),
+            "modified_entry",
+            255,
+        ),
+        // The last byte of the first payload bundle: entry 255's payload.
+        (
+            "payload/000",
+            Box::new(|b| {
+                let n = b.len() - 1;
+                b[n] ^= 1
+            }),
+            "modified_payload",
+            255,
+        ),
+        // The checkpoint's root.
+        (
+            "checkpoint",
+            Box::new(|b| {
+                let i = b.iter().position(|&c| c == b'=').unwrap() - 1;
+                b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+            }),
+            "bad_signature",
+            0,
+        ),
+    ];
+    for (path, change, kind, index) in cases {
+        let p = root.join(path);
+        let saved = tamper(&p, change);
+        let (rc, v) = run();
+        assert_eq!(rc, 1, "{path}: {v}");
+        assert_eq!(first_finding(&v), (kind.to_string(), index), "{path}: {v}");
+        std::fs::write(&p, saved).unwrap();
+    }
+    // A deleted bundle.
+    let p = root.join("tile/entries/001");
+    let saved = std::fs::read(&p).unwrap();
+    std::fs::remove_file(&p).unwrap();
+    let (rc, v) = run();
+    assert_eq!(rc, 1);
+    assert_eq!(first_finding(&v), ("deleted_entry".into(), 256), "{v}");
+    std::fs::write(&p, saved).unwrap();
+    assert_eq!(run().0, 0, "clean again once every object is back");
+
+    // A redaction erases the payload in the mirror too; the audit accepts
+    // the erased payload because a redaction entry names it.
+    let c = Client::connect(&server.grpc).await.unwrap();
+    c.redact(3, "erasure request").await.unwrap();
+    caught_up(&server, 30).await;
+    let bundle = std::fs::read(root.join("payload/000")).unwrap();
+    let records = ledger_verify::mirror::decode_payload_bundle(&bundle).unwrap();
+    assert!(records[3].is_none(), "the redacted payload is gone");
+    assert!(records[4].is_some());
+    let (rc, v) = run();
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(v["payloads_redacted"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_api_requires_a_reader_when_authentication_is_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), Some("[auth]\nrequired = true\n"));
+    let key = |role: &str| {
+        let out = std::process::Command::new(ledger_e2e::binary("ledgerd"))
+            .arg("--data-dir")
+            .arg(&server.data_dir)
+            .args(["keys", "create", "--tenant", "default", "--role", role])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (reader, writer) = (key("reader"), key("writer"));
+    let c = Client::connect(&server.grpc)
+        .await
+        .unwrap()
+        .with_token(&writer)
+        .unwrap();
+    c.append(event("auth", 0)).await.unwrap();
+    Client::connect(&server.grpc)
+        .await
+        .unwrap()
+        .with_token(&reader)
+        .unwrap()
+        .verifying_with(server.verifier.clone())
+        .checkpoint(0)
+        .await
+        .unwrap();
+    assert_eq!(http_get(&server.tiles, "/default/checkpoint", None).0, 401);
+    assert_eq!(
+        http_get(&server.tiles, "/default/checkpoint", Some("alk_no.such")).0,
+        401
+    );
+    assert_eq!(
+        http_get(&server.tiles, "/default/checkpoint", Some(&writer)).0,
+        403
+    );
+    let (code, body) = http_get(
+        &server.tiles,
+        "/default/tile/entries/000.p/1",
+        Some(&reader),
+    );
+    assert_eq!(code, 200);
+    let entries = ledger_verify::mirror::decode_entry_bundle(&body).unwrap();
+    assert_eq!(entries.len(), 1);
+}
+
+/// Appends from 16 concurrent callers until `stop`, recording each acked
+/// event's index (plain unary calls: nothing is resent after a crash).
+fn load(
+    server: &Server,
+    tag: &'static str,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (
+    tokio::task::JoinHandle<()>,
+    Arc<Mutex<HashMap<String, u64>>>,
+) {
+    let acked = Arc::new(Mutex::new(HashMap::new()));
+    let grpc = server.grpc.clone();
+    let out = acked.clone();
+    let task = tokio::spawn(async move {
+        let c = Client::connect(&grpc).await.unwrap();
+        let mut callers = Vec::new();
+        for s in 0..16 {
+            let mut ingest = c.ingest();
+            let (stop, out) = (stop.clone(), out.clone());
+            callers.push(tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let e = event(tag, s * 1_000_000 + i);
+                    let id = e.event_id.clone();
+                    let req = ledger_proto::v1::AppendRequest {
+                        event: Some(e),
+                        ..Default::default()
+                    };
+                    match ingest.append(req).await {
+                        Ok(ack) => {
+                            out.lock().unwrap().insert(id, ack.into_inner().index);
+                        }
+                        Err(_) => return,
+                    }
+                    i += 1;
+                }
+            }));
+        }
+        for c in callers {
+            let _ = c.await;
+        }
+    });
+    (task, acked)
+}
+
+/// Event id per index of the log, read back from the server.
+async fn event_ids(server: &Server, size: u64) -> Vec<String> {
+    let c = Client::connect(&server.grpc).await.unwrap();
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < size {
+        let end = (start + 5000).min(size);
+        for r in c.entries(start, end).await.unwrap() {
+            let e = ledger_verify::entry::decode_entry(&r.entry).unwrap();
+            out.push(e.event.map(|e| e.event_id).unwrap_or_default());
+        }
+        start = end;
+    }
+    out
+}
+
+/// The disaster: load, kill -9, the data directory deleted (the key kept
+/// apart, as a backup would), restore from the mirror, restart.
+async fn disaster(dir: &Path, config: &str, from: &str, every_ack_survives: bool) -> String {
+    let mut server = Server::start_with(dir, Some(config));
+    let key = server.verifier.to_string();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (task, acked) = load(&server, "x", stop.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 3000 {
+        assert!(Instant::now() < deadline, "load did not get going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill9();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = task.await;
+    let acked: HashMap<String, u64> = acked.lock().unwrap().clone();
+    std::fs::remove_dir_all(&server.data_dir).unwrap();
+
+    let (ok, out) = server.restore_from(from);
+    assert!(ok, "restore failed: {out}");
+    let size: u64 = out
+        .split("): ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("restored size in {out:?}"));
+    server.restart();
+    let s = status(&server).await;
+    assert_eq!(s.committed_size, size, "{out}");
+    assert_eq!(
+        s.mirrored_size, size,
+        "the restored log starts in step with its mirror: {s:?}"
+    );
+    // Every event acked before the last mirrored checkpoint is there, at
+    // its index; with ack_after_mirror, every acked event.
+    let ids = event_ids(&server, size).await;
+    let mut before = 0;
+    for (id, index) in &acked {
+        if *index < size {
+            assert_eq!(&ids[*index as usize], id, "entry {index}");
+            before += 1;
+        } else {
+            assert!(
+                !every_ack_survives,
+                "acked entry {index} ({id}) was lost; mirror had {size}"
+            );
+        }
+    }
+    assert!(before > 0);
+    // The same log continues at the next index, signed by the same key.
+    let c = Client::connect(&server.grpc)
+        .await
+        .unwrap()
+        .verifying_with(server.verifier.clone());
+    let ack = c.append(event("after", 0)).await.unwrap();
+    assert_eq!(ack.index, size);
+    assert_eq!(server.verifier.to_string(), key);
+    caught_up(&server, 30).await;
+    // The indexes were rebuilt: a query finds the restored events.
+    let page = c
+        .list_events(
+            ledger_proto::v1::EventFilter {
+                agent_id: "agent-m".into(),
+                ..Default::default()
+            },
+            10,
+            None,
+            false,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 10);
+    key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn after_losing_its_disk_the_log_is_restored_from_s3_and_continues() {
+    let s3 = S3Server::start();
+    let client = s3.client();
+    let bucket = "ledger-mirror";
+    client
+        .create_bucket()
+        .bucket(bucket)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("keys/default.key");
+    let config = format!(
+        "[[logs]]\nid = \"default\"\norigin = \"{ORIGIN}\"\nkey_file = {:?}\n\
+         [anchor]\nbackend = \"s3\"\ninterval_secs = 1\n[anchor.s3]\nbucket = \"{bucket}\"\nprefix = \"audit\"\nendpoint = \"{e}\"\nforce_path_style = true\nretention_days = 1\n\
+         [mirror]\nbackend = \"s3\"\n[mirror.s3]\nbucket = \"{bucket}\"\nprefix = \"audit\"\nendpoint = \"{e}\"\nforce_path_style = true\nretention_days = 1\n",
+        key_file.display().to_string(),
+        e = s3.endpoint
+    );
+    let key = disaster(dir.path(), &config, &format!("s3://{bucket}/audit"), false).await;
+
+    // Mirrored objects are locked: neither overwritten nor deleted.
+    let tile = format!("audit/{ORIGIN}/tile/entries/000");
+    let head = client
+        .head_object()
+        .bucket(bucket)
+        .key(&tile)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{tile}: {}", aws_sdk_s3::error::DisplayErrorContext(e)));
+    assert_eq!(head.object_lock_mode().unwrap().as_str(), "COMPLIANCE");
+    let version = head.version_id().unwrap().to_string();
+    let del = client
+        .delete_object()
+        .bucket(bucket)
+        .key(&tile)
+        .version_id(&version)
+        .send()
+        .await;
+    assert!(del.is_err(), "a locked tile version cannot be deleted");
+    let put = client
+        .put_object()
+        .bucket(bucket)
+        .key(&tile)
+        .if_none_match("*")
+        .body(b"rewritten".to_vec().into())
+        .send()
+        .await;
+    assert!(put.is_err(), "a write-once put over a tile is refused");
+
+    // The auditor's verifier reads the whole log from S3, anchors beside it.
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_ENDPOINT_URL", s3.endpoint.as_str()),
+    ];
+    let src = format!("s3://{bucket}/audit");
+    let (rc, v) = verify(&["mirror", "--key", &key, "--quiet", &src], &env);
+    assert_eq!(rc, 0, "{v}");
+    assert!(v["anchors_matched"].as_u64().unwrap() > 0, "{v}");
+    // Someone with the bucket writes a new version of a tile (the current
+    // version is what readers get): found.
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(format!("audit/{ORIGIN}/tile/0/000"))
+        .body(vec![0u8; 256 * 32].into())
+        .send()
+        .await
+        .unwrap();
+    let (rc, v) = verify(&["mirror", "--key", &key, "--quiet", &src], &env);
+    assert_eq!(rc, 1, "{v}");
+    assert_eq!(first_finding(&v), ("modified_tile".into(), 0), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn with_ack_after_mirror_every_acked_event_survives_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    let key_file = dir.path().join("default.key");
+    let config = format!(
+        "[[logs]]\nid = \"default\"\norigin = \"{ORIGIN}\"\nkey_file = {:?}\n\
+         [anchor]\nbackend = \"none\"\n\
+         [mirror]\nbackend = \"dir\"\ndir = {:?}\nack_after_mirror = true\n",
+        key_file.display().to_string(),
+        mirror.display().to_string()
+    );
+    disaster(dir.path(), &config, mirror.to_str().unwrap(), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_restore_refuses_a_mirror_that_does_not_check_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    let key_file = dir.path().join("default.key");
+    let config = format!(
+        "[[logs]]\nid = \"default\"\norigin = \"{ORIGIN}\"\nkey_file = {:?}\n\
+         [mirror]\nbackend = \"dir\"\ndir = {:?}\n",
+        key_file.display().to_string(),
+        mirror.display().to_string()
+    );
+    let mut server = Server::start_with(dir.path(), Some(&config));
+    append(&server, 300, "r").await;
+    caught_up(&server, 30).await;
+    server.stop();
+    // Restoring over a live data directory is refused.
+    let (ok, out) = server.restore_from(mirror.to_str().unwrap());
+    assert!(!ok && out.contains("already has a store"), "{out}");
+    std::fs::remove_dir_all(&server.data_dir).unwrap();
+    // A tampered bundle: refused, naming what and where; nothing is kept.
+    let p = mirror.join(ORIGIN).join("tile/entries/000");
+    let saved = tamper(&p, |b| b[40] ^= 1);
+    let (ok, out) = server.restore_from(mirror.to_str().unwrap());
+    assert!(!ok, "{out}");
+    assert!(out.contains("ModifiedEntry at 0"), "{out}");
+    assert!(!server.data_dir.join("logs/default/db").exists());
+    std::fs::write(&p, saved).unwrap();
+    // Without the signing key: refused (a new key would be another log).
+    std::fs::rename(&key_file, dir.path().join("elsewhere.key")).unwrap();
+    let (ok, out) = server.restore_from(mirror.to_str().unwrap());
+    assert!(!ok && out.contains("signing key"), "{out}");
+    std::fs::rename(dir.path().join("elsewhere.key"), &key_file).unwrap();
+    let (ok, out) = server.restore_from(mirror.to_str().unwrap());
+    assert!(ok, "{out}");
+    assert!(out.contains("300 entries"), "{out}");
+    server.restart();
+    assert_eq!(status(&server).await.committed_size, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn an_s3_outage_leaves_ingest_alone_and_the_mirror_catches_up() {
+    let s3 = S3Server::start();
+    let client = s3.client();
+    let bucket = "ledger-mirror";
+    client.create_bucket().bucket(bucket).send().await.unwrap();
+    let target: std::net::SocketAddr = s3.endpoint.trim_start_matches("http://").parse().unwrap();
+    let link = Outage::start(target).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[mirror]\nbackend = \"s3\"\n[mirror.s3]\nbucket = \"{bucket}\"\nprefix = \"m\"\nendpoint = \"http://{}\"\nforce_path_style = true\n",
+        link.addr
+    );
+    let server = Server::start_with(dir.path(), Some(&config));
+    append(&server, 100, "before").await;
+    caught_up(&server, 30).await;
+    link.cut();
+    append(&server, 2000, "during").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = status(&server).await;
+    assert_eq!(s.committed_size, 2100, "ingest carried on");
+    assert!(
+        s.mirror_lag_entries > 0,
+        "the mirror is behind during the outage: {s:?}"
+    );
+    link.restore();
+    let s = caught_up(&server, 60).await;
+    assert_eq!(s.mirrored_size, 2100);
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_ENDPOINT_URL", s3.endpoint.as_str()),
+    ];
+    let key = server.verifier.to_string();
+    let (rc, v) = verify(
+        &[
+            "mirror",
+            "--key",
+            &key,
+            "--quiet",
+            &format!("s3://{bucket}/m"),
+        ],
+        &env,
+    );
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(v["entries"], 2100);
+}
