@@ -91,6 +91,17 @@ pub fn entry_bundle(
             start + u64::from(width)
         )));
     }
+    // A store from before the entry size limit may hold a larger entry:
+    // refuse to bundle it rather than write a bundle that cannot hold it.
+    if let Some((i, e)) = entries
+        .iter()
+        .find(|(_, e)| e.len() > crate::sequencer::MAX_ENTRY_BYTES)
+    {
+        return Err(StoreError::Corrupt(format!(
+            "entry {i} is {} bytes, over the 65,535 an entry bundle holds: it cannot be mirrored",
+            e.len()
+        )));
+    }
     Ok(Some(encode_entry_bundle(
         entries.iter().map(|(_, e)| e.as_slice()),
     )))
@@ -100,16 +111,12 @@ pub fn entry_bundle(
 /// whether it holds any payload.
 pub fn payload_bundle(store: &Store, n: u64, width: u16) -> Result<(Vec<u8>, bool), StoreError> {
     let start = n * TILE_WIDTH;
-    let records: Vec<Option<(Vec<u8>, Vec<u8>)>> = (start..start + u64::from(width))
-        .map(|i| store.payload(i))
-        .collect::<Result<_, _>>()?;
-    let any = records.iter().any(Option::is_some);
-    let bundle = encode_payload_bundle(
-        records
-            .iter()
-            .map(|r| r.as_ref().map(|(s, p)| (s.as_slice(), p.as_slice()))),
-    );
-    Ok((bundle, any))
+    let stored = store.payloads_range(start, start + u64::from(width))?;
+    let mut records: Vec<Option<(&[u8], &[u8])>> = vec![None; usize::from(width)];
+    for (i, salt, payload) in &stored {
+        records[(i - start) as usize] = Some((salt.as_slice(), payload.as_slice()));
+    }
+    Ok((encode_payload_bundle(records), !stored.is_empty()))
 }
 
 /// The key of a log's object: `<origin>/<path>`.
@@ -119,65 +126,106 @@ pub fn object_key(origin: &str, path: &str) -> String {
 
 /// One object to publish.
 enum Object {
+    /// Write-once.
     Once(String, Vec<u8>),
+    /// A payload bundle written for the first time (nothing to purge).
+    Payloads(String, Vec<u8>),
+    /// A payload bundle rewritten: earlier versions are destroyed.
     Replace(String, Vec<u8>),
 }
 
-/// What publishing from size `from` to `to` writes (everything but the
-/// checkpoint), read from the store.
-fn objects_between(
+/// One unit of publishing from size `from` to `to`, built when its turn
+/// comes (so a long catch-up holds a few tiles in memory, not all).
+#[derive(Debug, Clone, Copy)]
+enum Unit {
+    /// Entry bundle, level-0 hash tile and payload bundle of tile `n`.
+    Tile(u64),
+    /// The hash tiles above level 0.
+    Upper,
+    /// Payload bundle `n` rewritten after a redaction erased a payload.
+    Erased(u64),
+}
+
+/// The units of publishing from `from` to `to` (tile by tile, then the
+/// tiles above).
+fn units(from: u64, to: u64) -> Vec<Unit> {
+    let mut out: Vec<Unit> = (from / TILE_WIDTH..to.div_ceil(TILE_WIDTH))
+        .map(Unit::Tile)
+        .collect();
+    out.push(Unit::Upper);
+    out
+}
+
+/// Whether tile `id` of the tree of `to` leaves is new since `from`.
+fn new_since(id: TileId, from: u64) -> bool {
+    !(u64::from(id.width) == TILE_WIDTH && (id.index + 1) * TILE_WIDTH <= hashes_at(from, id.level))
+}
+
+/// Builds the objects of one unit from the store; also returns the tiles
+/// whose payloads redactions among its entries erased.
+fn build(
     store: &Store,
     origin: &str,
+    unit: Unit,
     from: u64,
     to: u64,
-) -> Result<Vec<Object>, StoreError> {
+) -> Result<(Vec<Object>, Vec<u64>), StoreError> {
     let mut out = Vec::new();
-    // Hash tiles: those of the new size not already full at the old one.
-    for id in tiles_of(to) {
-        let full_before = u64::from(id.width) == TILE_WIDTH
-            && (id.index + 1) * TILE_WIDTH <= hashes_at(from, id.level);
-        if full_before {
-            continue;
-        }
-        if let Some(bytes) = hash_tile(store, id, to)? {
-            out.push(Object::Once(object_key(origin, &tile_path(id)), bytes));
-        }
-    }
-    // Entry and payload bundles of the tiles that grew.
-    let first = from / TILE_WIDTH;
-    let last = to.div_ceil(TILE_WIDTH);
-    let mut payload_tiles: BTreeSet<u64> = BTreeSet::new();
-    for n in first..last {
-        let width = (to - n * TILE_WIDTH).min(TILE_WIDTH) as u16;
-        if let Some(bytes) = entry_bundle(store, n, width, to)? {
-            for e in
-                ledger_verify::mirror::decode_entry_bundle(&bytes).map_err(StoreError::Corrupt)?
-            {
-                // A redaction erases a payload in an older bundle.
-                if let Ok(head) = ledger_verify::entry::decode_head(e)
-                    && let Some(r) = head.redaction
+    let mut erased = Vec::new();
+    match unit {
+        Unit::Tile(n) => {
+            let width = (to - n * TILE_WIDTH).min(TILE_WIDTH) as u16;
+            let tile = TileId {
+                level: 0,
+                index: n,
+                width,
+            };
+            if let Some(bytes) = entry_bundle(store, n, width, to)? {
+                for e in ledger_verify::mirror::decode_entry_bundle(&bytes)
+                    .map_err(StoreError::Corrupt)?
                 {
-                    payload_tiles.insert(r.target_index / TILE_WIDTH);
+                    // A redaction erases a payload in an older bundle.
+                    if let Ok(head) = ledger_verify::entry::decode_head(e)
+                        && let Some(r) = head.redaction
+                        && r.target_index / TILE_WIDTH != n
+                    {
+                        erased.push(r.target_index / TILE_WIDTH);
+                    }
+                }
+                out.push(Object::Once(
+                    object_key(origin, &entries_path(n, width)),
+                    bytes,
+                ));
+            }
+            if let Some(bytes) = hash_tile(store, tile, to)? {
+                out.push(Object::Once(object_key(origin, &tile_path(tile)), bytes));
+            }
+            let (bytes, any) = payload_bundle(store, n, width)?;
+            let key = object_key(origin, &payload_path(n));
+            if n * TILE_WIDTH < from {
+                // Written before, at a smaller width: rewrite, and purge the
+                // older versions (they may hold a payload erased since).
+                out.push(Object::Replace(key, bytes));
+            } else if any {
+                out.push(Object::Payloads(key, bytes));
+            }
+        }
+        Unit::Upper => {
+            for id in tiles_of(to).into_iter().filter(|t| t.level > 0) {
+                if new_since(id, from)
+                    && let Some(bytes) = hash_tile(store, id, to)?
+                {
+                    out.push(Object::Once(object_key(origin, &tile_path(id)), bytes));
                 }
             }
-            out.push(Object::Once(
-                object_key(origin, &entries_path(n, width)),
-                bytes,
-            ));
         }
-        let (bytes, any) = payload_bundle(store, n, width)?;
-        if any {
+        Unit::Erased(n) => {
+            let width = (to - n * TILE_WIDTH).min(TILE_WIDTH) as u16;
+            let (bytes, _) = payload_bundle(store, n, width)?;
             out.push(Object::Replace(object_key(origin, &payload_path(n)), bytes));
         }
-        payload_tiles.remove(&n);
     }
-    for n in payload_tiles {
-        // Full tiles only: a redaction targets an entry before it.
-        let width = (to - n * TILE_WIDTH).min(TILE_WIDTH) as u16;
-        let (bytes, _) = payload_bundle(store, n, width)?;
-        out.push(Object::Replace(object_key(origin, &payload_path(n)), bytes));
-    }
-    Ok(out)
+    Ok((out, erased))
 }
 
 /// Resolves when the stop flag turns true (or its sender is gone).
@@ -201,28 +249,69 @@ impl<S: ObjectStore> Mirror<S> {
     /// Publishes everything from the mirrored size up to `cp`, then `cp`.
     async fn publish(&self, from: u64, cp: &Arc<SignedCheckpoint>) -> Result<(), ObjectError> {
         let to = cp.checkpoint.size;
-        let (store, origin) = (self.log.store.clone(), self.log.origin.clone());
-        let objects =
-            tokio::task::spawn_blocking(move || objects_between(&store, &origin, from, to))
-                .await
-                .map_err(|e| ObjectError::Store(e.to_string()))?
-                .map_err(|e| ObjectError::Store(format!("reading the store: {e}")))?;
-        stream::iter(objects)
-            .map(|o| async move {
-                match o {
-                    Object::Once(key, body) => self.store.put_once(&key, body).await.map(|_| ()),
-                    Object::Replace(key, body) => self.payload_store.replace(&key, body).await,
-                }
-            })
-            .buffer_unordered(self.concurrency.max(1))
-            .try_collect::<Vec<()>>()
-            .await?;
+        let erased = std::sync::Mutex::new(BTreeSet::new());
+        self.put_units(units(from, to), from, to, &erased).await?;
+        let erased: Vec<Unit> = erased
+            .into_inner()
+            .map_err(|_| ObjectError::Store("lock poisoned".into()))?
+            .into_iter()
+            .map(Unit::Erased)
+            .collect();
+        if !erased.is_empty() {
+            self.put_units(erased, from, to, &Default::default())
+                .await?;
+        }
+        self.store.sync().await?;
+        self.payload_store.sync().await?;
         self.store
             .put_latest(
                 &object_key(&self.log.origin, CHECKPOINT),
                 cp.note.clone().into_bytes(),
             )
             .await
+    }
+
+    /// Builds and writes `units`, a few at a time.
+    async fn put_units(
+        &self,
+        units: Vec<Unit>,
+        from: u64,
+        to: u64,
+        erased: &std::sync::Mutex<BTreeSet<u64>>,
+    ) -> Result<(), ObjectError> {
+        stream::iter(units)
+            .map(|unit| async move {
+                let (store, origin) = (self.log.store.clone(), self.log.origin.clone());
+                let (objects, more) =
+                    tokio::task::spawn_blocking(move || build(&store, &origin, unit, from, to))
+                        .await
+                        .map_err(|e| ObjectError::Store(e.to_string()))?
+                        .map_err(|e| ObjectError::Store(format!("reading the store: {e}")))?;
+                if !more.is_empty() {
+                    erased
+                        .lock()
+                        .map_err(|_| ObjectError::Store("lock poisoned".into()))?
+                        .extend(more);
+                }
+                for o in objects {
+                    match o {
+                        Object::Once(key, body) => {
+                            self.store.put_once(&key, body).await?;
+                        }
+                        Object::Payloads(key, body) => {
+                            self.payload_store.put_latest(&key, body).await?
+                        }
+                        Object::Replace(key, body) => {
+                            self.payload_store.replace(&key, body).await?
+                        }
+                    }
+                }
+                Ok::<(), ObjectError>(())
+            })
+            .buffer_unordered(self.concurrency.div_ceil(3).max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
     }
 
     /// Integration time of entry `index`, if stored.
@@ -380,5 +469,31 @@ mod tests {
         assert!(!tile_exists(t(1, 0, 2), 511));
         assert!(!tile_exists(t(0, u64::MAX, 256), u64::MAX));
         assert!(!tile_exists(t(0, 0, 0), 5));
+    }
+
+    #[test]
+    fn an_entry_too_large_for_a_bundle_is_not_mirrored() {
+        use crate::store::{StagedEntry, StoreWriter};
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreWriter::open(&dir.path().join("db")).unwrap();
+        let mut batch = store.new_batch();
+        // As a store written before the entry size limit could hold.
+        for (i, len) in [(0u64, 100usize), (1, 70_000)] {
+            store.stage_entry(
+                &mut batch,
+                StagedEntry {
+                    index: i,
+                    bytes: &vec![7u8; len],
+                    dedup_id: &format!("e{i}"),
+                    digest: None,
+                    payload: None,
+                },
+            );
+        }
+        store.commit(batch).unwrap();
+        let one = entry_bundle(&store, 0, 1, 2).unwrap().unwrap();
+        assert_eq!(one.len(), 102);
+        let err = entry_bundle(&store, 0, 2, 2).unwrap_err().to_string();
+        assert!(err.contains("entry 1 is 70000 bytes"), "{err}");
     }
 }

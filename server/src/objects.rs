@@ -54,6 +54,11 @@ pub trait ObjectStore: Send + Sync + 'static {
         dir: &str,
         name_prefix: &str,
     ) -> impl Future<Output = Res<Vec<(String, Option<SystemTime>)>>> + Send;
+    /// Makes every object written so far durable. A directory links new
+    /// files into place without syncing the directory each time (a round
+    /// of the mirror writes hundreds); this syncs them all. On S3 a PUT is
+    /// durable when it returns: nothing to do.
+    fn sync(&self) -> impl Future<Output = Res<()>> + Send;
     /// Where the objects go, for logs.
     fn describe(&self) -> String;
 }
@@ -63,6 +68,8 @@ pub trait ObjectStore: Send + Sync + 'static {
 /// name exists); overwritten files are renamed over the old one.
 pub struct DirStore {
     root: PathBuf,
+    /// Directories that gained a name since the last [`ObjectStore::sync`].
+    dirty: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<PathBuf>>>,
 }
 
 fn io(what: &str, e: std::io::Error) -> ObjectError {
@@ -74,6 +81,7 @@ impl DirStore {
         std::fs::create_dir_all(root)?;
         Ok(DirStore {
             root: root.to_path_buf(),
+            dirty: Default::default(),
         })
     }
 
@@ -98,7 +106,7 @@ impl DirStore {
             .map_err(|e| io("creating object file", e))?;
         let written = (|| {
             f.write_all(body).map_err(|e| io("writing object", e))?;
-            f.sync_all().map_err(|e| io("syncing object", e))?;
+            f.sync_data().map_err(|e| io("syncing object", e))?;
             if read_only {
                 let mut perm = f
                     .metadata()
@@ -117,6 +125,7 @@ impl DirStore {
         Ok(tmp)
     }
 
+    /// Syncs the directory holding `path` (after a rename into it).
     fn sync_dir(path: &Path) -> Res<()> {
         if let Some(dir) = path.parent() {
             std::fs::File::open(dir)
@@ -126,11 +135,13 @@ impl DirStore {
         Ok(())
     }
 
+    /// Links a new write-once file into place; its directory is synced by
+    /// the next [`ObjectStore::sync`].
     fn put_once_blocking(root: &Path, key: &str, body: &[u8]) -> Res<Put> {
         let path = root.join(key);
         let tmp = DirStore::temp_beside(&path, body, true)?;
         let result = match std::fs::hard_link(&tmp, &path) {
-            Ok(()) => DirStore::sync_dir(&path).map(|()| Put::Created),
+            Ok(()) => Ok(Put::Created),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let existing = std::fs::read(&path).map_err(|e| io("reading object", e))?;
                 if existing == body {
@@ -173,8 +184,33 @@ impl DirStore {
 
 impl ObjectStore for DirStore {
     fn put_once(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<Put>> + Send {
+        let dirty = self.dirty.clone();
         self.blocking(key, move |root, key| {
-            DirStore::put_once_blocking(root, key, &body)
+            let put = DirStore::put_once_blocking(root, key, &body)?;
+            if let Some(dir) = root.join(key).parent() {
+                dirty
+                    .lock()
+                    .map_err(|_| ObjectError::Store("lock poisoned".into()))?
+                    .insert(dir.to_path_buf());
+            }
+            Ok(put)
+        })
+    }
+
+    fn sync(&self) -> impl Future<Output = Res<()>> + Send {
+        let dirty = self.dirty.clone();
+        self.blocking("", move |_, _| {
+            let dirs = std::mem::take(
+                &mut *dirty
+                    .lock()
+                    .map_err(|_| ObjectError::Store("lock poisoned".into()))?,
+            );
+            for d in dirs {
+                std::fs::File::open(&d)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| io(&format!("syncing {}", d.display()), e))?;
+            }
+            Ok(())
         })
     }
 
@@ -510,6 +546,10 @@ impl ObjectStore for S3Store {
             }
             Ok(out)
         }
+    }
+
+    fn sync(&self) -> impl Future<Output = Res<()>> + Send {
+        std::future::ready(Ok(()))
     }
 
     fn describe(&self) -> String {

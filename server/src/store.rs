@@ -74,6 +74,9 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// A key and its value, as read from a column family.
 pub type KeyValue = (Box<[u8]>, Box<[u8]>);
 
+/// An entry's index, salt and payload.
+pub type StoredPayload = (u64, Vec<u8>, Vec<u8>);
+
 /// Big-endian u64, so keys sort numerically.
 pub fn be(n: u64) -> [u8; 8] {
     n.to_be_bytes()
@@ -494,6 +497,23 @@ impl Store {
             return Err(StoreError::Corrupt(format!(
                 "entry {got} is missing from the store"
             )));
+        }
+        Ok(out)
+    }
+
+    /// Salt and payload of each entry in `[start, end)` that has one stored
+    /// (one range scan, for the mirror's payload bundles).
+    pub fn payloads_range(&self, start: u64, end: u64) -> Result<Vec<StoredPayload>> {
+        let mut out = Vec::new();
+        for kv in self.scan(cf::PAYLOADS, &be(start), &be(end), None, false) {
+            let (k, v) = kv?;
+            let index = read_index_key(&k)?;
+            if v.len() < 32 {
+                return Err(StoreError::Corrupt(format!(
+                    "payload {index} is shorter than its salt"
+                )));
+            }
+            out.push((index, v[..32].to_vec(), v[32..].to_vec()));
         }
         Ok(out)
     }

@@ -40,8 +40,9 @@ pub fn payload_path(n: u64) -> String {
 
 /// An entry bundle: each entry as a big-endian u16 length and its bytes.
 /// Entries over 65,535 bytes cannot be bundled (the log refuses them).
-pub fn encode_entry_bundle<'a>(entries: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut out = Vec::new();
+pub fn encode_entry_bundle<'a>(entries: impl IntoIterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+    let len: usize = entries.clone().into_iter().map(|e| e.len() + 2).sum();
+    let mut out = Vec::with_capacity(len);
     for e in entries {
         let n = u16::try_from(e.len()).expect("entries are at most 65,535 bytes");
         out.extend_from_slice(&n.to_be_bytes());
@@ -92,9 +93,14 @@ pub type Payload = (Vec<u8>, Vec<u8>);
 
 /// A payload bundle from each entry's salt and payload (None: not stored).
 pub fn encode_payload_bundle<'a>(
-    records: impl IntoIterator<Item = Option<(&'a [u8], &'a [u8])>>,
+    records: impl IntoIterator<Item = Option<(&'a [u8], &'a [u8])>> + Clone,
 ) -> Vec<u8> {
-    let mut out = Vec::new();
+    let len: usize = records
+        .clone()
+        .into_iter()
+        .map(|r| 4 + r.map_or(0, |(s, p)| s.len() + p.len()))
+        .sum();
+    let mut out = Vec::with_capacity(len);
     for r in records {
         match r {
             None => out.extend_from_slice(&0u32.to_be_bytes()),

@@ -10,6 +10,8 @@
 //!
 //! Figures only; nothing here asserts on time.
 
+#[path = "ledger-bench/mirror.rs"]
+mod mirror;
 #[path = "ledger-bench/peer.rs"]
 mod peer;
 
@@ -56,6 +58,34 @@ enum Bench {
     /// chain head, synchronous_commit on), measured beside ledgerd in the
     /// same run: durable ingest by 64 writers, and a 1,000-event timeline.
     Peer(PeerArgs),
+    /// The object-storage mirror: ingest with it off and on, its lag at a
+    /// fixed rate, ack latency with ack_after_mirror, restore speed, and
+    /// `ledger-verify mirror` against `bundle`.
+    Mirror(MirrorArgs),
+}
+
+#[derive(Args, Clone)]
+struct MirrorArgs {
+    #[command(flatten)]
+    load: Load,
+    /// Seconds of each phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Rate of the lag phase, events/s.
+    #[arg(long, default_value_t = 50_000.0)]
+    rate: f64,
+    /// Rate of the ack_after_mirror phase, events/s.
+    #[arg(long, default_value_t = 2_000.0)]
+    ack_rate: f64,
+    /// S3 endpoint of the mirror (default: a scratch directory).
+    #[arg(long)]
+    s3_endpoint: Option<String>,
+    /// Bucket of the S3 mirror (must exist).
+    #[arg(long, default_value = "ledger-bench")]
+    bucket: String,
+    /// Skip the saturation phases (an S3 emulator cannot absorb them).
+    #[arg(long)]
+    no_saturation: bool,
 }
 
 #[derive(Args, Clone)]
@@ -405,6 +435,7 @@ struct Spawned {
     child: Child,
     grpc: String,
     metrics: String,
+    verifier_key: String,
 }
 
 impl Drop for Spawned {
@@ -415,6 +446,11 @@ impl Drop for Spawned {
 }
 
 fn spawn_server(dir: &Path, fresh: bool) -> Result<Spawned> {
+    spawn_server_with(dir, fresh, None)
+}
+
+/// [`spawn_server`] with a TOML configuration.
+fn spawn_server_with(dir: &Path, fresh: bool, config: Option<&str>) -> Result<Spawned> {
     let data = dir.join("data");
     if fresh {
         let _ = std::fs::remove_dir_all(&data);
@@ -426,7 +462,13 @@ fn spawn_server(dir: &Path, fresh: bool) -> Result<Spawned> {
         .parent()
         .context("exe dir")?
         .join("ledgerd");
-    let child = Command::new(&exe)
+    let mut cmd = Command::new(&exe);
+    if let Some(c) = config {
+        let path = dir.join("bench.toml");
+        std::fs::write(&path, c)?;
+        cmd.arg("--config").arg(path);
+    }
+    let child = cmd
         .arg("--data-dir")
         .arg(&data)
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
@@ -440,6 +482,7 @@ fn spawn_server(dir: &Path, fresh: bool) -> Result<Spawned> {
         child,
         grpc: String::new(),
         metrics: String::new(),
+        verifier_key: String::new(),
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -447,6 +490,10 @@ fn spawn_server(dir: &Path, fresh: bool) -> Result<Spawned> {
             let v: serde_json::Value = serde_json::from_str(&text)?;
             spawned.grpc = format!("http://{}", v["grpc"].as_str().unwrap_or_default());
             spawned.metrics = v["metrics"].as_str().unwrap_or_default().to_string();
+            spawned.verifier_key = v["logs"][0]["verifier_key"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             return Ok(spawned);
         }
         if let Some(status) = spawned.child.try_wait()? {
@@ -809,5 +856,6 @@ async fn main() -> Result<()> {
         Bench::Query(a) => query(a).await,
         Bench::Audit(a) => audit(a),
         Bench::Peer(a) => peer::run(a).await,
+        Bench::Mirror(a) => mirror::run(a).await,
     }
 }

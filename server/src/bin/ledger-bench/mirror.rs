@@ -1,0 +1,296 @@
+//! The mirror's figures, each phase on a fresh ledgerd started here:
+//!
+//! 1. ingest at saturation with the mirror off, then on (the ratio);
+//! 2. the mirror's lag at a fixed rate (sampled from the server's
+//!    `ledger_mirror_lag_seconds` every 100 ms: p50/p99);
+//! 3. ack latency with `mirror.ack_after_mirror` at a fixed rate;
+//! 4. restore speed (`ledgerd restore` from the mirror of phase 2);
+//! 5. `ledger-verify mirror` against `ledger-verify bundle` on that log.
+//!
+//! The mirror is a scratch directory, or S3 with `--s3-endpoint` and
+//! `--bucket` (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+
+use super::{Load, MirrorArgs, Phase, Until, drive, event, report, run_id, spawn_server_with};
+use anyhow::{Context, Result, bail};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// The `[mirror]` section for this run.
+fn mirror_config(a: &MirrorArgs, dir: &Path, prefix: &str, ack_after: bool) -> String {
+    let mut c = String::from("[anchor]\nbackend = \"none\"\n[mirror]\n");
+    if ack_after {
+        c.push_str("ack_after_mirror = true\n");
+    }
+    match &a.s3_endpoint {
+        Some(e) => c.push_str(&format!(
+            "backend = \"s3\"\n[mirror.s3]\nbucket = \"{}\"\nprefix = \"{prefix}\"\nendpoint = \"{e}\"\nforce_path_style = true\nretention_days = 1\n",
+            a.bucket
+        )),
+        None => c.push_str(&format!(
+            "backend = \"dir\"\ndir = {:?}\n",
+            dir.join("mirror").join(prefix).display().to_string()
+        )),
+    }
+    c
+}
+
+/// Where `ledgerd restore --from` and `ledger-verify mirror` find it.
+fn mirror_source(a: &MirrorArgs, dir: &Path, prefix: &str) -> String {
+    match &a.s3_endpoint {
+        Some(_) => format!("s3://{}/{prefix}", a.bucket),
+        None => dir.join("mirror").join(prefix).display().to_string(),
+    }
+}
+
+/// A metric's value from the server's metrics text.
+fn metric(addr: &str, name: &str) -> Result<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no {name} in the metrics"))
+}
+
+async fn channels(addr: &str, n: usize) -> Result<Vec<Channel>> {
+    super::connect(addr, n).await
+}
+
+fn gen_for(load: &Load, run: String) -> super::Gen {
+    let size = load.event_bytes;
+    Arc::new(move |s, seq| event(s, seq, size, &run))
+}
+
+/// Drives at saturation for `a.seconds`.
+async fn saturation(a: &MirrorArgs, grpc: &str, run: String) -> Result<Phase> {
+    let ch = channels(grpc, a.load.connections).await?;
+    drive(
+        &ch,
+        &a.load,
+        gen_for(&a.load, run),
+        Until::Elapsed(Duration::from_secs(a.seconds)),
+        None,
+    )
+    .await
+}
+
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|x, y| x.total_cmp(y));
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Waits for the mirror to hold every committed entry; returns how long.
+fn wait_caught_up(metrics: &str, limit: Duration) -> Result<Duration> {
+    let started = Instant::now();
+    loop {
+        if metric(metrics, "ledger_mirror_lag_entries")? == 0.0
+            && metric(metrics, "ledger_mirrored_tree_size")? > 0.0
+        {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            bail!("the mirror did not catch up within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Saturation with the mirror off, then on, and the ratio.
+async fn saturation_pair(a: &MirrorArgs, dir: &Path, run: &str) -> Result<()> {
+    let off = {
+        let s = spawn_server_with(dir, true, Some("[anchor]\nbackend = \"none\"\n"))?;
+        let p = saturation(a, &s.grpc, format!("{run}-off")).await?;
+        report("mirror off", &p)
+    };
+    let on = {
+        let cfg = mirror_config(a, dir, &format!("{run}-sat"), false);
+        let s = spawn_server_with(dir, true, Some(&cfg))?;
+        let p = saturation(a, &s.grpc, format!("{run}-on")).await?;
+        let r = report("mirror on", &p);
+        let caught = wait_caught_up(&s.metrics, Duration::from_secs(600))?;
+        println!(
+            "             mirror caught up {:.1} s after the load stopped",
+            caught.as_secs_f64()
+        );
+        r
+    };
+    println!("ratio        {:>10.2}   mirror on / off", on / off);
+
+    Ok(())
+}
+
+pub async fn run(a: MirrorArgs) -> Result<()> {
+    let dir = a.load.dir.clone();
+    std::fs::create_dir_all(&dir)?;
+    let _ = std::fs::remove_dir_all(dir.join("mirror"));
+    let run = run_id();
+    let where_ = match &a.s3_endpoint {
+        Some(e) => format!("S3 at {e}, bucket {}", a.bucket),
+        None => format!("directory {}", dir.join("mirror").display()),
+    };
+    println!(
+        "ledger-bench mirror: {} streams, {}-byte events, {} s per phase, mirror in {where_}",
+        a.load.streams, a.load.event_bytes, a.seconds
+    );
+
+    // 1. Throughput, mirror off then on.
+    if !a.no_saturation {
+        saturation_pair(&a, &dir, &run).await?;
+    }
+
+    // 2. Lag at a fixed rate.
+    let prefix = format!("{run}-lag");
+    let cfg = mirror_config(&a, &dir, &prefix, false);
+    let server = spawn_server_with(&dir, true, Some(&cfg))?;
+    let ch = channels(&server.grpc, a.load.connections).await?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (metrics, stop) = (server.metrics.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut lag = Vec::new();
+            // Past the warm-up second of the drive.
+            std::thread::sleep(Duration::from_secs(1));
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(v) = metric(&metrics, "ledger_mirror_lag_seconds") {
+                    lag.push(v);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            lag
+        })
+    };
+    let p = drive(
+        &ch,
+        &a.load,
+        gen_for(&a.load, format!("{run}-lag")),
+        Until::Elapsed(Duration::from_secs(a.seconds)),
+        Some(a.rate),
+    )
+    .await?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut lag = sampler.join().map_err(|_| anyhow::anyhow!("sampler"))?;
+    report(&format!("{:.0}/s", a.rate), &p);
+    println!(
+        "mirror lag   p50 {:>6.2} s  p99 {:>6.2} s  max {:>6.2} s   (age of the oldest unmirrored entry, {} samples at 100 ms)",
+        percentile(&mut lag, 0.5),
+        percentile(&mut lag, 0.99),
+        percentile(&mut lag, 1.0),
+        lag.len()
+    );
+    wait_caught_up(&server.metrics, Duration::from_secs(600))?;
+    let size = metric(&server.metrics, "ledger_mirrored_tree_size")? as u64;
+    let key = server.verifier_key.clone();
+    // The next phase starts afresh; the restore needs this log's key.
+    let key_file = dir.join("lag.key");
+    std::fs::copy(dir.join("data/logs/default/log.key"), &key_file)?;
+
+    // 5 (before stopping the server): a bundle of the same log, for the
+    // verifier comparison.
+    let bundle = dir.join("bench.bundle");
+    let exe_dir = std::env::current_exe()?
+        .parent()
+        .context("exe dir")?
+        .to_path_buf();
+    let out = Command::new(exe_dir.join("ledger"))
+        .args(["--server", &server.grpc, "export", "-o"])
+        .arg(&bundle)
+        .args(["--end", &size.to_string()])
+        .output()
+        .context("running ledger export (build the client too)")?;
+    if !out.status.success() {
+        bail!("ledger export: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    drop(ch);
+    drop(server);
+
+    // 3. Ack latency with ack_after_mirror.
+    {
+        let cfg = mirror_config(&a, &dir, &format!("{run}-ack"), true);
+        let s = spawn_server_with(&dir, true, Some(&cfg))?;
+        let ch = channels(&s.grpc, a.load.connections).await?;
+        let p = drive(
+            &ch,
+            &a.load,
+            gen_for(&a.load, format!("{run}-ack")),
+            Until::Elapsed(Duration::from_secs(a.seconds)),
+            Some(a.ack_rate),
+        )
+        .await?;
+        report("ack_after", &p);
+        println!(
+            "             (acks with mirror.ack_after_mirror at {:.0}/s: each waits for its bundle and a checkpoint in the mirror)",
+            a.ack_rate
+        );
+    }
+
+    // 4. Restore speed.
+    let restore_dir = dir.join("restored");
+    let _ = std::fs::remove_dir_all(&restore_dir);
+    let src = mirror_source(&a, &dir, &prefix);
+    let cfg_path = dir.join("restore.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "{cfg}[[logs]]\nid = \"default\"\norigin = \"ledger.local/default\"\nkey_file = {:?}\n",
+            key_file.display().to_string()
+        ),
+    )?;
+    let started = Instant::now();
+    let out = Command::new(exe_dir.join("ledgerd"))
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg("--data-dir")
+        .arg(&restore_dir)
+        .args(["restore", "--from", &src])
+        .env("RUST_LOG", "warn")
+        .output()?;
+    let secs = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("ledgerd restore: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    println!(
+        "restore      {:>10.0} entries/s   ({size} entries in {secs:.1} s, audited as read)",
+        size as f64 / secs
+    );
+
+    // 5. Verifying the mirror against verifying a bundle of the same log.
+    let time = |args: &[&str]| -> Result<f64> {
+        let started = Instant::now();
+        let out = Command::new(exe_dir.join("ledger-verify"))
+            .args(args)
+            .output()
+            .context("running ledger-verify (build it too)")?;
+        if !out.status.success() {
+            bail!(
+                "ledger-verify {args:?}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        Ok(started.elapsed().as_secs_f64())
+    };
+    let m = time(&["mirror", "--key", &key, "--quiet", &src])?;
+    let b = time(&[
+        "bundle",
+        "--key",
+        &key,
+        "--quiet",
+        bundle.to_str().unwrap_or(""),
+    ])?;
+    println!(
+        "verify       mirror {:>10.0} entries/s   bundle {:>10.0} entries/s   ({size} entries; ratio {:.2})",
+        size as f64 / m,
+        size as f64 / b,
+        b / m
+    );
+    Ok(())
+}
