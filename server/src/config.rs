@@ -27,6 +27,8 @@ pub struct Config {
     pub mirror: MirrorConfig,
     /// The tlog-tiles read API over HTTP.
     pub tiles: TilesConfig,
+    /// OpenTelemetry trace ingest (OTLP/gRPC on `listen`, OTLP/HTTP here).
+    pub otlp: OtlpConfig,
     /// Who may call, and how they prove it.
     pub auth: AuthConfig,
     /// TLS for the gRPC port.
@@ -301,6 +303,36 @@ impl Default for S3MirrorConfig {
 /// `/<log id>/tile/entries/<N>[.p/<W>]`, the same bytes the mirror holds.
 /// Callers authenticate as on gRPC (`authorization: Bearer …`, reader role
 /// or above) when `auth.required` is set.
+/// OpenTelemetry trace ingest. OTLP/gRPC (`TraceService/Export`) is always
+/// served on the main gRPC port; OTLP/HTTP (`POST /v1/traces`, protobuf or
+/// JSON) on `http_listen`. GenAI spans become audit events (docs/otlp.md),
+/// with the same authentication, roles (writer), limits and durability as
+/// `Append`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// OTLP/HTTP address; unset: not served. When the default address is
+    /// taken (another server on this machine) the server starts without
+    /// OTLP/HTTP and says so; an address set explicitly must bind.
+    pub http_listen: Option<SocketAddr>,
+    /// Also record spans that are not GenAI spans (as `custom` events).
+    pub keep_non_genai: bool,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            http_listen: Some(default_otlp_http()),
+            keep_non_genai: false,
+        }
+    }
+}
+
+/// The OTLP/HTTP port every exporter defaults to.
+pub fn default_otlp_http() -> SocketAddr {
+    "127.0.0.1:4318".parse().expect("valid default address")
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TilesConfig {
@@ -335,6 +367,7 @@ impl Default for Config {
             anchor: AnchorConfig::default(),
             mirror: MirrorConfig::default(),
             tiles: TilesConfig::default(),
+            otlp: OtlpConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),

@@ -12,6 +12,7 @@ pub mod log;
 pub mod metrics;
 pub mod mirror;
 pub mod objects;
+pub mod otlp;
 pub mod query;
 pub mod restore;
 pub mod sequencer;

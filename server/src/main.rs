@@ -39,6 +39,9 @@ struct Cli {
     /// Serve the tlog-tiles HTTP read API on this address (off by default).
     #[arg(long, env = "LEDGERD_TILES_LISTEN")]
     tiles_listen: Option<SocketAddr>,
+    /// OTLP/HTTP listen address (`POST /v1/traces`; default 127.0.0.1:4318).
+    #[arg(long, env = "LEDGERD_OTLP_HTTP_LISTEN")]
+    otlp_http_listen: Option<SocketAddr>,
     /// Mirror every log to this directory (sets mirror.backend = "dir").
     #[arg(long, env = "LEDGERD_MIRROR_DIR")]
     mirror_dir: Option<PathBuf>,
@@ -189,6 +192,9 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(v) = cli.tiles_listen {
         config.tiles.listen = Some(v);
+    }
+    if let Some(v) = cli.otlp_http_listen {
+        config.otlp.http_listen = Some(v);
     }
     if let Some(v) = &cli.mirror_dir {
         config.mirror.backend = ledgerd::config::MirrorBackend::Dir;

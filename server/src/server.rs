@@ -33,6 +33,9 @@ pub struct Ready {
     /// The tlog-tiles read API, when served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tiles: Option<String>,
+    /// OTLP/HTTP, when served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_http: Option<String>,
     pub logs: Vec<ReadyLog>,
 }
 
@@ -331,10 +334,26 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let access = crate::auth::Access::new(config.auth.required, &config.data_dir)?;
     spawn_credential_refresh(access.clone());
+    let otlp = Arc::new(crate::otlp::OtlpIngest {
+        logs: logs.clone(),
+        limiter: Arc::new(crate::auth::RateLimiter::new(
+            config.limits.events_per_second,
+            config.limits.burst_events,
+            config.limits.daily_events,
+        )),
+        mapping: crate::otlp::Mapping {
+            keep_non_genai: config.otlp.keep_non_genai,
+            max_attributes: config.ingest.max_attributes,
+            max_attribute_key_bytes: config.ingest.max_attribute_key_bytes,
+            max_attribute_value_bytes: config.ingest.max_attribute_value_bytes,
+        },
+    });
+    let otlp_addr = start_otlp_http(&config, &otlp, &access, stop_rx.clone()).await?;
     let grpc = grpc_server(
         &config,
         &logs,
         &access,
+        &otlp,
         health_service,
         grpc_listener,
         stopped(stop_rx.clone()),
@@ -356,7 +375,14 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
 
     let mirrors = start_mirroring(&config, logs.all().cloned().collect(), &metrics).await?;
     let anchorers = start_anchoring(&config, logs.all().cloned().collect(), &metrics).await?;
-    announce_ready(&logs, grpc_addr, metrics_addr, tiles_addr, ready_file)?;
+    announce_ready(
+        &logs,
+        grpc_addr,
+        metrics_addr,
+        tiles_addr,
+        otlp_addr,
+        ready_file,
+    )?;
 
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutdown requested: draining queued appends"),
@@ -389,6 +415,43 @@ async fn drain(logs: &Logs, mirrors: Followers, anchorers: Followers) {
     anchorers.finish().await;
 }
 
+/// The largest OTLP export request taken: a batch of spans, each up to an
+/// event's payload limit (exporters send up to 512 spans a batch).
+fn otlp_request_limit(config: &Config) -> usize {
+    (config.ingest.max_payload_bytes + crate::service::answers::REQUEST_OVERHEAD) * 4
+}
+
+/// Starts OTLP/HTTP when configured; returns its address. The default
+/// address being taken is not fatal (another server or collector on this
+/// machine has it); an address set explicitly must bind.
+async fn start_otlp_http(
+    config: &Config,
+    otlp: &Arc<crate::otlp::OtlpIngest>,
+    access: &Arc<crate::auth::Access>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    let Some(addr) = config.otlp.http_listen else {
+        return Ok(None);
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if addr == crate::config::default_otlp_http() => {
+            tracing::warn!(%addr, error = %e, "OTLP/HTTP not served: its default address is taken (set otlp.http_listen or --otlp-http-listen); OTLP/gRPC is on the main port");
+            return Ok(None);
+        }
+        Err(e) => return Err(anyhow::anyhow!("binding OTLP/HTTP address {addr}: {e}")),
+    };
+    let local = listener.local_addr()?;
+    tokio::spawn(crate::otlp::http::serve(
+        listener,
+        otlp.clone(),
+        access.clone(),
+        otlp_request_limit(config),
+        stopped(stop),
+    ));
+    Ok(Some(local))
+}
+
 /// Resolves when the stop flag turns true.
 async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
@@ -401,6 +464,7 @@ fn grpc_server<H, F>(
     config: &Config,
     logs: &Arc<Logs>,
     access: &Arc<crate::auth::Access>,
+    otlp: &Arc<crate::otlp::OtlpIngest>,
     health_service: tonic_health::pb::health_server::HealthServer<H>,
     grpc_listener: tokio::net::TcpListener,
     shutdown: F,
@@ -417,11 +481,7 @@ where
         .context("building gRPC reflection")?;
 
     let authn = crate::auth::Authenticate(access.clone());
-    let limiter = Arc::new(crate::auth::RateLimiter::new(
-        config.limits.events_per_second,
-        config.limits.burst_events,
-        config.limits.daily_events,
-    ));
+    let limiter = otlp.limiter.clone();
     // One request size limit for every RPC, named in the answer to an
     // oversized request.
     let max_message = config.ingest.max_payload_bytes + crate::service::answers::REQUEST_OVERHEAD;
@@ -453,6 +513,13 @@ where
     let admin = InterceptedService::new(
         AdminServer::new(AdminService { logs: logs.clone() })
             .max_decoding_message_size(max_message),
+        authn.clone(),
+    );
+    let traces = InterceptedService::new(
+        opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
+            crate::otlp::OtlpGrpc(otlp.clone()),
+        )
+        .max_decoding_message_size(otlp_request_limit(config)),
         authn,
     );
     let mut builder = tonic::transport::Server::builder();
@@ -472,6 +539,7 @@ where
         .add_service(query)
         .add_service(export)
         .add_service(admin)
+        .add_service(traces)
         // The builder's tcp_nodelay only reaches sockets tonic accepts
         // itself; without it here every small response waits out the
         // peer's delayed ACK (~40 ms).
@@ -504,12 +572,14 @@ fn announce_ready(
     grpc_addr: std::net::SocketAddr,
     metrics_addr: std::net::SocketAddr,
     tiles_addr: Option<std::net::SocketAddr>,
+    otlp_addr: Option<std::net::SocketAddr>,
     ready_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let ready = Ready {
         grpc: grpc_addr.to_string(),
         metrics: metrics_addr.to_string(),
         tiles: tiles_addr.map(|a| a.to_string()),
+        otlp_http: otlp_addr.map(|a| a.to_string()),
         logs: logs
             .all()
             .map(|l| ReadyLog {

@@ -71,6 +71,8 @@ pub struct Server {
     pub metrics: String,
     /// The tlog-tiles HTTP read API (`host:port`).
     pub tiles: String,
+    /// OTLP/HTTP (`host:port`).
+    pub otlp_http: String,
     pub config: Option<PathBuf>,
     child: Option<Child>,
     log_path: PathBuf,
@@ -128,6 +130,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--tiles-listen",
                 "127.0.0.1:0",
+                "--otlp-http-listen",
+                "127.0.0.1:0",
                 "--log-format",
                 "json",
             ])
@@ -159,6 +163,7 @@ impl Server {
                     },
                     metrics: v["metrics"].as_str().unwrap_or_default().to_string(),
                     tiles: v["tiles"].as_str().unwrap_or_default().to_string(),
+                    otlp_http: v["otlp_http"].as_str().unwrap_or_default().to_string(),
                     data_dir,
                     config,
                     child: Some(child),
@@ -494,6 +499,43 @@ pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
     write!(s, "GET {path} HTTP/1.0\r\nHost: ledger\r\n{auth}\r\n").expect("send");
     let mut out = Vec::new();
     s.read_to_end(&mut out).expect("read");
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    let head = String::from_utf8_lossy(&out[..split]).to_string();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    (status, out[split + 4..].to_vec())
+}
+
+/// `POST` to `host:port/path` over plain HTTP/1.0 with a content type and
+/// an optional bearer token: the status code and the body.
+pub fn http_post(
+    url: &str,
+    content_type: &str,
+    body: &[u8],
+    token: Option<&str>,
+) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let (addr, path) = url.split_once('/').expect("host:port/path");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "POST /{path} HTTP/1.0\r\nHost: ledger\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{auth}\r\n",
+        body.len()
+    )
+    .expect("send");
+    // The server may answer (413) before reading it all.
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
     let split = out
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -27,12 +27,12 @@ pub struct IngestService {
     pub request_limit: usize,
 }
 
-type AckReceiver =
+pub(crate) type AckReceiver =
     tokio::sync::oneshot::Receiver<Result<AppendAck, crate::sequencer::SequencerError>>;
 
 /// Everything between a request and the sequencer: the caller's right to
 /// this log and this agent id, its rate, then validation and the queue.
-fn admit(
+pub(crate) fn admit(
     logs: &Logs,
     limiter: &RateLimiter,
     who: &Identity,
