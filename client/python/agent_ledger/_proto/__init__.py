@@ -1,0 +1,1 @@
+"""Generated from proto/agentledger/v1/ledger.proto by generate.py."""
