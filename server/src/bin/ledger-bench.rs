@@ -12,6 +12,8 @@
 
 #[path = "ledger-bench/mirror.rs"]
 mod mirror;
+#[path = "ledger-bench/otlp.rs"]
+mod otlp;
 #[path = "ledger-bench/peer.rs"]
 mod peer;
 
@@ -62,6 +64,22 @@ enum Bench {
     /// fixed rate, ack latency with ack_after_mirror, restore speed, and
     /// `ledger-verify mirror` against `bundle`.
     Mirror(MirrorArgs),
+    /// OTLP ingest: a Rust OTLP/gRPC load generator and the Python
+    /// OpenTelemetry exporter against AppendStream, and the Python SDK's
+    /// streaming appender.
+    Otlp(OtlpArgs),
+}
+
+#[derive(Args, Clone)]
+struct OtlpArgs {
+    #[command(flatten)]
+    load: Load,
+    /// Seconds of each phase.
+    #[arg(long, default_value_t = 8)]
+    seconds: u64,
+    /// Concurrent Export calls of the Rust load generator.
+    #[arg(long, default_value_t = 16)]
+    otlp_workers: usize,
 }
 
 #[derive(Args, Clone)]
@@ -857,5 +875,6 @@ async fn main() -> Result<()> {
         Bench::Audit(a) => audit(a),
         Bench::Peer(a) => peer::run(a).await,
         Bench::Mirror(a) => mirror::run(a).await,
+        Bench::Otlp(a) => otlp::run(a).await,
     }
 }
