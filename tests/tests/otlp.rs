@@ -289,3 +289,74 @@ async fn bad_otlp_input_is_answered_clearly_and_nothing_is_half_written() {
     client.append(event("after", 0)).await.unwrap();
     assert_eq!(client.status().await.unwrap().committed_size, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_agents_sdk_run_lands_its_tool_calls_in_one_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/openai_agents_run.py");
+    let out = Command::new("python3")
+        .args([script, &server.grpc])
+        .output()
+        .expect("python3 with openai-agents (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "openai_agents_run.py: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = Client::connect(&server.grpc).await.unwrap();
+    let page = c
+        .list_events(
+            ledger_client::EventFilter {
+                kinds: vec![ledger_client::EventKind::ToolCall as i32],
+                ..Default::default()
+            },
+            100,
+            None,
+            false,
+            ReadOptions {
+                payloads: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let tools: Vec<_> = page
+        .records
+        .iter()
+        .map(|r| r.event().unwrap().clone())
+        .collect();
+    let mut names: Vec<&str> = tools.iter().map(|e| e.tool_name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["lookup_customer", "refund"], "{tools:?}");
+    assert!(
+        tools.iter().all(|e| e.agent_id == "support-agent"),
+        "{tools:?}"
+    );
+    assert_eq!(
+        tools[0].correlation_id, tools[1].correlation_id,
+        "one trace"
+    );
+    let refund = page
+        .records
+        .iter()
+        .find(|r| r.event().unwrap().tool_name == "refund")
+        .unwrap();
+    let payload = String::from_utf8(refund.payload.clone().unwrap()).unwrap();
+    assert!(
+        payload.contains("c-42") && payload.contains("refunded 10"),
+        "{payload}"
+    );
+    // The whole run is one trace: every event of it shares the id.
+    let t = c
+        .timeline(&tools[0].correlation_id, Default::default())
+        .await
+        .unwrap();
+    assert!(t.records.len() >= 4, "{}", t.records.len());
+    assert!(
+        t.records
+            .iter()
+            .any(|r| kind_name(r.event().unwrap().kind) == "agent_step")
+    );
+}
