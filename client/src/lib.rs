@@ -20,6 +20,7 @@
 
 pub mod appender;
 pub mod event;
+pub mod mcp;
 pub mod read;
 pub mod render;
 
@@ -138,6 +139,17 @@ impl Client {
     /// Connects, over TLS when `tls` is given (the address may then be
     /// `https://` or bare).
     pub async fn connect_tls(addr: &str, tls: Option<TlsOptions>) -> Result<Client, Error> {
+        Client::connect_with(addr, tls, false).await
+    }
+
+    /// Like [`Client::connect_tls`], but with `lazy` the connection is made
+    /// on the first call (and remade after the server comes back), so a
+    /// long-running caller (the MCP gateway) starts while the server is down.
+    pub async fn connect_with(
+        addr: &str,
+        tls: Option<TlsOptions>,
+        lazy: bool,
+    ) -> Result<Client, Error> {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let uri = if addr.contains("://") {
             addr.to_string()
@@ -164,7 +176,13 @@ impl Client {
             }
             endpoint = endpoint.tls_config(c).map_err(connect_err)?;
         }
-        let channel = endpoint.connect().await.map_err(connect_err)?;
+        let channel = if lazy {
+            endpoint
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .connect_lazy()
+        } else {
+            endpoint.connect().await.map_err(connect_err)?
+        };
         Ok(Client::from_channel(channel))
     }
 
@@ -214,6 +232,78 @@ impl Client {
     }
     pub fn admin(&self) -> ledger_proto::v1::admin_client::AdminClient<Transport> {
         ledger_proto::v1::admin_client::AdminClient::new(self.transport())
+    }
+
+    pub fn governance(&self) -> ledger_proto::v1::governance_client::GovernanceClient<Transport> {
+        ledger_proto::v1::governance_client::GovernanceClient::new(self.transport())
+    }
+
+    /// Grants or denies an approval request (approvers and admins): the
+    /// server appends the decision entry, naming this caller.
+    pub async fn decide(
+        &self,
+        request_event_id: &str,
+        grant: bool,
+        reason: &str,
+    ) -> Result<ledger_proto::v1::Decision, Error> {
+        Ok(self
+            .governance()
+            .decide(ledger_proto::v1::DecideRequest {
+                log: self.log.clone(),
+                request_event_id: request_event_id.to_string(),
+                grant,
+                reason: reason.to_string(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Waits up to `wait_seconds` for the decision on an approval request.
+    pub async fn await_decision(
+        &self,
+        request_event_id: &str,
+        wait_seconds: u32,
+    ) -> Result<ledger_proto::v1::Decision, Error> {
+        Ok(self
+            .governance()
+            .await_decision(ledger_proto::v1::AwaitDecisionRequest {
+                log: self.log.clone(),
+                request_event_id: request_event_id.to_string(),
+                wait_seconds,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Kills (`killed = true`) or revives an agent (approvers and admins).
+    pub async fn set_agent_state(
+        &self,
+        agent_id: &str,
+        killed: bool,
+        reason: &str,
+    ) -> Result<ledger_proto::v1::AgentState, Error> {
+        Ok(self
+            .governance()
+            .set_agent_state(ledger_proto::v1::SetAgentStateRequest {
+                log: self.log.clone(),
+                agent_id: agent_id.to_string(),
+                killed,
+                reason: reason.to_string(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// An agent's kill-switch state.
+    pub async fn agent_state(&self, agent_id: &str) -> Result<ledger_proto::v1::AgentState, Error> {
+        Ok(self
+            .governance()
+            .get_agent_state(ledger_proto::v1::GetAgentStateRequest {
+                log: self.log.clone(),
+                agent_id: agent_id.to_string(),
+            })
+            .await?
+            .into_inner())
     }
 
     /// Where the log stands: committed, signed, indexed, mirrored and

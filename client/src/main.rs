@@ -138,6 +138,43 @@ enum Cmd {
         #[arg(long)]
         reason: String,
     },
+    /// Grant an approval request (approver or admin role): the server
+    /// appends the decision, naming you; a gateway holding the call goes on.
+    Approve {
+        /// The event_id of the APPROVAL_REQUESTED event.
+        request: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Deny an approval request (approver or admin role).
+    Deny {
+        request: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Stop an agent at once (approver or admin role): every gateway for it
+    /// refuses further tool calls until `ledger revive`.
+    Kill {
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Let a killed agent act again (approver or admin role).
+    Revive {
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// An agent's kill-switch state.
+    AgentState {
+        #[arg(long)]
+        agent: String,
+    },
+    /// Run an MCP audit gateway: every tools/call is recorded (and, by
+    /// policy, held for approval) before it is forwarded; see docs/mcp.md.
+    Mcp(ledger_client::mcp::McpArgs),
     /// Ask the server whether it is serving (gRPC health); exit 0 if so.
     /// For container health checks. Also shows where the log stands
     /// (committed, signed, indexed, mirrored, anchored; the mirror's lag)
@@ -410,7 +447,10 @@ async fn run(cli: Cli) -> Result<()> {
     } else {
         None
     };
-    let mut client = Client::connect_tls(&cli.server, tls)
+    // The gateway runs for long and must start (and fail closed) while the
+    // ledger is down: it connects on first use.
+    let lazy = matches!(cli.cmd, Cmd::Mcp(_));
+    let mut client = Client::connect_with(&cli.server, tls, lazy)
         .await?
         .log(cli.log.clone());
     if let Some(t) = &cli.token {
@@ -462,6 +502,20 @@ async fn run(cli: Cli) -> Result<()> {
         } => cmd_export(&mut client, output, start, end, no_payloads, cli.json).await?,
         Cmd::Redact { index, reason } => cmd_redact(&mut client, index, reason, cli.json).await?,
         Cmd::Health => cmd_health(&mut client, cli.json).await?,
+        Cmd::Approve { request, reason } => {
+            cmd_decide(&client, &request, true, &reason, cli.json).await?
+        }
+        Cmd::Deny { request, reason } => {
+            cmd_decide(&client, &request, false, &reason, cli.json).await?
+        }
+        Cmd::Kill { agent, reason } => {
+            cmd_agent_state(&client, &agent, Some((true, reason)), cli.json).await?
+        }
+        Cmd::Revive { agent, reason } => {
+            cmd_agent_state(&client, &agent, Some((false, reason)), cli.json).await?
+        }
+        Cmd::AgentState { agent } => cmd_agent_state(&client, &agent, None, cli.json).await?,
+        Cmd::Mcp(args) => ledger_client::mcp::run(client, args).await?,
         Cmd::Consistency { old, size } => {
             cmd_consistency(&mut client, old, size, cli.key.as_ref(), cli.json).await?
         }
@@ -832,6 +886,57 @@ async fn cmd_redact(client: &mut Client, index: u64, reason: String, json: bool)
         );
     } else {
         println!("payload of entry {index} redacted by entry {}", ack.index);
+    }
+    Ok(())
+}
+
+/// `ledger approve` / `ledger deny`.
+async fn cmd_decide(
+    client: &Client,
+    request: &str,
+    grant: bool,
+    reason: &str,
+    json: bool,
+) -> Result<()> {
+    let d = client.decide(request, grant, reason).await?;
+    let index = d.entry.as_ref().map_or(0, |e| e.index);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"request_event_id": request, "granted": d.granted, "index": index})
+        );
+    } else {
+        println!(
+            "{request} {} by entry {index}",
+            if d.granted { "granted" } else { "denied" }
+        );
+    }
+    Ok(())
+}
+
+/// `ledger kill` / `ledger revive` / `ledger agent-state`.
+async fn cmd_agent_state(
+    client: &Client,
+    agent: &str,
+    change: Option<(bool, String)>,
+    json: bool,
+) -> Result<()> {
+    let s = match change {
+        Some((killed, reason)) => client.set_agent_state(agent, killed, &reason).await?,
+        None => client.agent_state(agent).await?,
+    };
+    let index = s.entry.as_ref().map(|e| e.index);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"agent_id": agent, "killed": s.killed, "changes": s.changes, "index": index})
+        );
+    } else {
+        println!(
+            "agent {agent}: {}{}",
+            if s.killed { "KILLED" } else { "active" },
+            index.map_or(String::new(), |i| format!(" (entry {i})"))
+        );
     }
     Ok(())
 }

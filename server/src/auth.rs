@@ -31,6 +31,8 @@ pub enum Role {
     Auditor,
     /// Everything, including redaction.
     Admin,
+    /// Reader, plus approval decisions and the kill switch (Governance).
+    Approver,
 }
 
 /// The operations roles are checked against.
@@ -40,6 +42,10 @@ pub enum Action {
     Read,
     Export,
     Redact,
+    /// Decide on approvals, kill and revive agents.
+    Govern,
+    /// Await decisions and watch agent states (every role).
+    Observe,
 }
 
 impl Role {
@@ -47,9 +53,11 @@ impl Role {
         matches!(
             (self, a),
             (Role::Admin, _)
+                | (_, Action::Observe)
                 | (Role::Writer, Action::Append)
-                | (Role::Reader | Role::Auditor, Action::Read)
+                | (Role::Reader | Role::Auditor | Role::Approver, Action::Read)
                 | (Role::Auditor, Action::Export)
+                | (Role::Approver, Action::Govern)
         )
     }
 }
@@ -568,14 +576,19 @@ mod tests {
     #[test]
     fn roles_allow_what_they_say() {
         use Action::*;
+        // Append, Read, Export, Redact, Govern, Observe.
         let table = [
-            (Role::Writer, [true, false, false, false]),
-            (Role::Reader, [false, true, false, false]),
-            (Role::Auditor, [false, true, true, false]),
-            (Role::Admin, [true, true, true, true]),
+            (Role::Writer, [true, false, false, false, false, true]),
+            (Role::Reader, [false, true, false, false, false, true]),
+            (Role::Auditor, [false, true, true, false, false, true]),
+            (Role::Approver, [false, true, false, false, true, true]),
+            (Role::Admin, [true, true, true, true, true, true]),
         ];
         for (role, allowed) in table {
-            for (a, want) in [Append, Read, Export, Redact].into_iter().zip(allowed) {
+            for (a, want) in [Append, Read, Export, Redact, Govern, Observe]
+                .into_iter()
+                .zip(allowed)
+            {
                 assert_eq!(role.allows(a), want, "{role:?} {a:?}");
             }
         }

@@ -515,6 +515,13 @@ where
             .max_decoding_message_size(max_message),
         authn.clone(),
     );
+    let governance = InterceptedService::new(
+        ledger_proto::v1::governance_server::GovernanceServer::new(
+            crate::service::governance::GovernanceService { logs: logs.clone() },
+        )
+        .max_decoding_message_size(max_message),
+        authn.clone(),
+    );
     let traces = InterceptedService::new(
         opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
             crate::otlp::OtlpGrpc(otlp.clone()),
@@ -540,6 +547,7 @@ where
         .add_service(export)
         .add_service(admin)
         .add_service(traces)
+        .add_service(governance)
         // The builder's tcp_nodelay only reaches sockets tonic accepts
         // itself; without it here every small response waits out the
         // peer's delayed ACK (~40 ms).

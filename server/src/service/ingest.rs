@@ -49,6 +49,16 @@ pub(crate) fn admit(
     if let Some(e) = &req.event {
         who.check_agent(&e.agent_id)
             .map_err(|s| from_status(s, "event.agent_id"))?;
+        if e.event_id.starts_with(super::governance::RESERVED) {
+            return Err(Rejection {
+                code: tonic::Code::InvalidArgument,
+                message: format!(
+                    "event.event_id: the {:?} prefix is reserved for entries the server writes (approval decisions, kill switches)",
+                    super::governance::RESERVED
+                ),
+                field: "event.event_id".into(),
+            });
+        }
     }
     if let Err(l) = limiter.admit(&who.name) {
         let message = match l {

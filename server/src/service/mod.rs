@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod answers;
 pub mod export;
+pub mod governance;
 pub mod ingest;
 pub mod proofs;
 pub mod query;
