@@ -181,6 +181,76 @@ async fn call(c: &Client, rpc: &str, log: &str) -> Result<(), Code> {
             })
             .await
             .map(|_| ()),
+        "GetLogStatus" => c
+            .proofs()
+            .get_log_status(ledger_proto::v1::GetLogStatusRequest { log })
+            .await
+            .map(|_| ()),
+        "Decide" => {
+            // A fresh approval request each time (the first decision stands).
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            c.governance()
+                .decide(ledger_proto::v1::DecideRequest {
+                    log,
+                    request_event_id: format!("req-{n}"),
+                    grant: true,
+                    reason: "matrix".into(),
+                })
+                .await
+                .map(|_| ())
+        }
+        "AwaitDecision" => c
+            .governance()
+            .await_decision(ledger_proto::v1::AwaitDecisionRequest {
+                log,
+                request_event_id: "req-none".into(),
+                wait_seconds: 0,
+            })
+            .await
+            .map(|_| ()),
+        "SetAgentState" => c
+            .governance()
+            .set_agent_state(ledger_proto::v1::SetAgentStateRequest {
+                log,
+                agent_id: "agent-a".into(),
+                killed: false,
+                reason: "matrix".into(),
+            })
+            .await
+            .map(|_| ()),
+        "GetAgentState" => c
+            .governance()
+            .get_agent_state(ledger_proto::v1::GetAgentStateRequest {
+                log,
+                agent_id: "agent-a".into(),
+            })
+            .await
+            .map(|_| ()),
+        "WatchAgentState" => {
+            let mut s = c
+                .governance()
+                .watch_agent_state(ledger_proto::v1::GetAgentStateRequest {
+                    log,
+                    agent_id: "agent-a".into(),
+                })
+                .await
+                .map_err(|s| s.code())?
+                .into_inner();
+            s.message().await.map(|_| ())
+        }
+        "OtlpExport" => {
+            use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+            use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+            // OTLP has no log field: the caller's own log.
+            if !log.is_empty() && log != "acme" {
+                return Err(Code::PermissionDenied);
+            }
+            TraceServiceClient::new(c.transport())
+                .export(ExportTraceServiceRequest::default())
+                .await
+                .map(|_| ())
+        }
         other => panic!("unknown rpc {other}"),
     };
     r.map_err(|s| s.code())
@@ -217,15 +287,41 @@ async fn every_role_on_every_rpc_in_its_own_and_another_tenant() {
         "GetConsistencyProof",
         "Export",
         "Redact",
+        "GetLogStatus",
+        "Decide",
+        "AwaitDecision",
+        "SetAgentState",
+        "GetAgentState",
+        "WatchAgentState",
+        "OtlpExport",
     ];
+    let observe = ["AwaitDecision", "GetAgentState", "WatchAgentState"];
+    let govern = ["Decide", "SetAgentState"];
+    let writes = |rpc: &str| rpc.starts_with("Append") || rpc == "OtlpExport";
+    let reads =
+        |rpc: &str| !writes(rpc) && !govern.contains(&rpc) && rpc != "Export" && rpc != "Redact";
     let allowed = |role: &str, rpc: &str| match role {
         "admin" => true,
-        "writer" => rpc.starts_with("Append"),
-        "reader" => !rpc.starts_with("Append") && rpc != "Export" && rpc != "Redact",
-        "auditor" => !rpc.starts_with("Append") && rpc != "Redact",
+        "writer" => writes(rpc) || observe.contains(&rpc),
+        "reader" => reads(rpc),
+        "auditor" => reads(rpc) || rpc == "Export",
+        "approver" => reads(rpc) || govern.contains(&rpc),
         _ => unreachable!(),
     };
-    for role in ["writer", "reader", "auditor", "admin"] {
+    // Approval requests for the Decide calls to decide on.
+    {
+        let admin = as_key(
+            &server,
+            &keys(&server, &["create", "--tenant", "acme", "--role", "admin"]),
+        )
+        .await;
+        for n in 0..40 {
+            let mut e = event("agent-a", &format!("req-{n}"));
+            e.kind = ledger_client::EventKind::ApprovalRequested as i32;
+            admin.append(e).await.unwrap();
+        }
+    }
+    for role in ["writer", "reader", "auditor", "approver", "admin"] {
         let c = as_key(
             &server,
             &keys(&server, &["create", "--tenant", "acme", "--role", role]),
@@ -252,7 +348,7 @@ async fn every_role_on_every_rpc_in_its_own_and_another_tenant() {
     // No credential, or a made-up one: nothing at all.
     let anon = Client::connect(&server.grpc).await.unwrap();
     let forged = as_key(&server, "alk_000000000000.bm90LWEtcmVhbC1rZXk").await;
-    for rpc in rpcs {
+    for rpc in rpcs.into_iter().filter(|r| *r != "Decide") {
         assert_eq!(
             call(&anon, rpc, "").await,
             Err(Code::Unauthenticated),
