@@ -296,10 +296,24 @@ impl<S: ObjectStore> Mirror<S> {
                 for o in objects {
                     match o {
                         Object::Once(key, body) => {
-                            self.store.put_once(&key, body).await?;
+                            match self.store.put_once(&key, body.clone()).await {
+                                Ok(_) => {}
+                                // Every object of a round lies beyond the
+                                // mirrored checkpoint: one already there with
+                                // other bytes was left by a history no
+                                // checkpoint covers (a crash mid-round, then a
+                                // restore from the checkpoint before it).
+                                // Nothing vouches for it: replace it (a
+                                // versioned bucket keeps it as an old version).
+                                Err(ObjectError::Conflict { key }) => {
+                                    tracing::warn!(log = %self.log.id, key, "replacing an object left beyond the mirrored checkpoint by a lost history");
+                                    self.store.put_latest(&key, body).await?;
+                                }
+                                Err(e) => return Err(e),
+                            }
                         }
                         Object::Payloads(key, body) => {
-                            self.payload_store.put_latest(&key, body).await?
+                            self.payload_store.put_unlocked(&key, body).await?
                         }
                         Object::Replace(key, body) => {
                             self.payload_store.replace(&key, body).await?

@@ -41,8 +41,12 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Writes `body` under `key` unless the key exists.
     fn put_once(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<Put>> + Send;
     /// Writes `body` under `key`, over what is there (kept as an older
-    /// version where the store keeps versions).
+    /// version where the store keeps versions; on S3 each version gets the
+    /// write-once objects' retention).
     fn put_latest(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send;
+    /// Writes `body` under `key`, over what is there, never locked (a
+    /// payload bundle written for the first time).
+    fn put_unlocked(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send;
     /// Writes `body` under `key` and destroys every earlier version of it.
     fn replace(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send;
     /// The current bytes under `key`, if any.
@@ -224,6 +228,10 @@ impl ObjectStore for DirStore {
         self.put_latest(key, body)
     }
 
+    fn put_unlocked(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send {
+        self.put_latest(key, body)
+    }
+
     fn get(&self, key: &str) -> impl Future<Output = Res<Option<Vec<u8>>>> + Send {
         self.blocking(key, |root, key| match std::fs::read(root.join(key)) {
             Ok(b) => Ok(Some(b)),
@@ -390,14 +398,23 @@ impl S3Store {
         }
     }
 
-    async fn put(&self, full: &str, body: Vec<u8>) -> Res<Option<String>> {
-        use aws_sdk_s3::primitives::ByteStream;
-        let out = self
+    /// A plain put (no `If-None-Match`), locked when `locked` and the bucket
+    /// has Object Lock.
+    async fn put(&self, full: &str, body: Vec<u8>, locked: bool) -> Res<Option<String>> {
+        use aws_sdk_s3::primitives::{ByteStream, DateTime};
+        use aws_sdk_s3::types::ObjectLockMode;
+        let mut req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(full)
-            .body(ByteStream::from(body))
+            .body(ByteStream::from(body));
+        if let (true, Some(r)) = (locked, self.retention) {
+            req = req
+                .object_lock_mode(ObjectLockMode::Compliance)
+                .object_lock_retain_until_date(DateTime::from(SystemTime::now() + r));
+        }
+        let out = req
             .send()
             .await
             .map_err(|e| s3_error(&format!("s3 put {full}"), e))?;
@@ -441,13 +458,19 @@ impl ObjectStore for S3Store {
 
     fn put_latest(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send {
         let full = self.full_key(key);
-        async move { self.put(&full, body).await.map(|_| ()) }
+        // Each version locked like a write-once object: kept, not deletable.
+        async move { self.put(&full, body, true).await.map(|_| ()) }
+    }
+
+    fn put_unlocked(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send {
+        let full = self.full_key(key);
+        async move { self.put(&full, body, false).await.map(|_| ()) }
     }
 
     fn replace(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send {
         let full = self.full_key(key);
         async move {
-            let new_version = self.put(&full, body).await?;
+            let new_version = self.put(&full, body, false).await?;
             // Destroy every other version of this key (an unversioned
             // bucket lists only the current one, which is kept).
             let listed = self

@@ -53,10 +53,17 @@ async fn caught_up(server: &Server, secs: u64) -> ledger_proto::v1::LogStatus {
         if s.mirrored_size == s.committed_size && s.mirror_lag_entries == 0 {
             return s;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the mirror did not catch up: {s:?}"
-        );
+        if Instant::now() >= deadline {
+            let log = server.log_text();
+            let tail: String = log
+                .lines()
+                .filter(|l| l.contains("mirror"))
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n");
+            panic!("the mirror did not catch up: {s:?}\n{tail}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -531,3 +531,67 @@ class RedactRequest(_message.Message):
     target_index: int
     reason: str
     def __init__(self, log: _Optional[str] = ..., target_index: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DecideRequest(_message.Message):
+    __slots__ = ("log", "request_event_id", "grant", "reason")
+    LOG_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    GRANT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    log: str
+    request_event_id: str
+    grant: bool
+    reason: str
+    def __init__(self, log: _Optional[str] = ..., request_event_id: _Optional[str] = ..., grant: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class AwaitDecisionRequest(_message.Message):
+    __slots__ = ("log", "request_event_id", "wait_seconds")
+    LOG_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    log: str
+    request_event_id: str
+    wait_seconds: int
+    def __init__(self, log: _Optional[str] = ..., request_event_id: _Optional[str] = ..., wait_seconds: _Optional[int] = ...) -> None: ...
+
+class Decision(_message.Message):
+    __slots__ = ("decided", "granted", "entry")
+    DECIDED_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    decided: bool
+    granted: bool
+    entry: EntryRecord
+    def __init__(self, decided: _Optional[bool] = ..., granted: _Optional[bool] = ..., entry: _Optional[_Union[EntryRecord, _Mapping]] = ...) -> None: ...
+
+class SetAgentStateRequest(_message.Message):
+    __slots__ = ("log", "agent_id", "killed", "reason")
+    LOG_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KILLED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    log: str
+    agent_id: str
+    killed: bool
+    reason: str
+    def __init__(self, log: _Optional[str] = ..., agent_id: _Optional[str] = ..., killed: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GetAgentStateRequest(_message.Message):
+    __slots__ = ("log", "agent_id")
+    LOG_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    log: str
+    agent_id: str
+    def __init__(self, log: _Optional[str] = ..., agent_id: _Optional[str] = ...) -> None: ...
+
+class AgentState(_message.Message):
+    __slots__ = ("agent_id", "killed", "changes", "entry")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KILLED_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    killed: bool
+    changes: int
+    entry: EntryRecord
+    def __init__(self, agent_id: _Optional[str] = ..., killed: _Optional[bool] = ..., changes: _Optional[int] = ..., entry: _Optional[_Union[EntryRecord, _Mapping]] = ...) -> None: ...

@@ -735,3 +735,248 @@ class Admin:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class GovernanceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Decide = channel.unary_unary(
+                '/agentledger.v1.Governance/Decide',
+                request_serializer=agentledger_dot_v1_dot_ledger__pb2.DecideRequest.SerializeToString,
+                response_deserializer=agentledger_dot_v1_dot_ledger__pb2.Decision.FromString,
+                _registered_method=True)
+        self.AwaitDecision = channel.unary_unary(
+                '/agentledger.v1.Governance/AwaitDecision',
+                request_serializer=agentledger_dot_v1_dot_ledger__pb2.AwaitDecisionRequest.SerializeToString,
+                response_deserializer=agentledger_dot_v1_dot_ledger__pb2.Decision.FromString,
+                _registered_method=True)
+        self.SetAgentState = channel.unary_unary(
+                '/agentledger.v1.Governance/SetAgentState',
+                request_serializer=agentledger_dot_v1_dot_ledger__pb2.SetAgentStateRequest.SerializeToString,
+                response_deserializer=agentledger_dot_v1_dot_ledger__pb2.AgentState.FromString,
+                _registered_method=True)
+        self.GetAgentState = channel.unary_unary(
+                '/agentledger.v1.Governance/GetAgentState',
+                request_serializer=agentledger_dot_v1_dot_ledger__pb2.GetAgentStateRequest.SerializeToString,
+                response_deserializer=agentledger_dot_v1_dot_ledger__pb2.AgentState.FromString,
+                _registered_method=True)
+        self.WatchAgentState = channel.unary_stream(
+                '/agentledger.v1.Governance/WatchAgentState',
+                request_serializer=agentledger_dot_v1_dot_ledger__pb2.GetAgentStateRequest.SerializeToString,
+                response_deserializer=agentledger_dot_v1_dot_ledger__pb2.AgentState.FromString,
+                _registered_method=True)
+
+
+class GovernanceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Decide(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AwaitDecision(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAgentState(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAgentState(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchAgentState(self, request, context):
+        """The state now, then each change as it is committed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_GovernanceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Decide': grpc.unary_unary_rpc_method_handler(
+                    servicer.Decide,
+                    request_deserializer=agentledger_dot_v1_dot_ledger__pb2.DecideRequest.FromString,
+                    response_serializer=agentledger_dot_v1_dot_ledger__pb2.Decision.SerializeToString,
+            ),
+            'AwaitDecision': grpc.unary_unary_rpc_method_handler(
+                    servicer.AwaitDecision,
+                    request_deserializer=agentledger_dot_v1_dot_ledger__pb2.AwaitDecisionRequest.FromString,
+                    response_serializer=agentledger_dot_v1_dot_ledger__pb2.Decision.SerializeToString,
+            ),
+            'SetAgentState': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAgentState,
+                    request_deserializer=agentledger_dot_v1_dot_ledger__pb2.SetAgentStateRequest.FromString,
+                    response_serializer=agentledger_dot_v1_dot_ledger__pb2.AgentState.SerializeToString,
+            ),
+            'GetAgentState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAgentState,
+                    request_deserializer=agentledger_dot_v1_dot_ledger__pb2.GetAgentStateRequest.FromString,
+                    response_serializer=agentledger_dot_v1_dot_ledger__pb2.AgentState.SerializeToString,
+            ),
+            'WatchAgentState': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAgentState,
+                    request_deserializer=agentledger_dot_v1_dot_ledger__pb2.GetAgentStateRequest.FromString,
+                    response_serializer=agentledger_dot_v1_dot_ledger__pb2.AgentState.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'agentledger.v1.Governance', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('agentledger.v1.Governance', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Governance:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Decide(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentledger.v1.Governance/Decide',
+            agentledger_dot_v1_dot_ledger__pb2.DecideRequest.SerializeToString,
+            agentledger_dot_v1_dot_ledger__pb2.Decision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AwaitDecision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentledger.v1.Governance/AwaitDecision',
+            agentledger_dot_v1_dot_ledger__pb2.AwaitDecisionRequest.SerializeToString,
+            agentledger_dot_v1_dot_ledger__pb2.Decision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAgentState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentledger.v1.Governance/SetAgentState',
+            agentledger_dot_v1_dot_ledger__pb2.SetAgentStateRequest.SerializeToString,
+            agentledger_dot_v1_dot_ledger__pb2.AgentState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAgentState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentledger.v1.Governance/GetAgentState',
+            agentledger_dot_v1_dot_ledger__pb2.GetAgentStateRequest.SerializeToString,
+            agentledger_dot_v1_dot_ledger__pb2.AgentState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAgentState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agentledger.v1.Governance/WatchAgentState',
+            agentledger_dot_v1_dot_ledger__pb2.GetAgentStateRequest.SerializeToString,
+            agentledger_dot_v1_dot_ledger__pb2.AgentState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
