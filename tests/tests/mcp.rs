@@ -446,3 +446,63 @@ async fn the_kill_switch_stops_held_and_new_calls_until_revived() {
     assert_eq!(results_between.count(), 0);
     let _ = SystemTime::now();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_traffic_passes_byte_for_byte_both_ways() {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let seen = dir.path().join("seen.jsonl");
+    let mut gw = Command::new(binary("ledger"))
+        .args(["--server", &server.grpc, "mcp", "--agent", AGENT, "--spool"])
+        .arg(dir.path().join("spool"))
+        .args(["--", "python3", &python("raw_mcp_server.py")])
+        .arg(&seen)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Odd spacing, key order, escapes, a notification, a batch-like oddity.
+    let sent = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#,
+        r#"{ "method" : "notifications/initialized" , "jsonrpc": "2.0" }"#,
+        r#"{"id":"two","jsonrpc":"2.0","method":"tools/list","params":{"cursor":"\u00e9"}}"#,
+        r#"{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":"notes://readme"}}"#,
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"write_note","arguments":{"text":"x"}}}"#,
+    ];
+    let mut stdin = gw.stdin.take().unwrap();
+    for line in sent {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    stdin.flush().unwrap();
+    let mut out = std::io::BufReader::new(gw.stdout.take().unwrap());
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        got.push(l.trim_end_matches('\n').to_string());
+    }
+    drop(stdin);
+    let _ = gw.wait();
+    // The server received exactly what the client sent, byte for byte (the
+    // tools/call too: it is recorded, not rewritten).
+    let received = std::fs::read_to_string(&seen).unwrap();
+    assert_eq!(received.lines().collect::<Vec<_>>(), sent);
+    // And the client received exactly what the server answered.
+    got.sort();
+    let mut want = vec![
+        r#"{ "jsonrpc":"2.0" ,"id": 1, "result": {"echo": "initialize", "z": 1, "a": [ 1,2 ]} }"#.to_string(),
+        r#"{ "jsonrpc":"2.0" ,"id": "two", "result": {"echo": "tools/list", "z": 1, "a": [ 1,2 ]} }"#.to_string(),
+        r#"{ "jsonrpc":"2.0" ,"id": 3, "result": {"echo": "resources/read", "z": 1, "a": [ 1,2 ]} }"#.to_string(),
+        r#"{"result": {"content": [{"type": "text", "text": "done \u00e9"}], "isError": false}, "jsonrpc": "2.0", "id": 4}"#.to_string(),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    // Only the tool call was recorded (call and result).
+    let recs = events(&server).await;
+    let kinds: Vec<String> = recs
+        .iter()
+        .map(|r| kind_name(r.event().unwrap().kind))
+        .collect();
+    assert_eq!(kinds, ["tool_call", "tool_result"]);
+}
