@@ -43,8 +43,15 @@ pub struct McpArgs {
     /// replayed at start and every half second).
     #[arg(long, default_value = ".ledger-mcp.spool")]
     pub spool: PathBuf,
-    /// The MCP server to start, and its arguments (after `--`).
-    #[arg(last = true, required = true, num_args = 1..)]
+    /// Streamable HTTP: listen here (e.g. 127.0.0.1:8710) for the MCP
+    /// client, with --upstream; instead of a command.
+    #[arg(long, requires = "upstream")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Streamable HTTP: the MCP server's endpoint URL (http://host:port/mcp).
+    #[arg(long, requires = "listen")]
+    pub upstream: Option<String>,
+    /// stdio: the MCP server to start, and its arguments (after `--`).
+    #[arg(last = true, num_args = 1.., required_unless_present = "upstream")]
     pub command: Vec<String>,
 }
 
@@ -219,7 +226,9 @@ struct Gateway {
     kill_changed: tokio::sync::watch::Receiver<u64>,
     pending: Mutex<HashMap<String, Pending>>,
     to_client: Mutex<tokio::io::Stdout>,
-    to_server: Mutex<tokio::process::ChildStdin>,
+    to_server: Mutex<Option<tokio::process::ChildStdin>>,
+    /// Trace per Streamable HTTP session id.
+    http_sessions: Mutex<HashMap<String, String>>,
     /// Guards the spool file of events to record when the ledger is back.
     spool: Mutex<()>,
 }
@@ -302,7 +311,10 @@ impl Gateway {
     }
 
     async fn send_server(&self, line: &str) -> std::io::Result<()> {
-        let mut w = self.to_server.lock().await;
+        let mut guard = self.to_server.lock().await;
+        let w = guard
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("no MCP server process"))?;
         w.write_all(line.as_bytes()).await?;
         w.write_all(b"\n").await?;
         w.flush().await
@@ -339,7 +351,15 @@ impl Gateway {
     }
 
     /// Handles one `tools/call` request: record, judge, approve, forward.
-    async fn call(self: Arc<Self>, line: String, msg: Value) {
+    /// Everything before a `tools/call` may be forwarded: the kill switch,
+    /// the durable record, the policy and any approval. `session` is the
+    /// MCP session (its trace unless the request carries a traceparent).
+    async fn admit_call(
+        &self,
+        msg: &Value,
+        session: &str,
+        session_trace: &str,
+    ) -> Result<Pending, String> {
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
         let params = msg.get("params").cloned().unwrap_or(Value::Null);
         let tool = params
@@ -355,20 +375,21 @@ impl Gateway {
             .and_then(|m| m.get("traceparent"))
             .and_then(Value::as_str)
             .and_then(parse_traceparent)
-            .unwrap_or_else(|| (self.trace.clone(), String::new()));
+            .unwrap_or_else(|| (session_trace.to_string(), String::new()));
         let span = random_hex(8);
         let verdict = self.policy.judge(&tool, &arguments);
         if self.killed.load(Ordering::SeqCst)
             && let Ok(Some(why)) = self.killed_now().await
         {
-            return self.send_client(&refusal(&id, REFUSED, why)).await;
+            return Err(why);
         }
         let mut event = self.event(EventKind::ToolCall, &tool, &trace, &span, &parent);
+        event.session_id = session.to_string();
         event.risk_tier = verdict.risk as i32;
         event.action = "tools/call".into();
         event.attributes = [
             ("mcp.method.name".to_string(), "tools/call".to_string()),
-            ("mcp.session.id".to_string(), self.session.clone()),
+            ("mcp.session.id".to_string(), session.to_string()),
             ("jsonrpc.request.id".to_string(), id.to_string()),
         ]
         .into();
@@ -390,39 +411,43 @@ impl Gateway {
                 }
             }
             Err(e) => {
-                let why = format!(
+                return Err(format!(
                     "not forwarded: the audit ledger could not record this call ({e}); the gateway is fail-closed"
-                );
-                return self.send_client(&refusal(&id, REFUSED, why)).await;
+                ));
             }
         }
         if was_recorded {
             // A kill committed before this call's entry stops it.
             match self.killed_now().await {
-                Ok(Some(why)) => return self.send_client(&refusal(&id, REFUSED, why)).await,
+                Ok(Some(why)) => return Err(why),
                 Ok(None) => {}
                 Err(e) if !self.args.fail_open => {
-                    let why =
-                        format!("not forwarded: the kill-switch state could not be read ({e})");
-                    return self.send_client(&refusal(&id, REFUSED, why)).await;
+                    return Err(format!(
+                        "not forwarded: the kill-switch state could not be read ({e})"
+                    ));
                 }
                 Err(_) => {}
             }
         }
-        if verdict.approval
-            && let Err(why) = self.approve(&tool, &trace, &span, verdict.risk).await
-        {
-            return self.send_client(&refusal(&id, REFUSED, why)).await;
+        if verdict.approval {
+            self.approve(&tool, &trace, &span, verdict.risk).await?;
         }
-        self.pending.lock().await.insert(
-            id.to_string(),
-            Pending {
-                tool,
-                trace,
-                call_span: span,
-                risk: verdict.risk,
-            },
-        );
+        Ok(Pending {
+            tool,
+            trace,
+            call_span: span,
+            risk: verdict.risk,
+        })
+    }
+
+    /// Handles one `tools/call` request over stdio.
+    async fn call(self: Arc<Self>, line: String, msg: Value) {
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        let pending = match self.admit_call(&msg, &self.session, &self.trace).await {
+            Ok(p) => p,
+            Err(why) => return self.send_client(&refusal(&id, REFUSED, why)).await,
+        };
+        self.pending.lock().await.insert(id.to_string(), pending);
         if let Err(e) = self.send_server(&line).await {
             self.pending.lock().await.remove(&id.to_string());
             self.send_client(&refusal(
@@ -519,6 +544,47 @@ impl Gateway {
         }
     }
 
+    /// Records the server's answer to a call as its result.
+    async fn record_result(&self, p: Pending, msg: &Value) {
+        let (outcome, payload) = if let Some(err) = msg.get("error") {
+            (Outcome::Error, json!({"error": err}))
+        } else {
+            let result = msg.get("result").cloned().unwrap_or(Value::Null);
+            let failed = result.get("isError").and_then(Value::as_bool) == Some(true);
+            (
+                if failed {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                },
+                json!({"result": result}),
+            )
+        };
+        let mut e = self.event(
+            EventKind::ToolResult,
+            &p.tool,
+            &p.trace,
+            &random_hex(8),
+            &p.call_span,
+        );
+        e.outcome = outcome as i32;
+        e.risk_tier = p.risk as i32;
+        e.action = "tools/call result".into();
+        e.payload = serde_json::to_vec(&payload).unwrap_or_default();
+        e.payload_content_type = "application/json".into();
+        if let Err(err) = self.client.append(e.clone()).await {
+            eprintln!(
+                "ledger mcp: the result of {} could not be recorded ({err}); it will be",
+                p.tool
+            );
+            e.attributes
+                .insert("ledger.recorded_late".into(), "result".into());
+            if let Err(err) = self.spool_add(&e).await {
+                eprintln!("ledger mcp: and the spool cannot be written: {err}");
+            }
+        }
+    }
+
     /// Handles one line from the server: a response to a recorded call is
     /// recorded as its result before it is passed on.
     async fn from_server(self: Arc<Self>, line: String) {
@@ -533,43 +599,7 @@ impl Gateway {
             None => None,
         };
         if let (Some(p), Some(msg)) = (pending, msg) {
-            let (outcome, payload) = if let Some(err) = msg.get("error") {
-                (Outcome::Error, json!({"error": err}))
-            } else {
-                let result = msg.get("result").cloned().unwrap_or(Value::Null);
-                let failed = result.get("isError").and_then(Value::as_bool) == Some(true);
-                (
-                    if failed {
-                        Outcome::Failure
-                    } else {
-                        Outcome::Success
-                    },
-                    json!({"result": result}),
-                )
-            };
-            let mut e = self.event(
-                EventKind::ToolResult,
-                &p.tool,
-                &p.trace,
-                &random_hex(8),
-                &p.call_span,
-            );
-            e.outcome = outcome as i32;
-            e.risk_tier = p.risk as i32;
-            e.action = "tools/call result".into();
-            e.payload = serde_json::to_vec(&payload).unwrap_or_default();
-            e.payload_content_type = "application/json".into();
-            if let Err(err) = self.client.append(e.clone()).await {
-                eprintln!(
-                    "ledger mcp: the result of {} could not be recorded ({err}); it will be",
-                    p.tool
-                );
-                e.attributes
-                    .insert("ledger.recorded_late".into(), "result".into());
-                if let Err(err) = self.spool_add(&e).await {
-                    eprintln!("ledger mcp: and the spool cannot be written: {err}");
-                }
-            }
+            self.record_result(p, &msg).await;
         }
         self.send_client(&line).await;
     }
@@ -591,16 +621,22 @@ pub async fn run(client: Client, args: McpArgs) -> Result<()> {
         Some(p) => CompiledPolicy::load(p)?,
         None => CompiledPolicy::new(Policy::default())?,
     };
-    let mut child = tokio::process::Command::new(&args.command[0])
-        .args(&args.command[1..])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting the MCP server {:?}", args.command[0]))?;
-    let server_in = child.stdin.take().context("server stdin")?;
-    let server_out = child.stdout.take().context("server stdout")?;
+    let mut child = None;
+    let mut server_in = None;
+    let mut server_out = None;
+    if args.upstream.is_none() {
+        let mut c = tokio::process::Command::new(&args.command[0])
+            .args(&args.command[1..])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting the MCP server {:?}", args.command[0]))?;
+        server_in = Some(c.stdin.take().context("server stdin")?);
+        server_out = Some(c.stdout.take().context("server stdout")?);
+        child = Some(c);
+    }
     let (kill_tx, kill_rx) = tokio::sync::watch::channel(0u64);
     let gw = Arc::new(Gateway {
         client: client.clone(),
@@ -611,6 +647,7 @@ pub async fn run(client: Client, args: McpArgs) -> Result<()> {
         pending: Mutex::new(HashMap::new()),
         to_client: Mutex::new(tokio::io::stdout()),
         to_server: Mutex::new(server_in),
+        http_sessions: Mutex::new(HashMap::new()),
         spool: Mutex::new(()),
         policy,
         args,
@@ -652,6 +689,10 @@ pub async fn run(client: Client, args: McpArgs) -> Result<()> {
             }
         });
     }
+    if let (Some(listen), Some(upstream)) = (gw.args.listen, gw.args.upstream.clone()) {
+        return http::serve(gw, listen, upstream).await;
+    }
+    let server_out = server_out.context("server stdout")?;
     let from_server = {
         let gw = gw.clone();
         tokio::spawn(async move {
@@ -675,93 +716,169 @@ pub async fn run(client: Client, args: McpArgs) -> Result<()> {
         }
     }
     // The client is gone: let the server finish what it has, then stop.
-    drop(gw.to_server.lock().await);
+    gw.to_server.lock().await.take();
     let _ = tokio::time::timeout(Duration::from_secs(5), from_server).await;
     // Give the spool a last chance (what stays is replayed next start).
     gw.spool_replay().await;
-    let _ = child.kill().await;
+    if let Some(mut c) = child {
+        let _ = c.kill().await;
+    }
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
+/// The Streamable HTTP transport: every request is passed to the upstream
+/// MCP endpoint and its answer passed back unchanged; a `tools/call` POST
+/// is admitted first (record, policy, approval, kill switch) and its
+/// answer (JSON, or the SSE stream holding it) recorded before it is
+/// returned. One `Mcp-Session-Id` is one trace.
+mod http {
     use super::*;
+    use axum::body::{Body, Bytes};
+    use axum::extract::State;
+    use axum::http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
+    use http_body_util::BodyExt;
+    use hyper_util::client::legacy::Client as HttpClient;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::TokioExecutor;
 
-    #[test]
-    fn globs() {
-        assert!(glob("sql.*", "sql.execute"));
-        assert!(glob("*", "x"));
-        assert!(glob("a*c*e", "abcde"));
-        assert!(!glob("sql.*", "fs.write"));
-        assert!(glob("exact", "exact") && !glob("exact", "exactly"));
-        assert!(!glob("ab*ba", "aba"));
+    #[derive(Clone)]
+    struct Ctx {
+        gw: Arc<Gateway>,
+        upstream: Uri,
+        http: HttpClient<HttpConnector, Body>,
     }
 
-    #[test]
-    fn policy_verdicts() {
-        let p: Policy = toml::from_str(
-            r#"
-default_risk = "low"
-[[tools]]
-name = "sql.*"
-risk = "medium"
-[[tools]]
-name = "payments.refund"
-risk = "high"
-approval = true
-[[rules]]
-tool = "sql.*"
-argument = "(?i)\\b(delete|drop)\\b"
-risk = "high"
-approval = true
-"#,
-        )
-        .unwrap();
-        let p = CompiledPolicy::new(p).unwrap();
-        let v = |t: &str, a: Value| p.judge(t, &a);
-        assert_eq!(
-            v("fs.read", json!({})),
-            Verdict {
-                risk: RiskTier::Low,
-                approval: false
-            }
-        );
-        assert_eq!(
-            v("sql.query", json!({"q": "SELECT 1"})),
-            Verdict {
-                risk: RiskTier::Medium,
-                approval: false
-            }
-        );
-        assert_eq!(
-            v("sql.query", json!({"q": "DELETE FROM t"})),
-            Verdict {
-                risk: RiskTier::High,
-                approval: true
-            }
-        );
-        assert_eq!(
-            v("payments.refund", json!({})),
-            Verdict {
-                risk: RiskTier::High,
-                approval: true
-            }
-        );
-        assert!(
-            CompiledPolicy::new(toml::from_str("[[rules]]\nargument = \"(\"\n").unwrap()).is_err()
-        );
-        assert!(toml::from_str::<Policy>("nonsense = 1").is_err());
+    fn json_answer(body: String) -> Response<Body> {
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap_or_default()
     }
 
-    #[test]
-    fn traceparents() {
-        assert_eq!(
-            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-            Some((
-                "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-                "00f067aa0ba902b7".into()
-            ))
+    /// The JSON-RPC message answering `id` in a response body (JSON, or
+    /// the `data:` lines of an SSE stream).
+    fn answer_in(body: &[u8], id: &Value) -> Option<Value> {
+        let text = String::from_utf8_lossy(body);
+        let direct: Option<Value> = serde_json::from_str(&text).ok();
+        let mut candidates: Vec<Value> = direct.into_iter().collect();
+        candidates.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .filter_map(|d| serde_json::from_str(d.trim()).ok()),
         );
-        assert_eq!(parse_traceparent("00-0000-00f067aa0ba902b7-01"), None);
+        candidates.into_iter().find(|m| {
+            m.get("id") == Some(id) && (m.get("result").is_some() || m.get("error").is_some())
+        })
+    }
+
+    async fn forward(
+        ctx: &Ctx,
+        method: Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Body>, String> {
+        let mut target = ctx.upstream.clone().into_parts();
+        if let Some(q) = uri.query() {
+            let path = ctx.upstream.path();
+            target.path_and_query = format!("{path}?{q}").parse().ok();
+        }
+        let target = Uri::from_parts(target).map_err(|e| e.to_string())?;
+        let mut req = Request::builder().method(method).uri(target);
+        for (k, v) in headers {
+            if k != header::HOST && k != header::CONTENT_LENGTH {
+                req = req.header(k, v);
+            }
+        }
+        let req = req.body(Body::from(body)).map_err(|e| e.to_string())?;
+        ctx.http
+            .request(req)
+            .await
+            .map(|r| r.map(Body::new))
+            .map_err(|e| format!("the MCP server cannot be reached: {e}"))
+    }
+
+    async fn handle(
+        State(ctx): State<Ctx>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response<Body> {
+        let msg: Option<Value> = (method == Method::POST)
+            .then(|| serde_json::from_slice(&body).ok())
+            .flatten();
+        let call = msg.filter(|m| {
+            m.get("method").and_then(Value::as_str) == Some("tools/call") && m.get("id").is_some()
+        });
+        let Some(call) = call else {
+            // Not a tool call: passed through, streamed.
+            return match forward(&ctx, method, &uri, &headers, body).await {
+                Ok(r) => r,
+                Err(e) => Response::builder()
+                    .status(StatusCode::BAD_GATEWAY)
+                    .body(Body::from(e))
+                    .unwrap_or_default(),
+            };
+        };
+        let id = call.get("id").cloned().unwrap_or(Value::Null);
+        let session = headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let trace = {
+            let mut s = ctx.gw.http_sessions.lock().await;
+            s.entry(session.clone())
+                .or_insert_with(|| random_hex(16))
+                .clone()
+        };
+        let pending = match ctx.gw.admit_call(&call, &session, &trace).await {
+            Ok(p) => p,
+            Err(why) => return json_answer(refusal(&id, REFUSED, why)),
+        };
+        let resp = match forward(&ctx, method, &uri, &headers, body).await {
+            Ok(r) => r,
+            Err(e) => return json_answer(refusal(&id, REFUSED, e)),
+        };
+        let (mut parts, incoming) = resp.into_parts();
+        // Sent whole now: the upstream's framing does not apply.
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let bytes = match incoming.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return json_answer(refusal(
+                    &id,
+                    REFUSED,
+                    format!("the MCP server's answer broke off: {e}"),
+                ));
+            }
+        };
+        if let Some(answer) = answer_in(&bytes, &id) {
+            ctx.gw.record_result(pending, &answer).await;
+        }
+        Response::from_parts(parts, Body::from(bytes))
+    }
+
+    pub async fn serve(
+        gw: Arc<Gateway>,
+        listen: std::net::SocketAddr,
+        upstream: String,
+    ) -> Result<()> {
+        let upstream: Uri = upstream
+            .parse()
+            .with_context(|| format!("--upstream {upstream:?}"))?;
+        let http = HttpClient::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(Ctx { gw, upstream, http });
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("--listen {listen}"))?;
+        eprintln!("ledger mcp: listening on http://{}", listener.local_addr()?);
+        axum::serve(listener, app).await?;
+        Ok(())
     }
 }

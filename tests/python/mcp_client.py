@@ -26,9 +26,17 @@ async def one(session, name, args):
         return {"tool": name, "ok": False, "error": str(e)}
 
 
+def transport():
+    if isinstance(command, str):  # A Streamable HTTP endpoint URL.
+        from mcp.client.streamable_http import streamable_http_client
+
+        return streamable_http_client(command)
+    return stdio_client(StdioServerParameters(command=command[0], args=command[1:]))
+
+
 async def main():
-    params = StdioServerParameters(command=command[0], args=command[1:])
-    async with stdio_client(params) as (read, write):
+    async with transport() as streams:
+        read, write = streams[0], streams[1]
         async with ClientSession(read, write) as session:
             await session.initialize()
             tools = await session.list_tools()

@@ -46,4 +46,7 @@ def readme() -> str:
 
 
 if __name__ == "__main__":
-    server.run()
+    if len(sys.argv) > 3 and sys.argv[2] == "http":
+        server.run("streamable-http", port=int(sys.argv[3]))
+    else:
+        server.run()

@@ -506,3 +506,103 @@ async fn other_traffic_passes_byte_for_byte_both_ways() {
         .collect();
     assert_eq!(kinds, ["tool_call", "tool_result"]);
 }
+
+/// Waits until something accepts connections on `port`.
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streamable_http_transport_records_before_it_acts_and_obeys_the_kill_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let fx = dir.path().join("effects.jsonl");
+    let (up, gw_port) = (ledger_e2e::free_port(), ledger_e2e::free_port());
+    let _upstream = Killed(
+        Command::new("python3")
+            .arg(python("mcp_server.py"))
+            .arg(&fx)
+            .args(["http", &up.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(up);
+    let _gateway = Killed(
+        Command::new(binary("ledger"))
+            .args(["--server", &server.grpc, "mcp", "--agent", AGENT])
+            .args(["--listen", &format!("127.0.0.1:{gw_port}")])
+            .args(["--upstream", &format!("http://127.0.0.1:{up}/mcp")])
+            .arg("--spool")
+            .arg(dir.path().join("spool"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(gw_port);
+    let url = Value::String(format!("http://127.0.0.1:{gw_port}/mcp"));
+    let run = |calls: Value| {
+        let child = Command::new("python3")
+            .arg(python("mcp_client.py"))
+            .arg(url.to_string())
+            .arg(calls.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        finish(child)
+    };
+    let out = run(json!([["write_note", {"text": "over http"}], ["fail", {}]]));
+    assert_eq!(out[0]["tools"], json!(["fail", "run_sql", "write_note"]));
+    assert_eq!(out[1]["resource"], "read me");
+    assert_eq!(out[2]["ok"], true, "{out:?}");
+    assert_eq!(out[3]["ok"], false);
+    let done = effects(&fx);
+    assert_eq!(done.len(), 1);
+    let recs = events(&server).await;
+    let call = recs
+        .iter()
+        .find(|r| {
+            kind_name(r.event().unwrap().kind) == "tool_call"
+                && r.event().unwrap().tool_name == "write_note"
+        })
+        .unwrap();
+    assert!(secs(call.entry.integrated_at.as_ref().unwrap()) <= done[0]["at"].as_f64().unwrap());
+    let outcomes: Vec<String> = recs
+        .iter()
+        .filter(|r| kind_name(r.event().unwrap().kind) == "tool_result")
+        .map(|r| ledger_client::event::outcome_name(r.event().unwrap().outcome))
+        .collect();
+    assert_eq!(outcomes, ["success", "failure"]);
+    // One MCP session, one trace.
+    let traces: std::collections::BTreeSet<_> = recs
+        .iter()
+        .map(|r| r.event().unwrap().correlation_id.clone())
+        .collect();
+    assert_eq!(traces.len(), 1);
+    // Killed: refused over HTTP too, nothing runs.
+    ledger_cli(&server, &["kill", "--agent", AGENT, "--reason", "stop"]);
+    let out = run(json!([["write_note", {"text": "after kill"}]]));
+    assert!(
+        out[2]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("kill switch"),
+        "{out:?}"
+    );
+    assert_eq!(effects(&fx).len(), 1);
+}
