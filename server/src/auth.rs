@@ -465,6 +465,21 @@ impl Access {
     }
 }
 
+/// Authenticates an HTTP request (the tiles and OTLP/HTTP endpoints) the
+/// way the gRPC interceptor does: its `authorization` header, off the async
+/// threads (an unknown key re-reads the credentials file).
+pub async fn authenticate_http(
+    access: &Arc<Access>,
+    headers: http::HeaderMap,
+    peer: std::net::IpAddr,
+) -> Result<Identity, Status> {
+    let metadata = tonic::metadata::MetadataMap::from_headers(headers);
+    let access = access.clone();
+    tokio::task::spawn_blocking(move || access.authenticate(&metadata, None, Some(peer)))
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+}
+
 /// The gRPC interceptor: authenticates and attaches the [`Identity`].
 #[derive(Clone)]
 pub struct Authenticate(pub Arc<Access>);

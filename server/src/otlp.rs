@@ -542,23 +542,17 @@ pub mod http {
                 format!("content-encoding {enc:?} is not supported: send uncompressed requests"),
             );
         }
-        let metadata = tonic::metadata::MetadataMap::from_headers(headers);
-        let access = ctx.access.clone();
-        let who = match tokio::task::spawn_blocking(move || {
-            access.authenticate(&metadata, None, Some(peer.ip()))
-        })
-        .await
-        {
-            Ok(Ok(who)) => who,
-            Ok(Err(s)) => return error(format, Http::UNAUTHORIZED, s.code(), s.message().into()),
-            Err(e) => {
+        let who = match crate::auth::authenticate_http(&ctx.access, headers, peer.ip()).await {
+            Ok(who) => who,
+            Err(s) if s.code() == tonic::Code::Internal => {
                 return error(
                     format,
                     Http::INTERNAL_SERVER_ERROR,
-                    tonic::Code::Internal,
-                    e.to_string(),
+                    s.code(),
+                    s.message().into(),
                 );
             }
+            Err(s) => return error(format, Http::UNAUTHORIZED, s.code(), s.message().into()),
         };
         if let Err(s) = who.check(crate::auth::Action::Append, "") {
             return error(format, Http::FORBIDDEN, s.code(), s.message().into());

@@ -39,6 +39,7 @@ fn refused(s: tonic::Status) -> Response {
         tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
         tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     let mut r = text(code, s.message().to_string());
@@ -57,16 +58,9 @@ async fn object(
     Path((log_id, rest)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let metadata = tonic::metadata::MetadataMap::from_headers(headers);
-    let access = ctx.access.clone();
-    let who = match tokio::task::spawn_blocking(move || {
-        access.authenticate(&metadata, None, Some(peer.ip()))
-    })
-    .await
-    {
-        Ok(Ok(who)) => who,
-        Ok(Err(s)) => return refused(s),
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    let who = match crate::auth::authenticate_http(&ctx.access, headers, peer.ip()).await {
+        Ok(who) => who,
+        Err(s) => return refused(s),
     };
     let log = match ctx.logs.authorize(&who, Action::Read, &log_id) {
         Ok(l) => l.clone(),

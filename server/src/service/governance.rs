@@ -3,6 +3,7 @@
 //! proto), so a gateway can trust what it reads back.
 
 use super::Logs;
+use super::proofs::blocking;
 use crate::auth::{Action, caller};
 use crate::log::Log;
 use ledger_proto::v1::governance_server::Governance;
@@ -38,14 +39,6 @@ pub fn decision_id(request_event_id: &str) -> String {
 /// The event id of the `n`-th state change of `agent`.
 pub fn agent_state_id(agent: &str, n: u64) -> String {
     format!("{RESERVED}agent-state:{}:{n}", hash32(agent))
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
 }
 
 /// The stored entry under a dedup id, if any.
