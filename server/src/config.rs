@@ -272,6 +272,52 @@ pub struct S3MirrorConfig {
     pub retention_days: u64,
 }
 
+/// Connection settings of an S3 section.
+fn s3_settings(
+    bucket: &str,
+    prefix: &str,
+    region: &str,
+    endpoint: &str,
+    force_path_style: bool,
+    retention_days: u64,
+) -> crate::objects::S3Settings {
+    crate::objects::S3Settings {
+        bucket: bucket.to_string(),
+        prefix: prefix.to_string(),
+        region: region.to_string(),
+        endpoint: (!endpoint.is_empty()).then(|| endpoint.to_string()),
+        force_path_style,
+        retention: std::time::Duration::from_secs(retention_days * 86_400),
+    }
+}
+
+impl S3AnchorConfig {
+    pub fn settings(&self) -> crate::objects::S3Settings {
+        s3_settings(
+            &self.bucket,
+            &self.prefix,
+            &self.region,
+            &self.endpoint,
+            self.force_path_style,
+            self.retention_days,
+        )
+    }
+}
+
+impl S3MirrorConfig {
+    /// The settings for `bucket` (the mirror's, or its payload bucket).
+    pub fn settings(&self, bucket: &str) -> crate::objects::S3Settings {
+        s3_settings(
+            bucket,
+            &self.prefix,
+            &self.region,
+            &self.endpoint,
+            self.force_path_style,
+            self.retention_days,
+        )
+    }
+}
+
 impl Default for MirrorConfig {
     fn default() -> Self {
         MirrorConfig {

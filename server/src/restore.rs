@@ -22,7 +22,7 @@ use ledger_verify::mirror::{Fetch, TileRows, Visit, audit_mirror};
 use ledger_verify::note::NoteVerifier;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Entries written per commit while restoring.
 const BATCH: usize = 8192;
@@ -85,20 +85,8 @@ async fn anchors_of(config: &Config, origin: &str) -> Result<Vec<Anchor>> {
         AnchorBackend::None => Ok(Vec::new()),
         AnchorBackend::Dir => read(DirStore::new(&config.anchor_dir())?, origin).await,
         AnchorBackend::S3 => {
-            let s3 = &config.anchor.s3;
-            let store = S3Store::connect(
-                &S3Settings {
-                    bucket: s3.bucket.clone(),
-                    prefix: s3.prefix.clone(),
-                    region: s3.region.clone(),
-                    endpoint: (!s3.endpoint.is_empty()).then(|| s3.endpoint.clone()),
-                    force_path_style: s3.force_path_style,
-                    retention: Duration::ZERO,
-                },
-                "anchor.s3",
-                false,
-            )
-            .await?;
+            // Read only: the lock requirement and retention do not apply.
+            let store = S3Store::connect(&config.anchor.s3.settings(), "anchor.s3", false).await?;
             read(store, origin).await
         }
     }
@@ -123,13 +111,12 @@ pub async fn restore(config: &Config, from: &str) -> Result<Vec<Restored>> {
         let endpoint = Some(s3.endpoint.clone())
             .filter(|e| !e.is_empty())
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        // The bucket and prefix come from --from; the rest from [mirror.s3].
         let settings = |bucket: &str, prefix: &str| S3Settings {
-            bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
-            region: s3.region.clone(),
             force_path_style: s3.force_path_style || endpoint.is_some(),
             endpoint: endpoint.clone(),
-            retention: Duration::ZERO,
+            ..s3.settings(bucket)
         };
         let store = Arc::new(S3Store::connect(&settings(bucket, prefix), "--from", false).await?);
         let payloads = if s3.payload_bucket.is_empty() {

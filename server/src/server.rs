@@ -101,25 +101,6 @@ fn tls_config(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
     Ok(Some(tls))
 }
 
-/// The S3 settings of an `[anchor.s3]` or `[mirror.s3]` section.
-fn s3_settings(
-    bucket: &str,
-    prefix: &str,
-    region: &str,
-    endpoint: &str,
-    force_path_style: bool,
-    retention_days: u64,
-) -> crate::objects::S3Settings {
-    crate::objects::S3Settings {
-        bucket: bucket.to_string(),
-        prefix: prefix.to_string(),
-        region: region.to_string(),
-        endpoint: (!endpoint.is_empty()).then(|| endpoint.to_string()),
-        force_path_style,
-        retention: Duration::from_secs(retention_days * 86_400),
-    }
-}
-
 /// Background tasks that follow the logs (anchorers, mirrors), stopped
 /// together.
 struct Followers {
@@ -193,16 +174,7 @@ async fn start_anchoring(
             spawn(Arc::new(store), logs, metrics, interval, stop)
         }
         AnchorBackend::S3 => {
-            let s3 = &config.anchor.s3;
-            let settings = s3_settings(
-                &s3.bucket,
-                &s3.prefix,
-                &s3.region,
-                &s3.endpoint,
-                s3.force_path_style,
-                s3.retention_days,
-            );
-            let store = S3Store::connect(&settings, "anchor.s3", true).await?;
+            let store = S3Store::connect(&config.anchor.s3.settings(), "anchor.s3", true).await?;
             spawn(Arc::new(store), logs, metrics, interval, stop)
         }
     };
@@ -254,23 +226,13 @@ async fn start_mirroring(
         }
         MirrorBackend::S3 => {
             let s3 = &config.mirror.s3;
-            let settings = |bucket: &str| {
-                s3_settings(
-                    bucket,
-                    &s3.prefix,
-                    &s3.region,
-                    &s3.endpoint,
-                    s3.force_path_style,
-                    s3.retention_days,
-                )
-            };
             let store =
-                Arc::new(S3Store::connect(&settings(&s3.bucket), "mirror.s3", false).await?);
+                Arc::new(S3Store::connect(&s3.settings(&s3.bucket), "mirror.s3", false).await?);
             let payloads = if s3.payload_bucket.is_empty() {
                 store.clone()
             } else {
                 Arc::new(
-                    S3Store::connect(&settings(&s3.payload_bucket), "mirror.s3.payload", false)
+                    S3Store::connect(&s3.settings(&s3.payload_bucket), "mirror.s3.payload", false)
                         .await?,
                 )
             };
