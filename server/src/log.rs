@@ -325,10 +325,8 @@ impl Log {
             0.0
         } else {
             self.store
-                .entry(mirrored)
+                .integrated_at(mirrored)
                 .map_err(storage)?
-                .and_then(|b| ledger_verify::entry::decode_entry(&b).ok())
-                .and_then(|e| SystemTime::try_from(e.integrated_at?).ok())
                 .and_then(|t| t.elapsed().ok())
                 .map_or(0.0, |d| d.as_secs_f64())
         };

@@ -75,6 +75,21 @@ pub fn entry_bundle(
     width: u16,
     size: u64,
 ) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(bundle_entries(store, n, width, size)?
+        .map(|entries| encode_entry_bundle(entries.iter().map(|(_, e)| e.as_slice()))))
+}
+
+/// Stored entries with their indexes.
+type IndexedEntries = Vec<(u64, Vec<u8>)>;
+
+/// The entries of entry bundle `n` of width `width` (None if the tree of
+/// `size` has no such bundle), each checked to fit a bundle.
+fn bundle_entries(
+    store: &Store,
+    n: u64,
+    width: u16,
+    size: u64,
+) -> Result<Option<IndexedEntries>, StoreError> {
     let id = TileId {
         level: 0,
         index: n,
@@ -84,13 +99,8 @@ pub fn entry_bundle(
         return Ok(None);
     }
     let start = n * TILE_WIDTH;
+    // Every entry of the range, or an error naming the first missing one.
     let entries = store.entries_range(start, start + u64::from(width))?;
-    if entries.len() != usize::from(width) {
-        return Err(StoreError::Corrupt(format!(
-            "entries {start}..{} are not all stored",
-            start + u64::from(width)
-        )));
-    }
     // A store from before the entry size limit may hold a larger entry:
     // refuse to bundle it rather than write a bundle that cannot hold it.
     if let Some((i, e)) = entries
@@ -102,9 +112,7 @@ pub fn entry_bundle(
             e.len()
         )));
     }
-    Ok(Some(encode_entry_bundle(
-        entries.iter().map(|(_, e)| e.as_slice()),
-    )))
+    Ok(Some(entries))
 }
 
 /// Payload bundle `n` for the first `width` entries of its tile, and
@@ -180,10 +188,8 @@ fn build(
                 index: n,
                 width,
             };
-            if let Some(bytes) = entry_bundle(store, n, width, to)? {
-                for e in ledger_verify::mirror::decode_entry_bundle(&bytes)
-                    .map_err(StoreError::Corrupt)?
-                {
+            if let Some(entries) = bundle_entries(store, n, width, to)? {
+                for (_, e) in &entries {
                     // A redaction erases a payload in an older bundle.
                     if let Ok(head) = ledger_verify::entry::decode_head(e)
                         && let Some(r) = head.redaction
@@ -192,6 +198,7 @@ fn build(
                         erased.push(r.target_index / TILE_WIDTH);
                     }
                 }
+                let bytes = encode_entry_bundle(entries.iter().map(|(_, e)| e.as_slice()));
                 out.push(Object::Once(
                     object_key(origin, &entries_path(n, width)),
                     bytes,
@@ -331,12 +338,10 @@ impl<S: ObjectStore> Mirror<S> {
     /// Integration time of entry `index`, if stored.
     async fn integrated_at(&self, index: u64) -> Option<SystemTime> {
         let store = self.log.store.clone();
-        let bytes = tokio::task::spawn_blocking(move || store.entry(index))
+        tokio::task::spawn_blocking(move || store.integrated_at(index))
             .await
             .ok()?
-            .ok()??;
-        let entry = ledger_verify::entry::decode_entry(&bytes).ok()?;
-        SystemTime::try_from(entry.integrated_at?).ok()
+            .ok()?
     }
 
     async fn update_lag(&self) {

@@ -374,6 +374,14 @@ impl Store {
         Ok(self.db.get_cf(self.cf(cf::ENTRIES), be(index))?)
     }
 
+    /// When entry `index` was integrated, if it is stored (and decodes).
+    pub fn integrated_at(&self, index: u64) -> Result<Option<std::time::SystemTime>> {
+        Ok(self
+            .entry(index)?
+            .and_then(|b| ledger_verify::entry::decode_entry(&b).ok())
+            .and_then(|e| std::time::SystemTime::try_from(e.integrated_at?).ok()))
+    }
+
     /// Salt and payload of an entry, if stored.
     pub fn payload(&self, index: u64) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         Ok(self
