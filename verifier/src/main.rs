@@ -423,6 +423,20 @@ fn live(key: &str, server: &str, anchors: Option<&str>, log: &str) -> Result<Rep
     })
 }
 
+/// The audits' progress bar (`what` leads it), or none with --quiet.
+fn progress_bar(quiet: bool, what: &str) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} {{pos}}/{{len}} entries [{{bar:40}}] {{per_sec}} eta {{eta}}"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    )
+}
+
 fn audit(key: &str, file: &Path, anchors: Option<&str>, quiet: bool) -> Result<Report> {
     let key = parse_key(key)?;
     let anchored = match anchors {
@@ -431,17 +445,7 @@ fn audit(key: &str, file: &Path, anchors: Option<&str>, quiet: bool) -> Result<R
     };
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let input = std::io::BufReader::with_capacity(1 << 20, f);
-    let bar = if quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(0).with_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} auditing {pos}/{len} entries [{bar:40}] {per_sec} eta {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        )
-    };
+    let bar = progress_bar(quiet, "auditing");
     let started = std::time::Instant::now();
     let mut report = audit_bundle_against(input, &key, &anchored.checkpoints, |done, total| {
         bar.set_length(total);

@@ -2,7 +2,7 @@
 //! mirror (a directory or `s3://bucket/prefix`), with no server and no
 //! export step.
 
-use super::{Report, checked_anchors, findings_text, parse_key, read_anchors};
+use super::{Report, checked_anchors, findings_text, parse_key, progress_bar, read_anchors};
 use anyhow::{Context, Result};
 use ledger_verify::anchors::check_anchors;
 use ledger_verify::mirror::{Fetch, audit_mirror};
@@ -156,17 +156,7 @@ pub fn audit(
         }
     };
     let src = open(source, key.name())?;
-    let bar = if quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(0).with_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} auditing the mirror {pos}/{len} entries [{bar:40}] {per_sec} eta {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        )
-    };
+    let bar = progress_bar(quiet, "auditing the mirror");
     let started = std::time::Instant::now();
     let mut report = audit_mirror(
         &Boxed(src.as_ref()),
