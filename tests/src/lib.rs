@@ -491,14 +491,21 @@ impl Drop for Outage {
 /// `GET path` over plain HTTP/1.0, with a bearer token if given: the
 /// status code and the body.
 pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     write!(s, "GET {path} HTTP/1.0\r\nHost: ledger\r\n{auth}\r\n").expect("send");
+    read_response(s)
+}
+
+/// Reads an HTTP/1.0 response to its end: the status code and the body.
+fn read_response(mut s: std::net::TcpStream) -> (u16, Vec<u8>) {
+    use std::io::Read;
     let mut out = Vec::new();
-    s.read_to_end(&mut out).expect("read");
+    // A server may close early (413 before the body is read): keep what came.
+    let _ = s.read_to_end(&mut out);
     let split = out
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -520,7 +527,7 @@ pub fn http_post(
     body: &[u8],
     token: Option<&str>,
 ) -> (u16, Vec<u8>) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let (addr, path) = url.split_once('/').expect("host:port/path");
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     let auth = token
@@ -534,19 +541,7 @@ pub fn http_post(
     .expect("send");
     // The server may answer (413) before reading it all.
     let _ = s.write_all(body);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let split = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("an HTTP response");
-    let head = String::from_utf8_lossy(&out[..split]).to_string();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status code");
-    (status, out[split + 4..].to_vec())
+    read_response(s)
 }
 
 /// Runs `ledger-verify --format json ARGS` with extra environment; returns
