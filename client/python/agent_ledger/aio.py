@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, TypeVar, Union
 
 import grpc
 
@@ -14,12 +14,11 @@ from .client import (
     Ack,
     Event,
     LedgerError,
-    _current_trace,
+    _channel,
     _error,
-    _target,
+    _metadata,
+    _ToolCallRecord,
     build_event,
-    new_span_id,
-    new_trace_id,
 )
 from .verify import Checkpoint, VerifierKey, open_checkpoint, verify_inclusion
 
@@ -43,15 +42,8 @@ class AsyncLedger:
         agent_id: Optional[str] = None,
         timeout: float = 30.0,
     ) -> None:
-        target, tls = _target(url)
-        if tls or ca:
-            root = open(ca, "rb").read() if ca else None
-            self._channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root))
-        else:
-            self._channel = grpc.aio.insecure_channel(target)
-        self._metadata: List[Tuple[str, str]] = (
-            [("authorization", f"Bearer {token}")] if token else []
-        )
+        self._channel = _channel(grpc.aio, url, ca)
+        self._metadata = _metadata(token)
         self.log = log
         self.key = VerifierKey.parse(key) if key else None
         self.agent_id = agent_id
@@ -160,47 +152,16 @@ class AsyncLedger:
         return cp
 
 
-class AsyncToolCall:
+class AsyncToolCall(_ToolCallRecord):
     """``async with ledger.tool_call(...) as call:`` (see ``Ledger.tool_call``)."""
 
     def __init__(self, ledger: AsyncLedger, tool: str, args: Any, agent_id: Optional[str], risk: Any, fields: Dict[str, Any]) -> None:
-        if not agent_id:
-            raise LedgerError("INVALID_ARGUMENT", "agent_id: give one here or to AsyncLedger(agent_id=…)", "agent_id")
-        self.ledger, self.tool, self.args, self.agent_id, self.risk = ledger, tool, args, agent_id, risk
-        self.fields = fields
-        self.result: Any = None
-        self.outcome: Optional[str] = None
-        self.correlation_id = fields.pop("correlation_id", None) or _current_trace.get() or new_trace_id()
-        self.span_id = new_span_id()
-        self.call_ack: Optional[Ack] = None
-        self.result_ack: Optional[Ack] = None
+        super().__init__(tool, args, agent_id, risk, fields)
+        self.ledger = ledger
 
     async def __aenter__(self) -> "AsyncToolCall":
-        self.call_ack = await self.ledger.append(
-            "tool_call",
-            self.agent_id,
-            tool=self.tool,
-            risk=self.risk,
-            payload={"arguments": self.args} if self.args is not None else None,
-            correlation_id=self.correlation_id,
-            span_id=self.span_id,
-            **self.fields,
-        )
+        self.call_ack = await self.ledger.append(self._call_event())
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
-        if exc is not None:
-            outcome, payload = "error", {"error": f"{exc_type.__name__}: {exc}"}
-        else:
-            outcome, payload = self.outcome or "success", {"result": self.result}
-        self.result_ack = await self.ledger.append(
-            "tool_result",
-            self.agent_id,
-            tool=self.tool,
-            risk=self.risk,
-            outcome=outcome,
-            payload=payload,
-            correlation_id=self.correlation_id,
-            span_id=new_span_id(),
-            parent_span_id=self.span_id,
-        )
+        self.result_ack = await self.ledger.append(self._result_event(exc_type, exc))

@@ -248,6 +248,20 @@ def build_event(
     )
 
 
+def _channel(module: Any, url: str, ca: Optional[str]) -> Any:
+    """A channel of ``module`` (``grpc`` or ``grpc.aio``) to ``url``: TLS
+    for ``https://`` or with a CA file, else plaintext."""
+    target, tls = _target(url)
+    if tls or ca:
+        root = open(ca, "rb").read() if ca else None
+        return module.secure_channel(target, grpc.ssl_channel_credentials(root))
+    return module.insecure_channel(target)
+
+
+def _metadata(token: Optional[str]) -> List[Tuple[str, str]]:
+    return [("authorization", f"Bearer {token}")] if token else []
+
+
 def _target(url: str) -> Tuple[str, bool]:
     if url.startswith("https://"):
         return url[len("https://") :].rstrip("/"), True
@@ -291,15 +305,8 @@ class Ledger:
         agent_id: Optional[str] = None,
         timeout: float = 30.0,
     ) -> None:
-        target, tls = _target(url)
-        if tls or ca:
-            root = open(ca, "rb").read() if ca else None
-            self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root))
-        else:
-            self._channel = grpc.insecure_channel(target)
-        self._metadata: List[Tuple[str, str]] = (
-            [("authorization", f"Bearer {token}")] if token else []
-        )
+        self._channel = _channel(grpc, url, ca)
+        self._metadata = _metadata(token)
         self._url = url
         self._token = token
         self._ca = ca
@@ -529,7 +536,68 @@ class Ledger:
         return cp
 
 
-class ToolCall:
+class _ToolCallRecord:
+    """What a tool call records, shared by :class:`ToolCall` and
+    ``AsyncToolCall``: the call event before the body, the result event
+    (outcome, result or exception) after it, as a child of the call."""
+
+    def __init__(
+        self,
+        tool: str,
+        args: Any,
+        agent_id: Optional[str],
+        risk: Union[str, int, None],
+        fields: Dict[str, Any],
+    ) -> None:
+        if not agent_id:
+            raise LedgerError(
+                "INVALID_ARGUMENT", "agent_id: give one here or to the client (agent_id=…)", "agent_id"
+            )
+        self.tool = tool
+        self.args = args
+        self.agent_id = agent_id
+        self.risk = risk
+        self.fields = fields
+        self.result: Any = None
+        self.outcome: Optional[str] = None
+        self.correlation_id = fields.pop("correlation_id", None) or _current_trace.get() or new_trace_id()
+        self.span_id = new_span_id()
+        self.call_ack: Optional[Ack] = None
+        self.result_ack: Optional[Ack] = None
+
+    def _call_event(self) -> "pb.AuditEvent":
+        return build_event(
+            "tool_call",
+            self.agent_id,
+            tool=self.tool,
+            risk=self.risk,
+            payload={"arguments": self.args} if self.args is not None else None,
+            correlation_id=self.correlation_id,
+            span_id=self.span_id,
+            **self.fields,
+        )
+
+    def _result_event(self, exc_type: Any, exc: Optional[BaseException]) -> "pb.AuditEvent":
+        if exc is not None:
+            outcome = "error"
+            payload: Any = {"error": f"{exc_type.__name__}: {exc}"}
+        else:
+            outcome = self.outcome or "success"
+            payload = {"result": self.result}
+        return build_event(
+            "tool_result",
+            self.agent_id,
+            tool=self.tool,
+            risk=self.risk,
+            outcome=outcome,
+            payload=payload,
+            correlation_id=self.correlation_id,
+            span_id=new_span_id(),
+            parent_span_id=self.span_id,
+        )
+
+
+class ToolCall(_ToolCallRecord):
     """A tool call being recorded (see :meth:`Ledger.tool_call`). Set
     ``result`` (any JSON value) inside the block; ``outcome`` may be set to
     ``"failure"`` or ``"denied"``; an exception records ``"error"``."""
@@ -543,56 +611,17 @@ class ToolCall:
         risk: Union[str, int, None],
         fields: Dict[str, Any],
     ) -> None:
-        if not agent_id:
-            raise LedgerError(
-                "INVALID_ARGUMENT", "agent_id: give one here or to Ledger(agent_id=…)", "agent_id"
-            )
+        super().__init__(tool, args, agent_id, risk, fields)
         self.ledger = ledger
-        self.tool = tool
-        self.args = args
-        self.agent_id = agent_id
-        self.risk = risk
-        self.fields = fields
-        self.result: Any = None
-        self.outcome: Optional[str] = None
-        self.correlation_id = fields.pop("correlation_id", None) or _current_trace.get() or new_trace_id()
-        self.span_id = new_span_id()
-        self.call_ack: Optional[Ack] = None
-        self.result_ack: Optional[Ack] = None
 
     def __enter__(self) -> "ToolCall":
         # Recorded, durably, before the tool runs: if this raises, the body
         # never runs.
-        self.call_ack = self.ledger.append(
-            "tool_call",
-            self.agent_id,
-            tool=self.tool,
-            risk=self.risk,
-            payload={"arguments": self.args} if self.args is not None else None,
-            correlation_id=self.correlation_id,
-            span_id=self.span_id,
-            **self.fields,
-        )
+        self.call_ack = self.ledger.append(self._call_event())
         return self
 
     def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
-        if exc is not None:
-            outcome = "error"
-            payload: Any = {"error": f"{exc_type.__name__}: {exc}"}
-        else:
-            outcome = self.outcome or "success"
-            payload = {"result": self.result}
-        self.result_ack = self.ledger.append(
-            "tool_result",
-            self.agent_id,
-            tool=self.tool,
-            risk=self.risk,
-            outcome=outcome,
-            payload=payload,
-            correlation_id=self.correlation_id,
-            span_id=new_span_id(),
-            parent_span_id=self.span_id,
-        )
+        self.result_ack = self.ledger.append(self._result_event(exc_type, exc))
 
 
 class Appender:
