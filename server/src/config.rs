@@ -27,6 +27,8 @@ pub struct Config {
     pub mirror: MirrorConfig,
     /// The tlog-tiles read API over HTTP.
     pub tiles: TilesConfig,
+    /// The incident console (web page and HTTP JSON API).
+    pub console: ConsoleConfig,
     /// OpenTelemetry trace ingest (OTLP/gRPC on `listen`, OTLP/HTTP here).
     pub otlp: OtlpConfig,
     /// Who may call, and how they prove it.
@@ -387,6 +389,19 @@ pub struct TilesConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// The incident console: a web page that searches events, draws a trace
+/// as a waterfall and verifies every event it shows in the browser, plus
+/// the HTTP JSON API it uses (`/api/v1/…`, docs/console.md). Callers
+/// authenticate as on gRPC (API key, reader role or above). Served over TLS
+/// with the `[tls]` certificate when one is configured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve the console on this address (port 0 picks a free port);
+    /// unset: not served.
+    pub listen: Option<SocketAddr>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -413,6 +428,7 @@ impl Default for Config {
             anchor: AnchorConfig::default(),
             mirror: MirrorConfig::default(),
             tiles: TilesConfig::default(),
+            console: ConsoleConfig::default(),
             otlp: OtlpConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),

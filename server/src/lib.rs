@@ -7,6 +7,7 @@
 pub mod anchor;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod indexer;
 pub mod log;
 pub mod metrics;

@@ -39,6 +39,10 @@ struct Cli {
     /// Serve the tlog-tiles HTTP read API on this address (off by default).
     #[arg(long, env = "LEDGERD_TILES_LISTEN")]
     tiles_listen: Option<SocketAddr>,
+    /// Serve the incident console (web page and HTTP JSON API) on this
+    /// address (off by default).
+    #[arg(long, env = "LEDGERD_CONSOLE_LISTEN")]
+    console_listen: Option<SocketAddr>,
     /// OTLP/HTTP listen address (`POST /v1/traces`; default 127.0.0.1:4318).
     #[arg(long, env = "LEDGERD_OTLP_HTTP_LISTEN")]
     otlp_http_listen: Option<SocketAddr>,
@@ -192,6 +196,9 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(v) = cli.tiles_listen {
         config.tiles.listen = Some(v);
+    }
+    if let Some(v) = cli.console_listen {
+        config.console.listen = Some(v);
     }
     if let Some(v) = cli.otlp_http_listen {
         config.otlp.http_listen = Some(v);

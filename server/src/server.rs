@@ -36,6 +36,9 @@ pub struct Ready {
     /// OTLP/HTTP, when served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_http: Option<String>,
+    /// The incident console (`http://…` or `https://…`), when served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console: Option<String>,
     pub logs: Vec<ReadyLog>,
 }
 
@@ -320,6 +323,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         grpc_listener,
         stopped(stop_rx.clone()),
     )?;
+    let console_url = start_console(&config, &logs, &access, stop_rx.clone()).await?;
     if let Some(l) = tiles_listener {
         tokio::spawn(crate::tiles_http::serve(
             l,
@@ -341,8 +345,11 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         &logs,
         grpc_addr,
         metrics_addr,
-        tiles_addr,
-        otlp_addr,
+        Endpoints {
+            tiles: tiles_addr,
+            otlp_http: otlp_addr,
+            console: console_url,
+        },
         ready_file,
     )?;
 
@@ -412,6 +419,36 @@ async fn start_otlp_http(
         stopped(stop),
     ));
     Ok(Some(local))
+}
+
+/// Starts the incident console when configured (over TLS when the server
+/// has a certificate); returns its URL.
+async fn start_console(
+    config: &Config,
+    logs: &Arc<Logs>,
+    access: &Arc<crate::auth::Access>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<String>> {
+    let Some(addr) = config.console.listen else {
+        return Ok(None);
+    };
+    let tcp = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding console address {addr}"))?;
+    let local = tcp.local_addr()?;
+    let tls = match (&config.tls.cert_file, &config.tls.key_file) {
+        (Some(cert), Some(key)) => Some(crate::console::tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let listener = crate::console::ConsoleListener::new(tcp, tls)?;
+    tokio::spawn(crate::console::serve(
+        listener,
+        logs.clone(),
+        access.clone(),
+        stopped(stop),
+    ));
+    Ok(Some(format!("{scheme}://{local}/")))
 }
 
 /// Resolves when the stop flag turns true.
@@ -535,21 +572,31 @@ fn spawn_credential_refresh(access: Arc<crate::auth::Access>) {
     });
 }
 
+/// The optional HTTP endpoints a started server serves.
+struct Endpoints {
+    tiles: Option<std::net::SocketAddr>,
+    otlp_http: Option<std::net::SocketAddr>,
+    console: Option<String>,
+}
+
 /// Logs what is served (each log's verifier key above all) and writes the
 /// ready file, atomically, for whoever waits on it.
 fn announce_ready(
     logs: &Logs,
     grpc_addr: std::net::SocketAddr,
     metrics_addr: std::net::SocketAddr,
-    tiles_addr: Option<std::net::SocketAddr>,
-    otlp_addr: Option<std::net::SocketAddr>,
+    endpoints: Endpoints,
     ready_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    if let Some(url) = &endpoints.console {
+        tracing::info!(console = %url, "incident console served");
+    }
     let ready = Ready {
         grpc: grpc_addr.to_string(),
         metrics: metrics_addr.to_string(),
-        tiles: tiles_addr.map(|a| a.to_string()),
-        otlp_http: otlp_addr.map(|a| a.to_string()),
+        tiles: endpoints.tiles.map(|a| a.to_string()),
+        otlp_http: endpoints.otlp_http.map(|a| a.to_string()),
+        console: endpoints.console,
         logs: logs
             .all()
             .map(|l| ReadyLog {
