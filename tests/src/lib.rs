@@ -73,6 +73,8 @@ pub struct Server {
     pub tiles: String,
     /// OTLP/HTTP (`host:port`).
     pub otlp_http: String,
+    /// The incident console's URL (`http://host:port/`), when configured.
+    pub console: String,
     pub config: Option<PathBuf>,
     child: Option<Child>,
     log_path: PathBuf,
@@ -164,6 +166,7 @@ impl Server {
                     metrics: v["metrics"].as_str().unwrap_or_default().to_string(),
                     tiles: v["tiles"].as_str().unwrap_or_default().to_string(),
                     otlp_http: v["otlp_http"].as_str().unwrap_or_default().to_string(),
+                    console: v["console"].as_str().unwrap_or_default().to_string(),
                     data_dir,
                     config,
                     child: Some(child),
@@ -561,4 +564,47 @@ pub fn verify_json(args: &[&str], env: &[(&str, &str)]) -> (i32, serde_json::Val
         )
     });
     (out.status.code().unwrap_or(-1), v)
+}
+
+/// `ledgerd keys …` against the server's data directory and configuration.
+pub fn keys(server: &Server, args: &[&str]) -> String {
+    let mut cmd = Command::new(binary("ledgerd"));
+    cmd.arg("--data-dir").arg(&server.data_dir);
+    if let Some(c) = &server.config {
+        cmd.arg("--config").arg(c);
+    }
+    let out = cmd.arg("keys").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ledgerd keys {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A CA, a server certificate for localhost and two client certificates.
+pub fn pki(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    // A name of its own: OpenSSL takes a leaf whose issuer name equals its
+    // subject name for self-signed.
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Agent Ledger test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    for (name, sans) in [
+        ("server", vec!["localhost".to_string()]),
+        ("client", vec![]),
+        ("stranger", vec![]),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(sans)
+            .unwrap()
+            .signed_by(&key, &ca_cert, &ca_key)
+            .unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
 }

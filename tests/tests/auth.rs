@@ -2,13 +2,12 @@
 //! redaction, against a real server.
 
 use ledger_client::{Client, Event, EventFilter, EventKind, TlsOptions};
-use ledger_e2e::{Server, binary, verify_json};
+use ledger_e2e::{Server, binary, keys, pki, verify_json};
 use ledger_proto::v1::{
     AppendRequest, ExportRequest, GetCheckpointRequest, GetConsistencyProofRequest,
     GetEntriesRequest, GetInclusionProofRequest, ListEventsRequest, RedactRequest, TailRequest,
     TimelineRequest, append_response, get_inclusion_proof_request::Leaf,
 };
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use tonic::Code;
@@ -25,22 +24,6 @@ origin = "ledger.example.com/acme"
 id = "globex"
 origin = "ledger.example.com/globex"
 "#;
-
-/// `ledgerd keys …` against the server's data directory and configuration.
-fn keys(server: &Server, args: &[&str]) -> String {
-    let mut cmd = Command::new(binary("ledgerd"));
-    cmd.arg("--data-dir").arg(&server.data_dir);
-    if let Some(c) = &server.config {
-        cmd.arg("--config").arg(c);
-    }
-    let out = cmd.arg("keys").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ledgerd keys {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 async fn as_key(server: &Server, token: &str) -> Client {
     Client::connect(&server.grpc)
@@ -495,29 +478,6 @@ async fn a_daily_quota_is_per_credential() {
     b.append(event("b", "b-0"))
         .await
         .expect("another credential has its own quota");
-}
-
-/// A CA, a server certificate for localhost and two client certificates.
-fn pki(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-    for (name, sans) in [
-        ("server", vec!["localhost".to_string()]),
-        ("client", vec![]),
-        ("stranger", vec![]),
-    ] {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(sans)
-            .unwrap()
-            .signed_by(&key, &ca_cert, &ca_key)
-            .unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
