@@ -258,8 +258,8 @@
       throw new Error("this server's log is " + origin + ", the pinned verifier key is for " + vkey.name);
     }
     state.vkey = vkey;
-    if (apiKey) sessionStorage.setItem(KEY_STORE, apiKey);
-    else sessionStorage.removeItem(KEY_STORE);
+    // "" marks an anonymous session (a server without authentication).
+    sessionStorage.setItem(KEY_STORE, apiKey || "");
     if (state.vkeySource !== "link") localStorage.setItem(VKEY_STORE, vkey.text);
     $("log-origin").textContent = state.session.log.origin;
     $("caller").textContent = state.session.caller.name + " (" + state.session.caller.role + ")";

@@ -502,6 +502,18 @@ impl Config {
             "listen {}: plaintext gRPC beyond loopback; configure [tls] (or set tls.allow_plaintext = true behind a TLS proxy)",
             self.listen
         );
+        if let Some(console) = self.console.listen {
+            // API keys travel in its requests, and browsers give the page
+            // Web Crypto only over HTTPS (or on loopback).
+            anyhow::ensure!(
+                console.ip().is_loopback() || t.cert_file.is_some() || t.allow_plaintext,
+                "console.listen {console}: plaintext HTTP beyond loopback; configure [tls] (or set tls.allow_plaintext = true behind a TLS proxy)"
+            );
+            anyhow::ensure!(
+                console.ip().is_loopback() || self.auth.required || self.auth.allow_anonymous_remote,
+                "console.listen {console}: anonymous callers beyond loopback; set auth.required = true and create keys with `ledgerd keys create`"
+            );
+        }
         anyhow::ensure!(
             loopback || self.auth.required || self.auth.allow_anonymous_remote,
             "listen {}: anonymous callers beyond loopback; set auth.required = true and create keys with `ledgerd keys create`",
@@ -727,5 +739,20 @@ mod tests {
         let mut c = Config::default();
         c.logs.push(c.logs[0].clone());
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn the_console_beyond_loopback_needs_tls_and_authentication() {
+        let mut c = Config::default();
+        c.console.listen = Some("127.0.0.1:8080".parse().unwrap());
+        c.validate().unwrap();
+        c.console.listen = Some("0.0.0.0:8080".parse().unwrap());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("console.listen") && e.contains("plaintext"), "{e}");
+        c.tls.allow_plaintext = true;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("console.listen") && e.contains("anonymous"), "{e}");
+        c.auth.required = true;
+        c.validate().unwrap();
     }
 }

@@ -80,6 +80,9 @@ pub fn router(logs: Arc<Logs>, access: Arc<Access>) -> axum::Router {
         )
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .nest("/api/v1", api::router(logs, access))
+        // gzip when the client takes it (not for the event stream, which
+        // must not wait for a compressor's buffer).
+        .layer(tower_http::compression::CompressionLayer::new())
 }
 
 /// Serves the console until `shutdown` resolves.

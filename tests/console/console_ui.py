@@ -76,8 +76,9 @@ def sign_in(d, url, api_key, vkey):
     d.find_element(By.CSS_SELECTOR, "#signin-form button[type=submit]").click()
     wait(d, "the search view after sign-in", lambda: d.find_element(By.ID, "search-view").is_displayed())
     # The API key is in session storage only.
-    assert d.execute_script("return sessionStorage.getItem('agent-ledger.api-key')") == api_key
-    assert api_key not in json.dumps(d.execute_script("return Object.assign({}, localStorage)"))
+    if api_key:
+        assert d.execute_script("return sessionStorage.getItem('agent-ledger.api-key')") == api_key
+        assert api_key not in json.dumps(d.execute_script("return Object.assign({}, localStorage)"))
 
 
 def rows(d, selector):
@@ -259,7 +260,16 @@ def main_phase(cfg):
     order = cfg["order"]
     bytes_victim, field_victim = cfg["tool_indexes"][0], cfg["tool_indexes"][1]
 
+    mode = {"what": "events"}
+
     def alter(doc):
+        if mode["what"] == "checkpoint":
+            # A checkpoint claiming another root: its signature fails.
+            lines = doc["checkpoint"]["note"].split("\n")
+            root = base64.b64decode(lines[2])
+            lines[2] = base64.b64encode(bytes([root[0] ^ 1]) + root[1:]).decode()
+            doc["checkpoint"]["note"] = "\n".join(lines)
+            return
         for e in doc["entries"]:
             if e["index"] == bytes_victim:
                 e["entry"] = swap_bytes(e["entry"], b"sql.execute", b"sql.readonl")
@@ -282,6 +292,12 @@ def main_phase(cfg):
         detail = select_row(d, bytes_victim)
         assert "inclusion proof does not lead to the signed root" in detail, detail
         d.save_screenshot(str(shots / "console-tampered.png"))
+        # A forged checkpoint: nothing on the page is proven.
+        mode["what"] = "checkpoint"
+        wf = open_trace(d, purl, trace, len(order))
+        assert all(s == "failed" for _, s, _ in wf), wf
+        assert "checkpoint FAILED" in text(d, "checkpoint-status"), text(d, "checkpoint-status")
+        assert "does not verify against the pinned key" in text(d, "banner"), text(d, "banner")
     finally:
         d.quit()
         proxy.shutdown()

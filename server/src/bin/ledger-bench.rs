@@ -10,6 +10,8 @@
 //!
 //! Figures only; nothing here asserts on time.
 
+#[path = "ledger-bench/console.rs"]
+mod console;
 #[path = "ledger-bench/mirror.rs"]
 mod mirror;
 #[path = "ledger-bench/otlp.rs"]
@@ -68,6 +70,25 @@ enum Bench {
     /// OpenTelemetry exporter against AppendStream, and the Python SDK's
     /// streaming appender.
     Otlp(OtlpArgs),
+    /// The incident console: time to first render of a large trace with
+    /// every proof verified in headless Chromium, and the bytes it moved.
+    Console(ConsoleArgs),
+}
+
+#[derive(Args, Clone)]
+struct ConsoleArgs {
+    /// Scratch directory for the server's data.
+    #[arg(long, default_value = "/tmp/ledger-bench")]
+    dir: PathBuf,
+    /// Events in the trace.
+    #[arg(long, default_value_t = 1000)]
+    events: usize,
+    /// Other events in the log (so proofs have a realistic depth).
+    #[arg(long, default_value_t = 100_000)]
+    noise: usize,
+    /// Fresh page loads to time.
+    #[arg(long, default_value_t = 7)]
+    runs: usize,
 }
 
 #[derive(Args, Clone)]
@@ -876,5 +897,6 @@ async fn main() -> Result<()> {
         Bench::Peer(a) => peer::run(a).await,
         Bench::Mirror(a) => mirror::run(a).await,
         Bench::Otlp(a) => otlp::run(a).await,
+        Bench::Console(a) => console::run(a).await,
     }
 }
