@@ -510,7 +510,9 @@ impl Config {
                 "console.listen {console}: plaintext HTTP beyond loopback; configure [tls] (or set tls.allow_plaintext = true behind a TLS proxy)"
             );
             anyhow::ensure!(
-                console.ip().is_loopback() || self.auth.required || self.auth.allow_anonymous_remote,
+                console.ip().is_loopback()
+                    || self.auth.required
+                    || self.auth.allow_anonymous_remote,
                 "console.listen {console}: anonymous callers beyond loopback; set auth.required = true and create keys with `ledgerd keys create`"
             );
         }
@@ -748,10 +750,16 @@ mod tests {
         c.validate().unwrap();
         c.console.listen = Some("0.0.0.0:8080".parse().unwrap());
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("console.listen") && e.contains("plaintext"), "{e}");
+        assert!(
+            e.contains("console.listen") && e.contains("plaintext"),
+            "{e}"
+        );
         c.tls.allow_plaintext = true;
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("console.listen") && e.contains("anonymous"), "{e}");
+        assert!(
+            e.contains("console.listen") && e.contains("anonymous"),
+            "{e}"
+        );
         c.auth.required = true;
         c.validate().unwrap();
     }

@@ -302,6 +302,21 @@ def main_phase(cfg):
         d.quit()
         proxy.shutdown()
 
+    # A link that carries the verifier key: a responder who opens it only
+    # gives an API key, and lands on the trace, verified.
+    d = browser()
+    try:
+        d.get(url + "#/trace/" + trace + "?vkey=" + urllib.parse.quote(cfg["vkey"], safe=""))
+        wait(d, "the sign-in form", lambda: d.find_element(By.ID, "signin-view").is_displayed())
+        assert d.find_element(By.ID, "signin-vkey").get_attribute("value") == cfg["vkey"]
+        d.find_element(By.ID, "signin-key").send_keys(cfg["reader"])
+        d.find_element(By.CSS_SELECTOR, "#signin-form button[type=submit]").click()
+        wait(d, "the linked trace", lambda: d.execute_script("return document.body.dataset.ready") == "trace"
+             and len(d.find_elements(By.CSS_SELECTOR, ".wf-row")) >= len(order))
+        assert all(s == "verified" for _, s, _ in rows(d, ".wf-row")), rows(d, ".wf-row")
+    finally:
+        d.quit()
+
     # Another tenant's reader sees nothing of this one.
     d = browser()
     try:
