@@ -666,10 +666,15 @@
       stopFollow();
       return;
     }
+    if (!state.cp) {
+      // Following proves each new checkpoint from the one the view verified.
+      banner("Follow needs a verified checkpoint: this view has none.", "warn");
+      return;
+    }
     const ctl = new AbortController();
     state.follow = ctl;
     button.setAttribute("aria-pressed", "true");
-    const size = state.cp ? state.cp.size : 0;
+    const size = state.cp.size;
     const q = new URLSearchParams(filters);
     q.delete("descending");
     q.set("from_index", String(size));
