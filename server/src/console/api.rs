@@ -11,8 +11,9 @@ use crate::service::export::ExportService;
 use crate::service::proofs::{ProofsService, blocking, internal};
 use crate::service::query::{QueryService, RecordOptions, records};
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -478,9 +479,28 @@ async fn redactions_of(
 // Endpoints
 // ---------------------------------------------------------------------------
 
-/// The caller, authenticated as on gRPC.
-async fn caller(ctx: &Ctx, headers: HeaderMap, peer: Peer) -> Result<Identity, ApiError> {
-    Ok(crate::auth::authenticate_http(&ctx.access, headers, peer.0.ip()).await?)
+/// An API call: its caller, authenticated as on gRPC, and its query
+/// parameters.
+struct Call {
+    who: Identity,
+    params: Params,
+}
+
+impl FromRequestParts<Ctx> for Call {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &Ctx) -> Result<Call, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<Peer>>()
+            .map(|c| c.0.0.ip())
+            .ok_or_else(|| ApiError(Status::internal("no peer address")))?;
+        let who = crate::auth::authenticate_http(&ctx.access, parts.headers.clone(), peer).await?;
+        Ok(Call {
+            who,
+            params: Params::parse(parts.uri.query().map(String::from)),
+        })
+    }
 }
 
 /// A gRPC request carrying the caller, as the interceptor would build it.
@@ -492,12 +512,8 @@ fn request<T>(who: &Identity, msg: T) -> tonic::Request<T> {
 
 async fn session(
     State(ctx): State<Ctx>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    Call { who, params: mut p }: Call,
 ) -> Result<Response, ApiError> {
-    let who = caller(&ctx, headers, peer).await?;
-    let mut p = Params::parse(q);
     let log = p.text("log")?;
     p.finish()?;
     let s = ctx
@@ -521,12 +537,8 @@ async fn session(
 
 async fn checkpoint(
     State(ctx): State<Ctx>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    Call { who, params: mut p }: Call,
 ) -> Result<Response, ApiError> {
-    let who = caller(&ctx, headers, peer).await?;
-    let mut p = Params::parse(q);
     let req = GetCheckpointRequest {
         log: p.text("log")?,
         tree_size: p.number("tree_size")?,
@@ -542,12 +554,8 @@ async fn checkpoint(
 
 async fn events(
     State(ctx): State<Ctx>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    Call { who, params: mut p }: Call,
 ) -> Result<Response, ApiError> {
-    let who = caller(&ctx, headers, peer).await?;
-    let mut p = Params::parse(q);
     let req = ListEventsRequest {
         log: p.text("log")?,
         filter: Some(filter(&mut p)?),
@@ -576,13 +584,9 @@ async fn events(
 
 async fn trace(
     State(ctx): State<Ctx>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
+    Call { who, params: mut p }: Call,
     Path(correlation_id): Path<String>,
-    RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let who = caller(&ctx, headers, peer).await?;
-    let mut p = Params::parse(q);
     let req = TimelineRequest {
         log: p.text("log")?,
         correlation_id,
@@ -621,12 +625,8 @@ async fn trace(
 
 async fn consistency(
     State(ctx): State<Ctx>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    Call { who, params: mut p }: Call,
 ) -> Result<Response, ApiError> {
-    let who = caller(&ctx, headers, peer).await?;
-    let mut p = Params::parse(q);
     let req = GetConsistencyProofRequest {
         log: p.text("log")?,
         old_size: p.number("old_size")?,
@@ -649,12 +649,8 @@ async fn consistency(
 
 async fn export(
     State(ctx): State<Ctx>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    Call { who, params: mut p }: Call,
 ) -> Result<Response, ApiError> {
-    let who = caller(&ctx, headers, peer).await?;
-    let mut p = Params::parse(q);
     let req = ExportRequest {
         log: p.text("log")?,
         start: p.number("start")?,
@@ -686,12 +682,8 @@ async fn export(
 /// checkpoint; again at every new checkpoint that covers a match.
 async fn tail(
     State(ctx): State<Ctx>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    Call { who, params: mut p }: Call,
 ) -> Result<Response, ApiError> {
-    let who = caller(&ctx, headers, peer).await?;
-    let mut p = Params::parse(q);
     let log_name = p.text("log")?;
     let from_index = p.one("from_index")?;
     let from_index = match from_index.as_deref() {
