@@ -58,6 +58,8 @@ impl<S: ObjectStore> Anchorer<S> {
             .store
             .put_once(&key, cp.note.as_bytes().to_vec())
             .await?;
+        // Durable before it is recorded as anchored.
+        self.store.sync().await?;
         self.log
             .record_anchor(size)
             .await
