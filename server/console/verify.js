@@ -143,6 +143,16 @@ const LedgerVerify = (() => {
   const odd = (n) => n % 2 === 1;
   const half = (n) => Math.floor(n / 2);
 
+  // RFC 9162's "right-shift fn and sn equally until either LSB(fn) is set
+  // or fn is 0".
+  function rightToOddOrZero(fn, sn) {
+    while (!odd(fn) && fn !== 0) {
+      fn = half(fn);
+      sn = half(sn);
+    }
+    return [fn, sn];
+  }
+
   async function verifyInclusion(index, size, leaf, proof, root) {
     if (index >= size) return false;
     let fn = index;
@@ -152,12 +162,7 @@ const LedgerVerify = (() => {
       if (p.length !== 32 || sn === 0) return false;
       if (odd(fn) || fn === sn) {
         r = await nodeHash(p, r);
-        if (!odd(fn)) {
-          while (!odd(fn) && fn !== 0) {
-            fn = half(fn);
-            sn = half(sn);
-          }
-        }
+        if (!odd(fn)) [fn, sn] = rightToOddOrZero(fn, sn);
       } else {
         r = await nodeHash(r, p);
       }
@@ -193,12 +198,7 @@ const LedgerVerify = (() => {
       if (odd(fn) || fn === sn) {
         fr = await nodeHash(c, fr);
         sr = await nodeHash(c, sr);
-        if (!odd(fn)) {
-          while (!odd(fn) && fn !== 0) {
-            fn = half(fn);
-            sn = half(sn);
-          }
-        }
+        if (!odd(fn)) [fn, sn] = rightToOddOrZero(fn, sn);
       } else {
         sr = await nodeHash(sr, c);
       }
