@@ -608,3 +608,49 @@ pub fn pki(dir: &Path) {
         std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
     }
 }
+
+/// Changes the tool name inside the stored bytes of entry `index` in the
+/// RocksDB store at `db` (the server stopped): tampering the server's own
+/// start-up check does not see (it covers the tail and the tiles' root).
+pub fn tamper_tool_name(db: &Path, index: u64, tool: &str) {
+    use ledgerd::store::{StoreWriter, be, cf};
+    use prost::Message;
+    let store = StoreWriter::open(db).unwrap();
+    let bytes = store.entry(index).unwrap().unwrap();
+    let mut e = ledger_proto::v1::LedgerEntry::decode(bytes.as_slice()).unwrap();
+    e.event.as_mut().unwrap().tool_name = tool.into();
+    let mut batch = store.new_batch();
+    store.put(&mut batch, cf::ENTRIES, &be(index), &e.encode_to_vec());
+    store.commit(batch).unwrap();
+}
+
+/// Asserts that `version` of `key` is locked in COMPLIANCE mode: deleting
+/// it and a write-once put over the key are both refused.
+pub async fn assert_locked(client: &aws_sdk_s3::Client, bucket: &str, key: &str, version: &str) {
+    let head = client
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .version_id(version)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)));
+    assert_eq!(head.object_lock_mode().unwrap().as_str(), "COMPLIANCE");
+    let del = client
+        .delete_object()
+        .bucket(bucket)
+        .key(key)
+        .version_id(version)
+        .send()
+        .await;
+    assert!(del.is_err(), "{key}: a locked version was deleted");
+    let over = client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .if_none_match("*")
+        .body(b"forged".to_vec().into())
+        .send()
+        .await;
+    assert!(over.is_err(), "{key}: a write-once object was overwritten");
+}

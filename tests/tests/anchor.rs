@@ -4,7 +4,7 @@
 //! log to them.
 
 use ledger_client::{Client, Event, EventKind};
-use ledger_e2e::{Outage, S3Server, Server, verify_json as verify};
+use ledger_e2e::{Outage, S3Server, Server, assert_locked, verify_json as verify};
 use std::time::{Duration, Instant};
 
 async fn append(server: &Server, n: usize, tag: &str) {
@@ -190,23 +190,7 @@ async fn s3_anchors_are_locked_refuse_change_and_catch_up_after_an_outage() {
     );
 
     // Neither deleted nor overwritten.
-    let del = client
-        .delete_object()
-        .bucket(bucket)
-        .key(&key)
-        .version_id(&version)
-        .send()
-        .await;
-    assert!(del.is_err(), "a locked anchor version was deleted");
-    let over = client
-        .put_object()
-        .bucket(bucket)
-        .key(&key)
-        .if_none_match("*")
-        .body(b"forged".to_vec().into())
-        .send()
-        .await;
-    assert!(over.is_err(), "an anchor was overwritten");
+    assert_locked(&client, bucket, &key, &version).await;
     let still = client
         .get_object()
         .bucket(bucket)

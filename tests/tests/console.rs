@@ -6,7 +6,7 @@
 //! entry tampered with in RocksDB.
 
 use ledger_client::{Client, Event, EventKind, Outcome, RiskTier};
-use ledger_e2e::{Server, http_get, keys, pki, verify_json};
+use ledger_e2e::{Server, http_get, keys, pki, tamper_tool_name, verify_json};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
@@ -531,18 +531,7 @@ async fn in_chromium_the_console_shows_verifies_follows_and_catches_what_was_alt
 
     // An entry's bytes changed inside RocksDB, as the tamper suite does.
     sc.server.stop();
-    {
-        use ledger_verify::proto::LedgerEntry;
-        use ledgerd::store::{StoreWriter, be, cf};
-        use prost::Message;
-        let store = StoreWriter::open(&sc.server.data_dir.join("logs/acme/db")).unwrap();
-        let bytes = store.entry(4).unwrap().unwrap();
-        let mut e = LedgerEntry::decode(bytes.as_slice()).unwrap();
-        e.event.as_mut().unwrap().tool_name = "harmless.read".into();
-        let mut batch = store.new_batch();
-        store.put(&mut batch, cf::ENTRIES, &be(4), &e.encode_to_vec());
-        store.commit(batch).unwrap();
-    }
+    tamper_tool_name(&sc.server.data_dir.join("logs/acme/db"), 4, "harmless.read");
     sc.server.restart();
     let mut cfg = cfg;
     cfg["console"] = sc.server.console.clone().into();

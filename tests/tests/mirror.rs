@@ -7,7 +7,7 @@
 //! ingest and the mirror catches up after it.
 
 use ledger_client::{Client, Event, EventKind};
-use ledger_e2e::{Outage, S3Server, Server, http_get, verify_json as verify};
+use ledger_e2e::{Outage, S3Server, Server, assert_locked, http_get, verify_json as verify};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -473,25 +473,8 @@ async fn after_losing_its_disk_the_log_is_restored_from_s3_and_continues() {
         .send()
         .await
         .unwrap_or_else(|e| panic!("{tile}: {}", aws_sdk_s3::error::DisplayErrorContext(e)));
-    assert_eq!(head.object_lock_mode().unwrap().as_str(), "COMPLIANCE");
     let version = head.version_id().unwrap().to_string();
-    let del = client
-        .delete_object()
-        .bucket(bucket)
-        .key(&tile)
-        .version_id(&version)
-        .send()
-        .await;
-    assert!(del.is_err(), "a locked tile version cannot be deleted");
-    let put = client
-        .put_object()
-        .bucket(bucket)
-        .key(&tile)
-        .if_none_match("*")
-        .body(b"rewritten".to_vec().into())
-        .send()
-        .await;
-    assert!(put.is_err(), "a write-once put over a tile is refused");
+    assert_locked(&client, bucket, &tile, &version).await;
 
     // The auditor's verifier reads the whole log from S3, anchors beside it.
     let env = [

@@ -4,7 +4,7 @@
 
 use ledger_client::{Client, Event, EventKind};
 use ledger_e2e::items::{Items, assert_first};
-use ledger_e2e::{Server, verify_json};
+use ledger_e2e::{Server, tamper_tool_name, verify_json};
 use ledger_verify::audit::{TamperKind, audit_bundle};
 use ledger_verify::leaf_hash;
 use ledger_verify::proto::{EntryRecord, LedgerEntry, SignedCheckpoint, bundle_item::Item};
@@ -194,16 +194,11 @@ async fn tampering_with_the_store_rollback_and_a_forked_history_are_caught() {
 
     // 1. An entry's bytes changed inside RocksDB (the server's own
     //    start-up check covers only the tail and the root of its tiles).
-    {
-        use ledgerd::store::{StoreWriter, be, cf};
-        let store = StoreWriter::open(&server.data_dir.join("logs/default/db")).unwrap();
-        let bytes = store.entry(77).unwrap().unwrap();
-        let mut e = LedgerEntry::decode(bytes.as_slice()).unwrap();
-        e.event.as_mut().unwrap().tool_name = "harmless.read".into();
-        let mut batch = store.new_batch();
-        store.put(&mut batch, cf::ENTRIES, &be(77), &e.encode_to_vec());
-        store.commit(batch).unwrap();
-    }
+    tamper_tool_name(
+        &server.data_dir.join("logs/default/db"),
+        77,
+        "harmless.read",
+    );
     server.restart();
     let file = dir.path().join("modified.bundle");
     std::fs::write(&file, export(&server).await).unwrap();
