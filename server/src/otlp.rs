@@ -557,29 +557,18 @@ pub mod http {
         if let Err(s) = who.check(crate::auth::Action::Append, "") {
             return error(format, Http::FORBIDDEN, s.code(), s.message().into());
         }
-        let req: ExportTraceServiceRequest = match format {
-            Format::Protobuf => match prost::Message::decode(body) {
-                Ok(r) => r,
-                Err(e) => {
-                    return error(
-                        format,
-                        Http::BAD_REQUEST,
-                        tonic::Code::InvalidArgument,
-                        format!("the body is not an ExportTraceServiceRequest: {e}"),
-                    );
-                }
-            },
-            Format::Json => match serde_json::from_slice(&body) {
-                Ok(r) => r,
-                Err(e) => {
-                    return error(
-                        format,
-                        Http::BAD_REQUEST,
-                        tonic::Code::InvalidArgument,
-                        format!("the body is not an OTLP/JSON ExportTraceServiceRequest: {e}"),
-                    );
-                }
-            },
+        let decoded: Result<ExportTraceServiceRequest, String> = match format {
+            Format::Protobuf => prost::Message::decode(body)
+                .map_err(|e| format!("the body is not an ExportTraceServiceRequest: {e}")),
+            Format::Json => serde_json::from_slice(&body).map_err(|e| {
+                format!("the body is not an OTLP/JSON ExportTraceServiceRequest: {e}")
+            }),
+        };
+        let req = match decoded {
+            Ok(r) => r,
+            Err(m) => {
+                return error(format, Http::BAD_REQUEST, tonic::Code::InvalidArgument, m);
+            }
         };
         let resp = ctx.ingest.export(&who, req).await;
         let body = match format {
