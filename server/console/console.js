@@ -123,10 +123,13 @@
         throw new Error("ROLLBACK OR FORK: the log of " + cp.size + " entries is not consistent with the one of " + seen.size + " this browser verified before");
       }
     }
-    if (!seen || cp.size > seen.size) {
-      localStorage.setItem(key, JSON.stringify({ size: cp.size, root: V.b64encode(cp.root) }));
-    }
+    if (!seen || cp.size > seen.size) remember(cp);
     return cp;
+  }
+
+  // The largest checkpoint verified with the pinned key, for later visits.
+  function remember(cp) {
+    localStorage.setItem(SEEN_PREFIX + state.vkey.text, JSON.stringify({ size: cp.size, root: V.b64encode(cp.root) }));
   }
 
   function setCheckpointStatus(cp, error) {
@@ -411,6 +414,7 @@
     $("page-first").hidden = !params.get("page_token");
     $("page-first").href = "#/search?" + filters.toString();
     $("search-follow").onclick = () => toggleFollow($("search-follow"), filters, (it) => {
+      state.items.push(it);
       const row = resultRow(it, true);
       if (params.get("descending") === "true") body.prepend(row);
       else body.append(row);
@@ -713,7 +717,6 @@
         else if (type === "entry") {
           const it = item(msg, await check(msg, state.cp));
           add(it);
-          if (state.route.view === "search") state.items.push(it);
           report(null);
         } else if (type === "error") throw new Error(msg.message);
       }
@@ -738,8 +741,7 @@
     state.cp = cp;
     state.cpJson = msg;
     setCheckpointStatus(cp, null);
-    const seenKey = SEEN_PREFIX + state.vkey.text;
-    localStorage.setItem(seenKey, JSON.stringify({ size: cp.size, root: V.b64encode(cp.root) }));
+    remember(cp);
   }
 
   // --- start -------------------------------------------------------------------

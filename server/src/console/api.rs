@@ -238,14 +238,21 @@ impl Params {
         Ok(self.one(name)?.unwrap_or_default())
     }
 
-    fn number(&mut self, name: &str) -> Result<u64, ApiError> {
+    /// A whole number; None when absent or empty.
+    fn optional_number(&mut self, name: &str) -> Result<Option<u64>, ApiError> {
         match self.one(name)? {
-            None => Ok(0),
-            Some(v) if v.is_empty() => Ok(0),
+            None => Ok(None),
+            Some(v) if v.is_empty() => Ok(None),
             Some(v) => v
                 .parse()
+                .map(Some)
                 .map_err(|_| bad(name, format!("{} is not a whole number", quote(&v)))),
         }
+    }
+
+    /// A whole number; 0 when absent or empty (the proto's default).
+    fn number(&mut self, name: &str) -> Result<u64, ApiError> {
+        Ok(self.optional_number(name)?.unwrap_or(0))
     }
 
     /// `true`/`1`/(no value) or `false`/`0`.
@@ -685,14 +692,7 @@ async fn tail(
     Call { who, params: mut p }: Call,
 ) -> Result<Response, ApiError> {
     let log_name = p.text("log")?;
-    let from_index = p.one("from_index")?;
-    let from_index = match from_index.as_deref() {
-        None | Some("") => None,
-        Some(v) => Some(
-            v.parse::<u64>()
-                .map_err(|_| bad("from_index", format!("{} is not a whole number", quote(v))))?,
-        ),
-    };
+    let from_index = p.optional_number("from_index")?;
     let known_size = p.number("known_size")?;
     let payloads = p.flag("include_payloads")?;
     let f = filter(&mut p)?;
