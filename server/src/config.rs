@@ -458,6 +458,27 @@ impl Default for IngestConfig {
 }
 
 impl Config {
+    /// A listener beyond loopback needs TLS (or `tls.allow_plaintext`
+    /// behind a TLS proxy) and authentication (or
+    /// `auth.allow_anonymous_remote`).
+    fn check_exposure(
+        &self,
+        setting: &str,
+        addr: SocketAddr,
+        protocol: &str,
+    ) -> anyhow::Result<()> {
+        let loopback = addr.ip().is_loopback();
+        anyhow::ensure!(
+            loopback || self.tls.cert_file.is_some() || self.tls.allow_plaintext,
+            "{setting} {addr}: plaintext {protocol} beyond loopback; configure [tls] (or set tls.allow_plaintext = true behind a TLS proxy)"
+        );
+        anyhow::ensure!(
+            loopback || self.auth.required || self.auth.allow_anonymous_remote,
+            "{setting} {addr}: anonymous callers beyond loopback; set auth.required = true and create keys with `ledgerd keys create`"
+        );
+        Ok(())
+    }
+
     /// Reads a TOML file over the defaults.
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
@@ -487,7 +508,6 @@ impl Config {
                 l.id
             );
         }
-        let loopback = self.listen.ip().is_loopback();
         let t = &self.tls;
         anyhow::ensure!(
             t.cert_file.is_some() == t.key_file.is_some(),
@@ -497,30 +517,12 @@ impl Config {
             t.client_ca_file.is_some() || t.client_auth == ClientAuth::Optional,
             "tls.client_auth = \"required\" needs tls.client_ca_file"
         );
-        anyhow::ensure!(
-            loopback || t.cert_file.is_some() || t.allow_plaintext,
-            "listen {}: plaintext gRPC beyond loopback; configure [tls] (or set tls.allow_plaintext = true behind a TLS proxy)",
-            self.listen
-        );
+        self.check_exposure("listen", self.listen, "gRPC")?;
+        // The console too: API keys travel in its requests, and browsers
+        // give the page Web Crypto only over HTTPS (or on loopback).
         if let Some(console) = self.console.listen {
-            // API keys travel in its requests, and browsers give the page
-            // Web Crypto only over HTTPS (or on loopback).
-            anyhow::ensure!(
-                console.ip().is_loopback() || t.cert_file.is_some() || t.allow_plaintext,
-                "console.listen {console}: plaintext HTTP beyond loopback; configure [tls] (or set tls.allow_plaintext = true behind a TLS proxy)"
-            );
-            anyhow::ensure!(
-                console.ip().is_loopback()
-                    || self.auth.required
-                    || self.auth.allow_anonymous_remote,
-                "console.listen {console}: anonymous callers beyond loopback; set auth.required = true and create keys with `ledgerd keys create`"
-            );
+            self.check_exposure("console.listen", console, "HTTP")?;
         }
-        anyhow::ensure!(
-            loopback || self.auth.required || self.auth.allow_anonymous_remote,
-            "listen {}: anonymous callers beyond loopback; set auth.required = true and create keys with `ledgerd keys create`",
-            self.listen
-        );
         anyhow::ensure!(
             self.checkpoint.interval_ms <= 60_000,
             "checkpoint.interval_ms: at most 60000 (a minute); acked entries wait that long for a signature"
