@@ -94,8 +94,19 @@ impl Appender {
     }
 }
 
-fn rejection(r: ledger_proto::v1::AppendRejection) -> Error {
-    Error::Status(tonic::Status::new(tonic::Code::from(r.code), r.message))
+fn status_of(r: ledger_proto::v1::AppendRejection) -> tonic::Status {
+    tonic::Status::new(tonic::Code::from(r.code), r.message)
+}
+
+/// One event's result in an `AppendResponse`.
+pub(crate) fn response_result(
+    r: ledger_proto::v1::AppendResponse,
+) -> Result<AppendAck, tonic::Status> {
+    match r.result {
+        Some(append_response::Result::Ack(ack)) => Ok(ack),
+        Some(append_response::Result::Rejection(r)) => Err(status_of(r)),
+        None => Err(tonic::Status::internal("the server sent an empty result")),
+    }
 }
 
 /// The appender's task: one stream at a time, re-sending what it did not
@@ -166,11 +177,7 @@ async fn run(client: Client, opts: AppenderOptions, mut rx: mpsc::Receiver<(Audi
                         Ok(Some(resp)) => {
                             failures = 0;
                             let Some((_, reply)) = inflight.pop_front() else { continue };
-                            let _ = reply.send(match resp.result {
-                                Some(append_response::Result::Ack(a)) => Ok(a),
-                                Some(append_response::Result::Rejection(r)) => Err(rejection(r)),
-                                None => Err(Error::Verification("empty append response".into())),
-                            });
+                            let _ = reply.send(response_result(resp).map_err(Error::Status));
                         }
                         Ok(None) | Err(_) => broken = true,
                     }

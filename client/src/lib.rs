@@ -347,6 +347,28 @@ impl Client {
         Ok(ack)
     }
 
+    /// Appends many events in one `AppendBatch` call and waits until each
+    /// is durable or refused. One result per event, in order: a batch is not
+    /// atomic, and one refused event (its status names the field) does not
+    /// stop the others. Retrying the whole batch is safe: events already
+    /// acked come back as duplicates. At most 4,096 events per call.
+    pub async fn append_batch(
+        &self,
+        events: Vec<AuditEvent>,
+    ) -> Result<Vec<Result<AppendAck, tonic::Status>>, Error> {
+        let results = self
+            .ingest()
+            .append_batch(ledger_proto::v1::AppendBatchRequest {
+                log: self.log.clone(),
+                events,
+                receipt: false,
+            })
+            .await?
+            .into_inner()
+            .results;
+        Ok(results.into_iter().map(appender::response_result).collect())
+    }
+
     /// Appends one event and asks for a receipt: the writer's offline proof
     /// that the ledger accepted it. The receipt is checked against the log
     /// key (required) and against the event sent, payload included; keep

@@ -80,6 +80,27 @@ async fn call(c: &Client, rpc: &str, log: &str) -> Result<(), Code> {
                 None => Err(tonic::Status::internal("no response")),
             }
         }
+        "AppendBatch" => {
+            let req = ledger_proto::v1::AppendBatchRequest {
+                log,
+                events: vec![event("agent-a", &ledger_client::new_event_id())],
+                receipt: false,
+            };
+            let results = c
+                .ingest()
+                .append_batch(req)
+                .await
+                .map_err(|s| s.code())?
+                .into_inner()
+                .results;
+            match results.into_iter().next().and_then(|m| m.result) {
+                Some(append_response::Result::Ack(_)) => Ok(()),
+                Some(append_response::Result::Rejection(r)) => {
+                    Err(tonic::Status::new(Code::from(r.code), r.message))
+                }
+                None => Err(tonic::Status::internal("no result")),
+            }
+        }
         "GetTimeline" => c
             .query()
             .get_timeline(TimelineRequest {
@@ -260,6 +281,7 @@ async fn every_role_on_every_rpc_in_its_own_and_another_tenant() {
     let rpcs = [
         "Append",
         "AppendStream",
+        "AppendBatch",
         "GetTimeline",
         "ListEvents",
         "StreamEvents",
@@ -378,6 +400,20 @@ async fn writers_are_pinned_recorded_and_revocable() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("event.agent_id"), "{err}");
+    // In a batch, only the event of another agent is refused.
+    let batch = w
+        .append_batch(vec![
+            event("agent-b", "batch-as-b"),
+            event("agent-a", "batch-as-a"),
+        ])
+        .await
+        .unwrap();
+    let refused = batch[0].as_ref().unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(refused.message().contains("event.agent_id"), "{refused}");
+    let batch_ack = batch[1].as_ref().unwrap();
+    assert_eq!(batch_ack.event_id, "batch-as-a");
+    assert_eq!(batch_ack.index, ack.index + 1);
 
     // The entry names the credential, whatever the event says.
     let reader = as_key(

@@ -471,6 +471,7 @@ fn rpcs() -> Vec<(&'static str, RpcKind)> {
     vec![
         (APPEND, RpcKind::Unary),
         (APPEND_STREAM, RpcKind::Bidi),
+        ("/agentledger.v1.Ingest/AppendBatch", RpcKind::Unary),
         ("/agentledger.v1.Proofs/GetCheckpoint", RpcKind::Unary),
         ("/agentledger.v1.Proofs/GetInclusionProof", RpcKind::Unary),
         ("/agentledger.v1.Proofs/GetConsistencyProof", RpcKind::Unary),
@@ -568,6 +569,12 @@ fn rand_request(rng: &mut Rng, method: &str) -> Vec<u8> {
         "Append" | "AppendStream" => AppendRequest {
             log,
             event: rng.u8(..10).ne(&0).then(|| rand_event(rng)),
+            receipt: rng.bool(),
+        }
+        .encode_to_vec(),
+        "AppendBatch" => ledger_proto::v1::AppendBatchRequest {
+            log,
+            events: (0..rng.u8(..4)).map(|_| rand_event(rng)).collect(),
             receipt: rng.bool(),
         }
         .encode_to_vec(),

@@ -585,3 +585,123 @@ async fn start_up_refuses_a_store_that_no_longer_matches_its_checkpoint() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_batch_answers_each_event_in_order_and_refuses_only_the_bad_ones() {
+    use ledger_proto::v1::AppendBatchRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut c = server.ingest().await;
+    let mut events: Vec<_> = (0..6).map(|n| event(&format!("b-{n}"), n)).collect();
+    let mut bad = event("b-bad", 6);
+    bad.correlation_id = "not-a-trace-id".into();
+    events.insert(2, bad);
+    // The same event twice in one batch: one entry, the second a duplicate.
+    events.push(event("b-0", 0));
+    let mut reserved = event("ledger:forged", 7);
+    reserved.agent_id = "gateway".into();
+    events.push(reserved);
+    let batch = AppendBatchRequest {
+        log: String::new(),
+        events: events.clone(),
+        receipt: false,
+    };
+    let results = c
+        .append_batch(batch.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), events.len(), "one result per event");
+    let rejection = |r: &AppendResponse| match &r.result {
+        Some(append_response::Result::Rejection(x)) => x.clone(),
+        other => panic!("expected a rejection, got {other:?}"),
+    };
+    let invalid = rejection(&results[2]);
+    assert_eq!(invalid.event_id, "b-bad");
+    assert_eq!(Code::from(invalid.code), Code::InvalidArgument);
+    assert_eq!(invalid.field, "event.correlation_id");
+    let forged = rejection(&results[8]);
+    assert_eq!(Code::from(forged.code), Code::InvalidArgument);
+    assert_eq!(forged.field, "event.event_id");
+
+    let acks: Vec<AppendAck> = [0, 1, 3, 4, 5, 6]
+        .iter()
+        .map(|&i| ack_of(&results[i]).clone())
+        .collect();
+    for (ack, e) in acks
+        .iter()
+        .zip(events.iter().filter(|e| e.event_id != "b-bad"))
+    {
+        assert_eq!(ack.event_id, e.event_id, "results in request order");
+        assert!(!ack.duplicate);
+    }
+    let again = ack_of(&results[7]);
+    assert!(
+        again.duplicate,
+        "the repeat within the batch is a duplicate"
+    );
+    assert_eq!(again.index, acks[0].index);
+    let mut indexes: Vec<u64> = acks.iter().map(|a| a.index).collect();
+    indexes.sort();
+    assert_eq!(indexes, (0..6).collect::<Vec<_>>(), "six entries, no gaps");
+    assert_eq!(assert_all_included(&server, &acks).await.size, 6);
+
+    // Resending the whole batch (a client retry) writes nothing new.
+    let retried = c.append_batch(batch).await.unwrap().into_inner().results;
+    for (i, ack) in [0, 1, 3, 4, 5, 6].iter().zip(&acks) {
+        let r = ack_of(&retried[*i]);
+        assert!(r.duplicate);
+        assert_eq!((r.index, &r.leaf_hash), (ack.index, &ack.leaf_hash));
+    }
+    assert_eq!(latest(&server).await.size, 6);
+
+    // What the batch as a whole may not be.
+    let call = |events: Vec<ledger_proto::v1::AuditEvent>, log: &str| AppendBatchRequest {
+        log: log.into(),
+        events,
+        receipt: false,
+    };
+    let empty = c.append_batch(call(vec![], "")).await.unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+    assert!(
+        empty.message().starts_with("events:"),
+        "{}",
+        empty.message()
+    );
+    let huge: Vec<_> = (0..4097).map(|n| event(&format!("h-{n}"), n)).collect();
+    let over = c.append_batch(call(huge, "")).await.unwrap_err();
+    assert_eq!(over.code(), Code::InvalidArgument);
+    assert!(over.message().contains("4096"), "{}", over.message());
+    let nowhere = c
+        .append_batch(call(vec![event("x", 1)], "no-such-log"))
+        .await
+        .unwrap_err();
+    assert_eq!(nowhere.code(), Code::NotFound);
+    assert!(
+        nowhere.message().starts_with("log:"),
+        "{}",
+        nowhere.message()
+    );
+    assert_eq!(
+        latest(&server).await.size,
+        6,
+        "refused batches wrote nothing"
+    );
+
+    // A batch of the largest size is taken whole.
+    let full: Vec<_> = (0..4096).map(|n| event(&format!("f-{n}"), n)).collect();
+    let results = c
+        .append_batch(call(full, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 4096);
+    for (n, r) in results.iter().enumerate() {
+        let ack = ack_of(r);
+        assert_eq!(ack.event_id, format!("f-{n}"));
+        assert!(!ack.duplicate);
+    }
+    assert_eq!(latest(&server).await.size, 6 + 4096);
+}

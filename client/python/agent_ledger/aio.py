@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Dict, List, Optional, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar, Union
 
 import grpc
 
@@ -17,6 +17,8 @@ from .client import (
     _channel,
     _error,
     _metadata,
+    _batch,
+    _result,
     _ToolCallRecord,
     build_event,
 )
@@ -72,6 +74,11 @@ class AsyncLedger:
     ) -> Ack:
         event = kind if isinstance(kind, pb.AuditEvent) else build_event(kind, agent_id, **fields)
         return Ack.of(await self._call(self._ingest.Append, pb.AppendRequest(log=self.log, event=event)))
+
+    async def append_batch(self, events: Sequence[Any], agent_id: str = "") -> List[Union[Ack, LedgerError]]:
+        """:meth:`agent_ledger.Ledger.append_batch`."""
+        resp = await self._call(self._ingest.AppendBatch, _batch(events, agent_id, self.log))
+        return [_result(r) for r in resp.results]
 
     def tool_call(
         self,

@@ -129,6 +129,40 @@ def test_the_decorator_records_sync_and_async_functions(server):
     assert events[1].payload_json() == {"result": 5}
 
 
+def test_append_batch_answers_each_event_in_order(server):
+    with Ledger(server.url, key=server.key) as ledger:
+        from agent_ledger import Ack, build_event
+
+        trace = new_trace_id()
+        events = [
+            build_event("decision", "planner", action="step", correlation_id=trace, event_id="batch-0"),
+            {"kind": "tool_call", "tool": "x", "correlation_id": "not-a-trace-id"},
+            build_event("tool_call", "planner", tool="search", correlation_id=trace, event_id="batch-2"),
+        ]
+        first, refused, third = ledger.append_batch(events, agent_id="planner")
+        assert isinstance(first, Ack) and isinstance(third, Ack)
+        assert (first.event_id, third.event_id) == ("batch-0", "batch-2")
+        assert isinstance(refused, LedgerError)
+        assert (refused.code, refused.field) == ("INVALID_ARGUMENT", "event.correlation_id")
+        assert [e.event_id for e in ledger.timeline(trace)] == ["batch-0", "batch-2"]
+        again = ledger.append_batch([events[0], events[2]], agent_id="planner")
+        assert [(a.index, a.duplicate) for a in again] == [(first.index, True), (third.index, True)]
+        # A dict is built afresh (new span id): the same event_id, other content.
+        conflict = ledger.append_batch([{"kind": "decision", "action": "step", "event_id": "batch-0"}], agent_id="planner")[0]
+        assert isinstance(conflict, LedgerError) and conflict.code == "ALREADY_EXISTS"
+        with pytest.raises(LedgerError) as e:
+            ledger.append_batch([])
+        assert (e.value.code, e.value.field) == ("INVALID_ARGUMENT", "events")
+
+    async def run():
+        async with AsyncLedger(server.url) as aledger:
+            acks = await aledger.append_batch([{"kind": "decision", "action": "a"}] * 2, agent_id="async-agent")
+            assert all(isinstance(a, Ack) and not a.duplicate for a in acks)
+            assert acks[1].index == acks[0].index + 1
+
+    asyncio.run(run())
+
+
 def test_the_async_client(server):
     async def run():
         async with AsyncLedger(server.url, agent_id="agent-x", key=server.key) as ledger:

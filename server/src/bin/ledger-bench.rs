@@ -159,6 +159,13 @@ struct Load {
     /// Ask for a receipt (signed checkpoint + inclusion proof) with every ack.
     #[arg(long)]
     receipts: bool,
+    /// Send `AppendBatch` calls of up to this many events instead of one
+    /// `AppendStream` message per event (1: streams). Each stream sends, in
+    /// one batch, the events it has ready (up to this many) when it has
+    /// credit; latency counts from when an event was ready, so it includes
+    /// any wait for the batch.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
 }
 
 #[derive(Args, Clone)]
@@ -325,6 +332,25 @@ async fn drive(
         let window = load.window;
         let receipts = load.receipts;
         let per_stream = rate.map(|r| r / load.streams as f64);
+        if load.batch > 1 {
+            let counters = Counters {
+                stop,
+                measuring,
+                acks,
+                rejected,
+                hist,
+            };
+            let shape = BatchShape {
+                stream: s,
+                batch: load.batch,
+                window,
+                receipts,
+                per_stream,
+                quota,
+            };
+            tasks.push(tokio::spawn(batch_stream(channel, make, shape, counters)));
+            continue;
+        }
         tasks.push(tokio::spawn(async move {
             let mut client = IngestClient::new(channel);
             let (tx, rx) = mpsc::channel::<AppendRequest>(window);
@@ -424,6 +450,109 @@ async fn drive(
         elapsed,
         latency,
     })
+}
+
+/// What a load phase counts, shared by its streams.
+struct Counters {
+    stop: Arc<AtomicBool>,
+    measuring: Arc<AtomicBool>,
+    acks: Arc<AtomicU64>,
+    rejected: Arc<AtomicU64>,
+    hist: Arc<Mutex<Histogram<u64>>>,
+}
+
+/// How one batching stream sends.
+struct BatchShape {
+    stream: usize,
+    batch: usize,
+    window: usize,
+    receipts: bool,
+    per_stream: Option<f64>,
+    quota: u64,
+}
+
+/// One stream of `AppendBatch` calls: takes the events that are ready (all
+/// that are due, up to the batch size and the credit left), sends them as
+/// one call, and keeps up to `window` events in flight over several calls.
+async fn batch_stream(channel: Channel, make: Gen, shape: BatchShape, c: Counters) -> Result<()> {
+    let credits = Arc::new(Semaphore::new(shape.window));
+    let local = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let mut calls = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    let mut seq = 0u64;
+    while seq < shape.quota && !c.stop.load(Ordering::Relaxed) {
+        let due_of = |n: u64| {
+            shape
+                .per_stream
+                .map(|r| start + Duration::from_secs_f64(n as f64 / r))
+        };
+        if let Some(due) = due_of(seq) {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let Ok(first) = credits.clone().acquire_owned().await else {
+            break;
+        };
+        first.forget();
+        // Everything due by now (every event, when not paced), as far as
+        // batch size, credit and quota allow.
+        let now = Instant::now();
+        let mut ready = vec![due_of(seq).unwrap_or(now)];
+        while ready.len() < shape.batch && seq + (ready.len() as u64) < shape.quota {
+            let n = seq + ready.len() as u64;
+            let due = due_of(n).unwrap_or(now);
+            if due > now {
+                break;
+            }
+            let Ok(p) = credits.try_acquire() else { break };
+            p.forget();
+            ready.push(due);
+        }
+        let events: Vec<AuditEvent> = (0..ready.len() as u64)
+            .map(|i| make(shape.stream, seq + i))
+            .collect();
+        seq += ready.len() as u64;
+        let mut client = IngestClient::new(channel.clone());
+        let req = ledger_proto::v1::AppendBatchRequest {
+            log: String::new(),
+            events,
+            receipt: shape.receipts,
+        };
+        let (credits, local) = (credits.clone(), local.clone());
+        let (measuring, acks, rejected) = (c.measuring.clone(), c.acks.clone(), c.rejected.clone());
+        calls.spawn(async move {
+            let results = client.append_batch(req).await?.into_inner().results;
+            credits.add_permits(ready.len());
+            if measuring.load(Ordering::Relaxed) {
+                let mut h = local.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                for (r, ready) in results.iter().zip(&ready) {
+                    match r.result {
+                        Some(append_response::Result::Ack(_)) => {
+                            acks.fetch_add(1, Ordering::Relaxed);
+                            h.saturating_record(ready.elapsed().as_micros() as u64);
+                        }
+                        _ => {
+                            rejected.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            anyhow::Ok(())
+        });
+        while let Some(done) = calls.try_join_next() {
+            done??;
+        }
+    }
+    while let Some(done) = calls.join_next().await {
+        done??;
+    }
+    let local = Arc::try_unwrap(local)
+        .map_err(|_| anyhow::anyhow!("histogram still shared"))?
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?;
+    c.hist.lock().await.add(&local)?;
+    Ok(())
 }
 
 fn report(name: &str, p: &Phase) -> f64 {
@@ -605,11 +734,16 @@ async fn ingest(a: IngestArgs) -> Result<()> {
     let (spawned, addr, channels) = start(&a.load, true).await?;
     let load = &a.load;
     println!(
-        "ledger-bench ingest: {} streams over {} connections, {}-byte events, window {}, {} s per phase{}, server {addr}",
+        "ledger-bench ingest: {} streams over {} connections, {}-byte events, window {}, {}, {} s per phase{}, server {addr}",
         load.streams,
         load.connections,
         load.event_bytes,
         load.window,
+        if load.batch > 1 {
+            format!("AppendBatch of up to {}", load.batch)
+        } else {
+            "AppendStream".to_string()
+        },
         a.seconds,
         if load.receipts { ", receipts" } else { "" }
     );

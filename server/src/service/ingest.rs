@@ -7,7 +7,8 @@ use crate::log::{Log, Rejection};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use ledger_proto::v1::ingest_server::Ingest;
 use ledger_proto::v1::{
-    AppendAck, AppendRejection, AppendRequest, AppendResponse, append_response,
+    AppendAck, AppendBatchRequest, AppendBatchResponse, AppendRejection, AppendRequest,
+    AppendResponse, append_response,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +16,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+
+/// Most events an `AppendBatch` may carry (the API says so).
+pub const MAX_BATCH_EVENTS: usize = 4096;
 
 /// Events of one stream in flight at once. Bounds per-stream memory and,
 /// together with the sequencer queue, the server's.
@@ -112,6 +116,26 @@ fn acked(ack: AppendAck) -> AppendResponse {
     }
 }
 
+/// Admits one request and answers with what becomes of it: its ack (with a
+/// receipt when asked for) once durable, or why it was refused.
+fn pending(logs: &Logs, limiter: &RateLimiter, who: &Identity, req: AppendRequest) -> Pending {
+    let event_id = req
+        .event
+        .as_ref()
+        .map(|e| e.event_id.clone())
+        .unwrap_or_default();
+    let receipt = req.receipt;
+    match admit(logs, limiter, who, req) {
+        Ok((rx, log)) => Box::pin(async move {
+            match ack_with_receipt(rx, log, receipt).await {
+                Ok(ack) => acked(ack),
+                Err(r) => rejected(event_id, r),
+            }
+        }),
+        Err(r) => Box::pin(std::future::ready(rejected(event_id, r))),
+    }
+}
+
 #[tonic::async_trait]
 impl Ingest for IngestService {
     async fn append(&self, req: Request<AppendRequest>) -> Result<Response<AppendAck>, Status> {
@@ -123,6 +147,43 @@ impl Ingest for IngestService {
             .await
             .map(Response::new)
             .map_err(|r| r.to_status())
+    }
+
+    async fn append_batch(
+        &self,
+        req: Request<AppendBatchRequest>,
+    ) -> Result<Response<AppendBatchResponse>, Status> {
+        let who = caller(&req)?;
+        let AppendBatchRequest {
+            log,
+            events,
+            receipt,
+        } = req.into_inner();
+        if events.is_empty() {
+            return Err(Status::invalid_argument(
+                "events: a batch needs at least one event",
+            ));
+        }
+        if events.len() > MAX_BATCH_EVENTS {
+            return Err(Status::invalid_argument(format!(
+                "events: {} events in one batch, over the {MAX_BATCH_EVENTS} a batch may hold; split it",
+                events.len()
+            )));
+        }
+        self.logs.authorize(&who, Action::Append, &log)?;
+        let each: Vec<Pending> = events
+            .into_iter()
+            .map(|event| {
+                let one = AppendRequest {
+                    log: log.clone(),
+                    event: Some(event),
+                    receipt,
+                };
+                pending(&self.logs, &self.limiter, &who, one)
+            })
+            .collect();
+        let results = futures_util::future::join_all(each).await;
+        Ok(Response::new(AppendBatchResponse { results }))
     }
 
     type AppendStreamStream = ReceiverStream<Result<AppendResponse, Status>>;
@@ -138,7 +199,7 @@ impl Ingest for IngestService {
         let (tx, rx) = mpsc::channel(256);
         let limit = self.request_limit;
         tokio::spawn(async move {
-            let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
+            let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
             let mut inbound_open = true;
             // Why the client's side of the stream broke, sent after the acks
             // of everything before it: a client must not read a clean end.
@@ -146,28 +207,14 @@ impl Ingest for IngestService {
             loop {
                 tokio::select! {
                     biased;
-                    Some(resp) = pending.next(), if !pending.is_empty() => {
+                    Some(resp) = in_flight.next(), if !in_flight.is_empty() => {
                         if tx.send(Ok(resp)).await.is_err() {
                             return; // Client went away; queued events still commit.
                         }
                     }
-                    msg = inbound.message(), if inbound_open && pending.len() < STREAM_WINDOW => {
+                    msg = inbound.message(), if inbound_open && in_flight.len() < STREAM_WINDOW => {
                         match msg {
-                            Ok(Some(req)) => {
-                                let event_id = req.event.as_ref().map(|e| e.event_id.clone()).unwrap_or_default();
-                                let receipt = req.receipt;
-                                let submitted = admit(&logs, &limiter, &who, req);
-                                let fut: Pending = match submitted {
-                                    Ok((rx, log)) => Box::pin(async move {
-                                        match ack_with_receipt(rx, log, receipt).await {
-                                            Ok(ack) => acked(ack),
-                                            Err(r) => rejected(event_id, r),
-                                        }
-                                    }),
-                                    Err(r) => Box::pin(std::future::ready(rejected(event_id, r))),
-                                };
-                                pending.push_back(fut);
-                            }
+                            Ok(Some(req)) => in_flight.push_back(pending(&logs, &limiter, &who, req)),
                             Ok(None) => inbound_open = false,
                             Err(status) => {
                                 tracing::debug!(%status, "append stream ended with an error from the client");

@@ -230,6 +230,22 @@ class AppendResponse(_message.Message):
     rejection: AppendRejection
     def __init__(self, ack: _Optional[_Union[AppendAck, _Mapping]] = ..., rejection: _Optional[_Union[AppendRejection, _Mapping]] = ...) -> None: ...
 
+class AppendBatchRequest(_message.Message):
+    __slots__ = ("log", "events", "receipt")
+    LOG_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    log: str
+    events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
+    receipt: bool
+    def __init__(self, log: _Optional[str] = ..., events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ..., receipt: _Optional[bool] = ...) -> None: ...
+
+class AppendBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[AppendResponse]
+    def __init__(self, results: _Optional[_Iterable[_Union[AppendResponse, _Mapping]]] = ...) -> None: ...
+
 class EntryRecord(_message.Message):
     __slots__ = ("index", "entry", "leaf_hash", "payload", "payload_salt", "payload_redacted", "inclusion")
     INDEX_FIELD_NUMBER: _ClassVar[int]

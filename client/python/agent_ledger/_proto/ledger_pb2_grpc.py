@@ -44,6 +44,11 @@ class IngestStub:
                 request_serializer=agentledger_dot_v1_dot_ledger__pb2.AppendRequest.SerializeToString,
                 response_deserializer=agentledger_dot_v1_dot_ledger__pb2.AppendResponse.FromString,
                 _registered_method=True)
+        self.AppendBatch = channel.unary_unary(
+                '/agentledger.v1.Ingest/AppendBatch',
+                request_serializer=agentledger_dot_v1_dot_ledger__pb2.AppendBatchRequest.SerializeToString,
+                response_deserializer=agentledger_dot_v1_dot_ledger__pb2.AppendBatchResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServicer:
@@ -64,6 +69,18 @@ class IngestServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendBatch(self, request, context):
+        """Append a batch; returns once every event of it is durable or refused.
+        The call itself fails only when the batch as a whole is unacceptable:
+        INVALID_ARGUMENT (field `events`) for an empty batch or one over 4,096
+        events, UNAUTHENTICATED, PERMISSION_DENIED or NOT_FOUND for `log`.
+        Batching is the cheapest way to append at high rates: the per-message
+        cost of gRPC is paid once per batch, not once per event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +93,11 @@ def add_IngestServicer_to_server(servicer, server):
                     servicer.AppendStream,
                     request_deserializer=agentledger_dot_v1_dot_ledger__pb2.AppendRequest.FromString,
                     response_serializer=agentledger_dot_v1_dot_ledger__pb2.AppendResponse.SerializeToString,
+            ),
+            'AppendBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendBatch,
+                    request_deserializer=agentledger_dot_v1_dot_ledger__pb2.AppendBatchRequest.FromString,
+                    response_serializer=agentledger_dot_v1_dot_ledger__pb2.AppendBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +154,33 @@ class Ingest:
             '/agentledger.v1.Ingest/AppendStream',
             agentledger_dot_v1_dot_ledger__pb2.AppendRequest.SerializeToString,
             agentledger_dot_v1_dot_ledger__pb2.AppendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentledger.v1.Ingest/AppendBatch',
+            agentledger_dot_v1_dot_ledger__pb2.AppendBatchRequest.SerializeToString,
+            agentledger_dot_v1_dot_ledger__pb2.AppendBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
