@@ -74,8 +74,8 @@ class IngestServicer:
         The call itself fails only when the batch as a whole is unacceptable:
         INVALID_ARGUMENT (field `events`) for an empty batch or one over 4,096
         events, UNAUTHENTICATED, PERMISSION_DENIED or NOT_FOUND for `log`.
-        Batching is the cheapest way to append at high rates: the per-message
-        cost of gRPC is paid once per batch, not once per event.
+        For a client, batching is the cheapest way to append at high rates: it
+        pays the per-message cost of gRPC once per batch, not once per event.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
