@@ -4,8 +4,8 @@
 
 use crate::metrics::Metrics;
 use crate::sequencer::{
-    AppendJob, Feeds, Msg, RecoveryError, Sequencer, SequencerError, SequencerSettings,
-    SignedCheckpoint,
+    AppendJob, Content, Feeds, Msg, PreparedEvent, RecoveryError, Sequencer, SequencerError,
+    SequencerSettings, SignedCheckpoint,
 };
 use crate::store::{Store, StoreWriter};
 use crate::validate::{Limits, validate_event};
@@ -448,14 +448,21 @@ impl Log {
             self.metrics.reject(&self.id, "queue_full");
             return Err(busy("queued bytes"));
         };
+        let (prepared, digest) = PreparedEvent::new(event).map_err(|e| {
+            self.metrics.reject(&self.id, "unavailable");
+            Rejection {
+                code: Code::Unavailable,
+                message: e.to_string(),
+                field: String::new(),
+            }
+        })?;
         let (reply, rx) = oneshot::channel();
         let job = AppendJob {
-            digest: crate::sequencer::event_digest(&event),
-            event,
+            content: Content::Event(Box::new(prepared)),
+            digest,
             writer,
             reply,
             budget: Some(budget),
-            redaction: None,
         };
         match self.tx.try_send(Msg::Append(Box::new(job))) {
             Ok(()) => Ok(rx),
@@ -546,15 +553,14 @@ impl Log {
             reason: reason.to_string(),
         };
         let job = AppendJob {
-            event: AuditEvent {
+            digest: ledger_verify::hash::sha256(&[&prost::Message::encode_to_vec(&redaction)]),
+            content: Content::Redaction {
                 event_id: key,
-                ..Default::default()
+                redaction,
             },
             writer,
             reply,
             budget: None,
-            digest: ledger_verify::hash::sha256(&[&prost::Message::encode_to_vec(&redaction)]),
-            redaction: Some(redaction),
         };
         self.tx
             .send(Msg::Append(Box::new(job)))

@@ -18,7 +18,10 @@ use crate::metrics::Metrics;
 use crate::store::{CommitBatch, DedupRecord, StagedEntry, Store, StoreError, StoreWriter};
 use ledger_proto::v1::{AppendAck, AuditEvent, LedgerEntry};
 use ledger_verify::checkpoint::Checkpoint;
-use ledger_verify::entry::{SALT_LEN, decode_entry, encode_entry, payload_commitment};
+use ledger_verify::entry::{
+    SALT_LEN, decode_entry, encode_entry, encode_entry_with_event, entry_len_with_event,
+    payload_commitment,
+};
 use ledger_verify::hash::{Hash, leaf_hash};
 use ledger_verify::note::NoteSigner;
 use ledger_verify::tiles::{TILE_HEIGHT, TILE_WIDTH};
@@ -30,20 +33,117 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// A validated event waiting to be sequenced.
 pub struct AppendJob {
-    pub event: AuditEvent,
+    pub content: Content,
     /// Authenticated identity of the sender, recorded in the entry.
     pub writer: String,
     pub reply: oneshot::Sender<AckResult>,
     /// Share of the queue's byte budget, returned when the job is done.
     pub budget: Option<tokio::sync::OwnedSemaphorePermit>,
-    /// Set for a redaction: the entry records it instead of `event` (whose
-    /// event_id, `#redact/<target>`, only serves to make it idempotent), and
-    /// the target's stored payload is dropped in the same batch.
-    pub redaction: Option<ledger_proto::v1::Redaction>,
     /// SHA-256 of what was asked for (the event's canonical encoding, or the
     /// redaction's), kept with the event id: a later append under the same
     /// id is a retry only if its digest is the same.
     pub digest: Hash,
+}
+
+/// What a job appends.
+pub enum Content {
+    /// An event, prepared by the thread that received it.
+    Event(Box<PreparedEvent>),
+    /// A redaction: the entry records it instead of an event, and the
+    /// target's stored payload is dropped in the same batch. `event_id`
+    /// (`#redact/<target>`) only serves to make it idempotent.
+    Redaction {
+        event_id: String,
+        redaction: ledger_proto::v1::Redaction,
+    },
+}
+
+impl AppendJob {
+    /// The id the job is deduplicated by.
+    fn event_id(&self) -> &str {
+        match &self.content {
+            Content::Event(p) => &p.event.event_id,
+            Content::Redaction { event_id, .. } => event_id,
+        }
+    }
+}
+
+/// An event made ready for its entry off the sequencer's thread: encoded
+/// once without its payload, the payload committed to under a fresh salt.
+/// The sequencer then only wraps the encoded event in its entry.
+pub struct PreparedEvent {
+    /// The event with `payload` emptied, as the entry holds it.
+    pub event: AuditEvent,
+    /// Its canonical encoding.
+    pub encoded: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub salt: [u8; SALT_LEN],
+    /// SHA-256(salt || payload); empty without a payload.
+    pub commitment: Vec<u8>,
+}
+
+impl PreparedEvent {
+    /// Prepares `event`; also returns its [`event_digest`], computed from the
+    /// same encoding (the payload, field 16, sits between fields 15 and 17).
+    pub fn new(mut event: AuditEvent) -> Result<(PreparedEvent, Hash), SequencerError> {
+        use prost::encoding::{WireType, encode_key, encode_varint, string};
+        let payload = std::mem::take(&mut event.payload);
+        let content_type = std::mem::take(&mut event.payload_content_type);
+        let mut encoded = prost::Message::encode_to_vec(&event);
+        let before_payload = encoded.len();
+        let mut payload_key = Vec::with_capacity(8);
+        if !payload.is_empty() {
+            encode_key(16, WireType::LengthDelimited, &mut payload_key);
+            encode_varint(payload.len() as u64, &mut payload_key);
+        }
+        if !content_type.is_empty() {
+            string::encode(17, &content_type, &mut encoded);
+        }
+        let digest = ledger_verify::hash::sha256(&[
+            &encoded[..before_payload],
+            &payload_key,
+            &payload,
+            &encoded[before_payload..],
+        ]);
+        event.payload_content_type = content_type;
+        let salt = fresh_salt()?;
+        let commitment = if payload.is_empty() {
+            Vec::new()
+        } else {
+            payload_commitment(&salt, &payload).to_vec()
+        };
+        let prepared = PreparedEvent {
+            event,
+            encoded,
+            payload,
+            salt,
+            commitment,
+        };
+        Ok((prepared, digest))
+    }
+}
+
+/// A salt from the operating system's randomness, drawn 128 salts at a time
+/// per thread (one system call for many appends).
+fn fresh_salt() -> Result<[u8; SALT_LEN], SequencerError> {
+    const POOL: usize = 128 * SALT_LEN;
+    thread_local! {
+        static SALTS: std::cell::RefCell<(Box<[u8; POOL]>, usize)> =
+            std::cell::RefCell::new((Box::new([0; POOL]), POOL));
+    }
+    SALTS.with_borrow_mut(|(pool, used)| {
+        if *used == POOL {
+            getrandom::fill(&mut pool[..])
+                .map_err(|e| SequencerError::Randomness(e.to_string()))?;
+            *used = 0;
+        }
+        let mut salt = [0u8; SALT_LEN];
+        salt.copy_from_slice(&pool[*used..*used + SALT_LEN]);
+        // Never hand out the same bytes twice.
+        pool[*used..*used + SALT_LEN].fill(0);
+        *used += SALT_LEN;
+        Ok(salt)
+    })
 }
 
 /// Largest encoded `LedgerEntry` a log holds: C2SP tlog-tiles entry bundles
@@ -599,26 +699,25 @@ impl Sequencer {
         })
     }
 
-    /// Adds `entry` at the next index: encodes it once, chains and hashes
+    /// Adds the encoded entry `bytes` at the next index: chains and hashes
     /// it into the tree, and stores it with its dedup record. Returns its
     /// leaf hash.
     fn push_entry(
         &mut self,
         batch: &mut CommitBatch,
-        entry: &LedgerEntry,
+        bytes: &[u8],
         dedup_id: &str,
         digest: Hash,
         payload: Option<(&[u8], &[u8])>,
     ) -> Hash {
-        let bytes = encode_entry(entry);
-        let leaf = leaf_hash(&bytes);
+        let leaf = leaf_hash(bytes);
         self.extend_tree(batch, leaf);
         self.edge.prev_leaf = leaf;
         self.store.stage_entry(
             batch,
             StagedEntry {
-                index: entry.index,
-                bytes: &bytes,
+                index: self.edge.size() - 1,
+                bytes,
                 dedup_id,
                 digest: Some(digest),
                 payload,
@@ -631,7 +730,7 @@ impl Sequencer {
     /// seal (sign and write the batch, synced), publish (checkpoint, acks).
     fn commit_group(&mut self, jobs: Vec<AppendJob>, sign: bool) {
         let started = Instant::now();
-        let (existing, salts) = match self.prepare(&jobs) {
+        let existing = match self.dedup_records(&jobs) {
             Ok(v) => v,
             Err(err) => {
                 for j in jobs {
@@ -650,11 +749,8 @@ impl Sequencer {
             integrated_at: now_timestamp(),
             to_index: Vec::new(),
         };
-        for (i, (job, existing)) in jobs.into_iter().zip(existing).enumerate() {
-            let salt: [u8; SALT_LEN] = salts[i * SALT_LEN..(i + 1) * SALT_LEN]
-                .try_into()
-                .expect("one salt per job");
-            self.stage_job(&mut group, job, existing, &salt);
+        for (job, existing) in jobs.into_iter().zip(existing) {
+            self.stage_job(&mut group, job, existing);
         }
         match self.seal(&mut group, sign || self.signs_now()) {
             Ok(published) => self.publish(group, published, started),
@@ -662,41 +758,28 @@ impl Sequencer {
         }
     }
 
-    /// The dedup records of the group's event ids and a salt per job.
-    fn prepare(
+    /// The dedup records of the group's event ids.
+    fn dedup_records(
         &self,
         jobs: &[AppendJob],
-    ) -> Result<(Vec<Option<DedupRecord>>, Vec<u8>), SequencerError> {
-        let ids: Vec<&str> = jobs.iter().map(|j| j.event.event_id.as_str()).collect();
-        let existing = self
-            .store
+    ) -> Result<Vec<Option<DedupRecord>>, SequencerError> {
+        let ids: Vec<&str> = jobs.iter().map(AppendJob::event_id).collect();
+        self.store
             .dedup_many(&ids)
-            .map_err(|e| SequencerError::Storage(e.to_string()))?;
-        let mut salts = vec![0u8; SALT_LEN * jobs.len()];
-        getrandom::fill(&mut salts).map_err(|e| SequencerError::Randomness(e.to_string()))?;
-        Ok((existing, salts))
+            .map_err(|e| SequencerError::Storage(e.to_string()))
     }
 
     /// One job: a retry or a conflict answered from its dedup record or
     /// from earlier in the group, else a new entry staged into the batch.
-    fn stage_job(
-        &mut self,
-        g: &mut Group,
-        job: AppendJob,
-        existing: Option<DedupRecord>,
-        salt: &[u8; SALT_LEN],
-    ) {
-        let AppendJob {
-            mut event,
-            writer,
-            reply,
-            budget,
-            redaction,
-            digest,
-        } = job;
-        g.budgets.push(budget);
+    fn stage_job(&mut self, g: &mut Group, job: AppendJob, existing: Option<DedupRecord>) {
+        g.budgets.push(job.budget);
+        let digest = job.digest;
+        let event_id = match &job.content {
+            Content::Event(p) => p.event.event_id.clone(),
+            Content::Redaction { event_id, .. } => event_id.clone(),
+        };
         let conflict = |index| SequencerError::Conflict {
-            event_id: event.event_id.clone(),
+            event_id: event_id.clone(),
             index,
         };
         if let Some(rec) = existing {
@@ -704,12 +787,12 @@ impl Sequencer {
             let ack = if rec.digest.is_some_and(|d| d != digest) {
                 Err(conflict(rec.index))
             } else {
-                self.ack_for_existing(rec.index, &event.event_id)
+                self.ack_for_existing(rec.index, &event_id)
             };
-            g.replies.push((reply, ack));
+            g.replies.push((job.reply, ack));
             return;
         }
-        if let Some((first, first_digest)) = g.in_group.get(&event.event_id) {
+        if let Some((first, first_digest)) = g.in_group.get(&event_id) {
             let ack = if *first_digest != digest {
                 Err(conflict(first.index))
             } else {
@@ -718,7 +801,7 @@ impl Sequencer {
                     ..first.clone()
                 })
             };
-            g.replies.push((reply, ack));
+            g.replies.push((job.reply, ack));
             return;
         }
         let index = self.edge.size();
@@ -726,53 +809,47 @@ impl Sequencer {
         let Some(batch) = g.batch.as_mut() else {
             return; // Only taken by `seal`, after every job.
         };
-        let (event_id, leaf) = if let Some(r) = redaction {
-            let target = r.target_index;
-            let entry = LedgerEntry {
-                index,
-                prev_leaf_hash: self.edge.prev_leaf.to_vec(),
-                integrated_at: Some(at),
-                writer,
-                redaction: Some(r),
-                ..Default::default()
-            };
-            let leaf = self.push_entry(batch, &entry, &event.event_id, digest, None);
-            self.store.stage_erasure(batch, target);
-            (event.event_id, leaf)
-        } else {
-            let payload = std::mem::take(&mut event.payload);
-            let commitment = if payload.is_empty() {
-                Vec::new()
-            } else {
-                payload_commitment(salt, &payload).to_vec()
-            };
-            let event_id = event.event_id.clone();
-            let entry = LedgerEntry {
-                index,
-                prev_leaf_hash: self.edge.prev_leaf.to_vec(),
-                integrated_at: Some(at),
-                writer,
-                payload_commitment: commitment,
-                payload_size: payload.len() as u64,
-                event: Some(event),
-                redaction: None,
-            };
-            let size = prost::Message::encoded_len(&entry);
-            if size > MAX_ENTRY_BYTES {
-                g.replies
-                    .push((reply, Err(SequencerError::EntryTooLarge { size })));
-                return;
+        let mut entry = LedgerEntry {
+            index,
+            prev_leaf_hash: self.edge.prev_leaf.to_vec(),
+            integrated_at: Some(at),
+            writer: job.writer,
+            ..Default::default()
+        };
+        let leaf = match job.content {
+            Content::Redaction { redaction, .. } => {
+                let target = redaction.target_index;
+                entry.redaction = Some(redaction);
+                let leaf = self.push_entry(batch, &encode_entry(&entry), &event_id, digest, None);
+                self.store.stage_erasure(batch, target);
+                leaf
             }
-            let staged = (!payload.is_empty()).then_some((&salt[..], &payload[..]));
-            let leaf = self.push_entry(batch, &entry, &event_id, digest, staged);
-            if let Some(event) = entry.event {
+            Content::Event(p) => {
+                let PreparedEvent {
+                    event,
+                    encoded,
+                    payload,
+                    salt,
+                    commitment,
+                } = *p;
+                entry.payload_commitment = commitment;
+                entry.payload_size = payload.len() as u64;
+                let size = entry_len_with_event(&entry, encoded.len());
+                if size > MAX_ENTRY_BYTES {
+                    g.replies
+                        .push((job.reply, Err(SequencerError::EntryTooLarge { size })));
+                    return;
+                }
+                let bytes = encode_entry_with_event(&entry, &encoded);
+                let staged = (!payload.is_empty()).then_some((&salt[..], &payload[..]));
+                let leaf = self.push_entry(batch, &bytes, &event_id, digest, staged);
                 g.to_index.push((index, event));
+                leaf
             }
-            (event_id, leaf)
         };
         let ack = new_ack(&event_id, index, leaf, at);
         g.in_group.insert(event_id, (ack.clone(), digest));
-        g.replies.push((reply, Ok(ack)));
+        g.replies.push((job.reply, Ok(ack)));
         g.appended += 1;
     }
 
@@ -882,5 +959,74 @@ impl Sequencer {
             self.store
                 .put_tile(batch, level as u8, hashes_at_level / TILE_WIDTH, row);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events() -> Vec<AuditEvent> {
+        let full = AuditEvent {
+            event_id: "e-1".into(),
+            correlation_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            agent_id: "agent".into(),
+            kind: 3,
+            attributes: [("a".to_string(), "b".to_string())].into(),
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 1,
+            }),
+            payload: b"{\"rows\": 1200}".to_vec(),
+            payload_content_type: "application/json".into(),
+            ..Default::default()
+        };
+        vec![
+            AuditEvent::default(),
+            full.clone(),
+            AuditEvent {
+                payload: Vec::new(),
+                ..full.clone()
+            },
+            AuditEvent {
+                payload_content_type: String::new(),
+                ..full.clone()
+            },
+            AuditEvent {
+                payload: vec![0; 70_000],
+                ..full
+            },
+        ]
+    }
+
+    #[test]
+    fn a_prepared_event_has_the_digest_and_encoding_of_the_event() {
+        for event in events() {
+            let (p, digest) = PreparedEvent::new(event.clone()).unwrap();
+            assert_eq!(digest, event_digest(&event), "{event:?}");
+            let stripped = AuditEvent {
+                payload: Vec::new(),
+                ..event.clone()
+            };
+            assert_eq!(p.event, stripped);
+            assert_eq!(p.encoded, prost::Message::encode_to_vec(&stripped));
+            assert_eq!(p.payload, event.payload);
+            if event.payload.is_empty() {
+                assert!(p.commitment.is_empty());
+            } else {
+                assert_eq!(
+                    p.commitment,
+                    payload_commitment(&p.salt, &event.payload).to_vec()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn salts_are_never_reused() {
+        let salts: std::collections::HashSet<_> =
+            (0..1000).map(|_| fresh_salt().unwrap()).collect();
+        assert_eq!(salts.len(), 1000);
+        assert!(!salts.contains(&[0u8; SALT_LEN]));
     }
 }
