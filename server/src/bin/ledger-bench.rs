@@ -188,6 +188,15 @@ struct IngestArgs {
     /// Skip the baseline.
     #[arg(long)]
     no_baseline: bool,
+    /// The latency-vs-rate curve instead: each of these rates (events/s,
+    /// comma-separated; `sat` for saturation) on a fresh server, `--repeat`
+    /// times, then a table of the medians and ranges.
+    #[arg(long, value_delimiter = ',')]
+    curve: Vec<String>,
+    /// Runs per point of `--curve` (this machine's figures vary from run to
+    /// run; the median of several is the figure to quote).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
 }
 
 #[derive(Args, Clone)]
@@ -753,6 +762,11 @@ async fn ingest(a: IngestArgs) -> Result<()> {
     };
     let seconds = Until::Elapsed(Duration::from_secs(a.seconds));
     let run = run_id();
+    if !a.curve.is_empty() {
+        drop(channels);
+        drop(spawned);
+        return curve(&a).await;
+    }
     if let Some(r) = a.rate {
         let lat = drive(
             &channels,
@@ -791,6 +805,71 @@ async fn ingest(a: IngestArgs) -> Result<()> {
             "baseline     {base:>10.0} events/s   raw RocksDB, sync batches of {b} (mean group size of the saturation run)"
         );
         println!("ratio        {:>10.2}   ledger / baseline", rate / base);
+    }
+    Ok(())
+}
+
+/// One point of a curve: a rate (None: saturation) and what each run gave.
+struct Point {
+    rate: Option<f64>,
+    runs: Vec<(f64, f64, f64)>,
+}
+
+/// `ingest --curve`: every point on a fresh server, `repeat` times over,
+/// then the median (and range) of throughput, p50 and p99 per point.
+async fn curve(a: &IngestArgs) -> Result<()> {
+    let mut points = Vec::new();
+    for r in &a.curve {
+        let rate = match r.as_str() {
+            "sat" | "saturation" => None,
+            n => Some(
+                n.parse::<f64>()
+                    .with_context(|| format!("--curve: {n:?} is not a rate"))?,
+            ),
+        };
+        points.push(Point {
+            rate,
+            runs: Vec::new(),
+        });
+    }
+    let size = a.load.event_bytes;
+    for n in 0..a.repeat.max(1) {
+        for p in points.iter_mut() {
+            let (spawned, _, channels) = start(&a.load, true).await?;
+            let run = format!("{}c{n}", run_id());
+            let make: Gen = Arc::new(move |s, seq| event(s, seq, size, &run));
+            let until = Until::Elapsed(Duration::from_secs(a.seconds));
+            let phase = drive(&channels, &a.load, make, until, p.rate).await?;
+            let name = p
+                .rate
+                .map_or("saturation".to_string(), |r| format!("{r:.0}/s"));
+            let got = report(&name, &phase);
+            let ms = |q: f64| phase.latency.value_at_quantile(q) as f64 / 1000.0;
+            p.runs.push((got, ms(0.5), ms(0.99)));
+            drop(channels);
+            drop(spawned);
+        }
+    }
+    println!(
+        "\n| rate | events/s | p50 ms | p99 ms |   (median of {}, range)",
+        a.repeat.max(1)
+    );
+    println!("|---|---|---|---|");
+    for p in &points {
+        let stat = |f: fn(&(f64, f64, f64)) -> f64| {
+            let mut v: Vec<f64> = p.runs.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2], v[0], v[v.len() - 1])
+        };
+        let (t, t0, t1) = stat(|r| r.0);
+        let (p50, a0, a1) = stat(|r| r.1);
+        let (p99, b0, b1) = stat(|r| r.2);
+        let name = p
+            .rate
+            .map_or("saturation".to_string(), |r| format!("{r:.0}/s"));
+        println!(
+            "| {name} | {t:.0} ({t0:.0}–{t1:.0}) | {p50:.2} ({a0:.2}–{a1:.2}) | {p99:.2} ({b0:.2}–{b1:.2}) |"
+        );
     }
     Ok(())
 }
