@@ -1,7 +1,7 @@
 //! OTLP ingest figures, on one fresh ledgerd: gRPC `AppendStream` at
 //! saturation (the reference), a Rust OTLP/gRPC load generator (concurrent
 //! `Export` calls of 512-span batches), the Python OpenTelemetry SDK's
-//! OTLP/gRPC exporter, and the Python SDK's streaming appender.
+//! OTLP/gRPC exporter, and the Python SDK's streaming appender and batches.
 
 use super::{OtlpArgs, Until, drive, event, report, run_id, spawn_server_with};
 use anyhow::{Context, Result, bail};
@@ -151,6 +151,18 @@ for f in fs:
 print(n / (time.time() - start))
 "#;
 
+const PY_BATCH: &str = r#"
+import sys, time
+from agent_ledger import Ledger, build_event
+led = Ledger(sys.argv[1])
+n = 20000
+events = [build_event("tool_call", "py-agent", tool="sql.execute", payload={"query": "x" * 300}) for _ in range(n)]
+start = time.time()
+for i in range(0, n, 512):
+    assert all(not isinstance(r, Exception) for r in led.append_batch(events[i:i + 512]))
+print(n / (time.time() - start))
+"#;
+
 pub async fn run(a: OtlpArgs) -> Result<()> {
     let cfg = "[anchor]\nbackend = \"none\"\n";
     let s = spawn_server_with(&a.load.dir, true, Some(cfg))?;
@@ -188,6 +200,12 @@ pub async fn run(a: OtlpArgs) -> Result<()> {
             "python sdk   {r:>10.0} events/s   agent_ledger streaming appender, one stream"
         ),
         Err(e) => println!("python sdk   skipped: {e}"),
+    }
+    match python(PY_BATCH, &format!("http://{addr}")) {
+        Ok(r) => println!(
+            "python batch{r:>11.0} events/s   agent_ledger append_batch of 512, one caller"
+        ),
+        Err(e) => println!("python batch skipped: {e}"),
     }
     Ok(())
 }
