@@ -141,6 +141,7 @@ async fn undecodable_and_oversized_requests_get_invalid_argument_or_resource_exh
     };
     for method in [
         APPEND,
+        "/agentledger.v1.Ingest/AppendBatch",
         "/agentledger.v1.Admin/Redact",
         "/agentledger.v1.Query/GetTimeline",
         "/agentledger.v1.Proofs/GetCheckpoint",

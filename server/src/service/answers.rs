@@ -67,8 +67,9 @@ pub fn request_status(status: &Status, limit: usize) -> Option<Status> {
                 .unwrap_or("?");
             Some(Status::resource_exhausted(format!(
                 "the request is {found} bytes, over the limit of {limit} bytes \
-                 (ingest.max_payload_bytes + 256 KiB); put large content in the event's payload \
-                 and raise ingest.max_payload_bytes if it must be larger"
+                 (ingest.max_payload_bytes + 256 KiB); put large content in the event's payload, \
+                 split a batch (AppendBatch) into smaller ones, and raise ingest.max_payload_bytes \
+                 if one event must be larger"
             )))
         }
         _ if msg.len() > MAX_MESSAGE => Some(Status::new(status.code(), bounded(msg))),
