@@ -772,12 +772,9 @@ impl Sequencer {
     /// One job: a retry or a conflict answered from its dedup record or
     /// from earlier in the group, else a new entry staged into the batch.
     fn stage_job(&mut self, g: &mut Group, job: AppendJob, existing: Option<DedupRecord>) {
+        let event_id = job.event_id().to_string();
         g.budgets.push(job.budget);
         let digest = job.digest;
-        let event_id = match &job.content {
-            Content::Event(p) => p.event.event_id.clone(),
-            Content::Redaction { event_id, .. } => event_id.clone(),
-        };
         let conflict = |index| SequencerError::Conflict {
             event_id: event_id.clone(),
             index,

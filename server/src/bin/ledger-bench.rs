@@ -26,7 +26,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Args, Parser, Subcommand};
 use hdrhistogram::Histogram;
 use ledger_proto::v1::ingest_client::IngestClient;
-use ledger_proto::v1::{AppendRequest, AuditEvent, EventKind, RiskTier, append_response};
+use ledger_proto::v1::{
+    AppendRequest, AppendResponse, AuditEvent, EventKind, RiskTier, append_response,
+};
 use prost::Message;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -315,13 +317,15 @@ async fn drive(
     until: Until,
     rate: Option<f64>,
 ) -> Result<Phase> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let measuring = Arc::new(AtomicBool::new(matches!(until, Until::Count(_))));
-    let acks = Arc::new(AtomicU64::new(0));
-    let rejected = Arc::new(AtomicU64::new(0));
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-        1, 60_000_000, 3,
-    )?));
+    let counters = Counters {
+        stop: Arc::new(AtomicBool::new(false)),
+        measuring: Arc::new(AtomicBool::new(matches!(until, Until::Count(_)))),
+        acks: Arc::new(AtomicU64::new(0)),
+        rejected: Arc::new(AtomicU64::new(0)),
+        hist: Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+            1, 60_000_000, 3,
+        )?)),
+    };
     let quota = match until {
         Until::Count(n) => n,
         Until::Elapsed(_) => u64::MAX,
@@ -330,25 +334,11 @@ async fn drive(
     let mut tasks = Vec::new();
     for s in 0..load.streams {
         let channel = channels[s % channels.len()].clone();
-        let (stop, measuring, acks, rejected, hist, make) = (
-            stop.clone(),
-            measuring.clone(),
-            acks.clone(),
-            rejected.clone(),
-            hist.clone(),
-            make.clone(),
-        );
+        let (c, make) = (counters.clone(), make.clone());
         let window = load.window;
         let receipts = load.receipts;
         let per_stream = rate.map(|r| r / load.streams as f64);
         if load.batch > 1 {
-            let counters = Counters {
-                stop,
-                measuring,
-                acks,
-                rejected,
-                hist,
-            };
             let shape = BatchShape {
                 stream: s,
                 batch: load.batch,
@@ -357,7 +347,7 @@ async fn drive(
                 per_stream,
                 quota,
             };
-            tasks.push(tokio::spawn(batch_stream(channel, make, shape, counters)));
+            tasks.push(tokio::spawn(batch_stream(channel, make, shape, c)));
             continue;
         }
         tasks.push(tokio::spawn(async move {
@@ -370,7 +360,7 @@ async fn drive(
             let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<Instant>();
             let credits = Arc::new(Semaphore::new(window));
             let sender = {
-                let (stop, credits) = (stop.clone(), credits.clone());
+                let (stop, credits) = (c.stop.clone(), credits.clone());
                 tokio::spawn(async move {
                     let start = Instant::now();
                     let mut seq = 0u64;
@@ -403,54 +393,42 @@ async fn drive(
                 let sent = sent_rx.recv().await.context("ack without a send")?;
                 credits.add_permits(1);
                 received += 1;
-                if measuring.load(Ordering::Relaxed) {
-                    match resp.result {
-                        Some(append_response::Result::Ack(_)) => {
-                            acks.fetch_add(1, Ordering::Relaxed);
-                            local.saturating_record(sent.elapsed().as_micros() as u64);
-                        }
-                        _ => {
-                            rejected.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                if stop.load(Ordering::Relaxed) || received >= quota {
+                c.record(&resp, sent, &mut local);
+                if c.stop.load(Ordering::Relaxed) || received >= quota {
                     break;
                 }
             }
             sender.abort();
-            hist.lock().await.add(&local)?;
+            c.hist.lock().await.add(&local)?;
             anyhow::Ok(())
         }));
     }
     let start = match until {
         Until::Elapsed(d) => {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            measuring.store(true, Ordering::Relaxed);
+            counters.measuring.store(true, Ordering::Relaxed);
             let start = Instant::now();
             tokio::time::sleep(d).await;
             Some(start)
         }
         Until::Count(_) => None,
     };
-    let (n, r) = (
-        acks.load(Ordering::Relaxed),
-        rejected.load(Ordering::Relaxed),
-    );
+    let (n, r) = counters.counts();
     let elapsed = start.unwrap_or(started).elapsed();
-    stop.store(matches!(until, Until::Elapsed(_)), Ordering::Relaxed);
+    counters
+        .stop
+        .store(matches!(until, Until::Elapsed(_)), Ordering::Relaxed);
     for t in tasks {
         t.await??;
     }
     let (n, r, elapsed) = match until {
-        Until::Count(_) => (
-            acks.load(Ordering::Relaxed),
-            rejected.load(Ordering::Relaxed),
-            started.elapsed(),
-        ),
+        Until::Count(_) => {
+            let (n, r) = counters.counts();
+            (n, r, started.elapsed())
+        }
         Until::Elapsed(_) => (n, r, elapsed),
     };
-    let latency = Arc::try_unwrap(hist)
+    let latency = Arc::try_unwrap(counters.hist)
         .map_err(|_| anyhow::anyhow!("histogram still shared"))?
         .into_inner();
     Ok(Phase {
@@ -462,12 +440,37 @@ async fn drive(
 }
 
 /// What a load phase counts, shared by its streams.
+#[derive(Clone)]
 struct Counters {
     stop: Arc<AtomicBool>,
     measuring: Arc<AtomicBool>,
     acks: Arc<AtomicU64>,
     rejected: Arc<AtomicU64>,
     hist: Arc<Mutex<Histogram<u64>>>,
+}
+
+impl Counters {
+    /// Counts one answer while measuring: an ack, with its latency since
+    /// `since` in `local`, or a rejection.
+    fn record(&self, r: &AppendResponse, since: Instant, local: &mut Histogram<u64>) {
+        if !self.measuring.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(append_response::Result::Ack(_)) = r.result {
+            self.acks.fetch_add(1, Ordering::Relaxed);
+            local.saturating_record(since.elapsed().as_micros() as u64);
+        } else {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Acks and rejections counted so far.
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.acks.load(Ordering::Relaxed),
+            self.rejected.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// How one batching stream sends.
@@ -528,24 +531,13 @@ async fn batch_stream(channel: Channel, make: Gen, shape: BatchShape, c: Counter
             events,
             receipt: shape.receipts,
         };
-        let (credits, local) = (credits.clone(), local.clone());
-        let (measuring, acks, rejected) = (c.measuring.clone(), c.acks.clone(), c.rejected.clone());
+        let (credits, local, c) = (credits.clone(), local.clone(), c.clone());
         calls.spawn(async move {
             let results = client.append_batch(req).await?.into_inner().results;
             credits.add_permits(ready.len());
-            if measuring.load(Ordering::Relaxed) {
-                let mut h = local.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-                for (r, ready) in results.iter().zip(&ready) {
-                    match r.result {
-                        Some(append_response::Result::Ack(_)) => {
-                            acks.fetch_add(1, Ordering::Relaxed);
-                            h.saturating_record(ready.elapsed().as_micros() as u64);
-                        }
-                        _ => {
-                            rejected.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
+            let mut h = local.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            for (r, ready) in results.iter().zip(&ready) {
+                c.record(r, *ready, &mut h);
             }
             anyhow::Ok(())
         });

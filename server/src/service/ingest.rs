@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Most events an `AppendBatch` may carry (the API says so).
-pub const MAX_BATCH_EVENTS: usize = 4096;
+const MAX_BATCH_EVENTS: usize = 4096;
 
 /// Events of one stream in flight at once. Bounds per-stream memory and,
 /// together with the sequencer queue, the server's.
