@@ -855,8 +855,21 @@ mod tests {
     async fn an_unsigned_tail_is_checked_and_signed_at_start() {
         use crate::store::{be, cf};
         type Tamper = fn(&StoreWriter);
-        let cases: [(&str, Option<Tamper>); 3] = [
-            ("a crash before the signature", None),
+        // (case, what happens to the store after the crash, whether it opens)
+        let cases: [(&str, Option<Tamper>, bool); 4] = [
+            ("a crash before the signature", None, true),
+            (
+                // Partial tile rows are stored with checkpoints, not with
+                // each group: the row still ends where checkpoint 1 left it.
+                "a crash before the signature, the tiles as the last signature left them",
+                Some(|store| {
+                    let row = store.tile(0, 0).unwrap();
+                    let mut batch = store.new_batch();
+                    store.put_tile(&mut batch, 0, 0, &row[..1]);
+                    store.commit(batch).unwrap();
+                }),
+                true,
+            ),
             (
                 "an unsigned entry rewritten",
                 Some(|store| {
@@ -865,6 +878,7 @@ mod tests {
                     store.put(&mut batch, cf::ENTRIES, &be(3), &bytes);
                     store.commit(batch).unwrap();
                 }),
+                false,
             ),
             (
                 "an unsigned entry and its leaf rewritten",
@@ -877,14 +891,16 @@ mod tests {
                     store.put_tile(&mut batch, 0, 0, &row);
                     store.commit(batch).unwrap();
                 }),
+                false,
             ),
         ];
-        for (case, tamper) in cases {
+        for (case, tamper, opens) in cases {
             let dir = tempfile::tempdir().unwrap();
             filled(thinned(dir.path()), "u", 5).await;
-            {
+            let root = {
                 // As a crash would leave it: entries 1..5 acked, unsigned.
                 let store = StoreWriter::open(&dir.path().join("log/db")).unwrap();
+                let (_, note) = store.latest_checkpoint().unwrap().unwrap();
                 let mut batch = store.new_batch();
                 store.delete(&mut batch, cf::CHECKPOINTS, &be(5));
                 store.commit(batch).unwrap();
@@ -892,24 +908,28 @@ mod tests {
                 if let Some(t) = tamper {
                     t(&store);
                 }
-            }
+                note.lines().nth(2).unwrap().to_string()
+            };
             let opened = Log::open(thinned(dir.path()), Metrics::new());
-            match tamper {
-                None => {
-                    let log = opened.unwrap();
-                    assert_eq!(log.latest_checkpoint().unwrap().checkpoint.size, 5);
-                    assert_eq!(stored_checkpoints(&log.store), vec![1, 5]);
-                    log.shutdown().await;
-                }
-                Some(_) => {
-                    let err = opened
-                        .err()
-                        .unwrap_or_else(|| panic!("{case}: the log opened"));
-                    assert!(
-                        format!("{err:#}").contains("no longer matches"),
-                        "{case}: {err:#}"
-                    );
-                }
+            if opens {
+                let log = opened.unwrap_or_else(|e| panic!("{case}: {e:#}"));
+                let cp = log.latest_checkpoint().unwrap();
+                assert_eq!(cp.checkpoint.size, 5, "{case}");
+                assert_eq!(cp.note.lines().nth(2).unwrap(), root, "{case}: same tree");
+                assert_eq!(stored_checkpoints(&log.store), vec![1, 5]);
+                assert_eq!(log.store.tile(0, 0).unwrap().len(), 5, "{case}");
+                // And the log goes on from there.
+                let next = log.append(Some(event("u-5", 5)), "t".into()).await.unwrap();
+                assert_eq!(next.index, 5, "{case}");
+                log.shutdown().await;
+            } else {
+                let err = opened
+                    .err()
+                    .unwrap_or_else(|| panic!("{case}: the log opened"));
+                assert!(
+                    format!("{err:#}").contains("no longer matches"),
+                    "{case}: {err:#}"
+                );
             }
         }
     }

@@ -331,15 +331,15 @@ impl Check {
 /// The last stored checkpoint must verify with the log key and sign the
 /// root of the stored tree at its size (which may be short of the tree's:
 /// entries acked after it were not signed yet when the server stopped).
+/// Returns it and the tree at its size, rebuilt from the tiles.
 fn check_last_checkpoint(
     store: &Store,
-    range: &CompactRange,
+    size: u64,
     verifier: &ledger_verify::NoteVerifier,
-) -> Result<Option<Arc<SignedCheckpoint>>, Check> {
-    let size = range.size();
+) -> Result<(Option<Arc<SignedCheckpoint>>, CompactRange), Check> {
     let Some((cp_size, note)) = store.latest_checkpoint()? else {
         return if size == 0 {
-            Ok(None)
+            Ok((None, CompactRange::new()))
         } else {
             Err(Check::Mismatch(format!("{size} entries but no checkpoint")))
         };
@@ -355,44 +355,43 @@ fn check_last_checkpoint(
             cp.size
         )));
     }
-    // The whole tree's root when nothing is unsigned (the common case),
-    // else the root rebuilt at the checkpoint's size.
-    let root = if cp_size == size {
-        range.root()
-    } else {
-        CompactRange::from_source(store, cp_size)
-            .map_err(|e| {
-                Check::Mismatch(format!("cannot rebuild the tree of {cp_size} entries: {e}"))
-            })?
-            .root()
-    };
-    if cp.root != root {
+    let range = CompactRange::from_source(store, cp_size).map_err(|e| {
+        Check::Mismatch(format!("cannot rebuild the tree of {cp_size} entries: {e}"))
+    })?;
+    if cp.root != range.root() {
         return Err(Check::Mismatch(format!(
-            "root of the stored tree at {cp_size} is {root}, checkpoint {cp_size} says {}",
+            "root of the stored tree at {cp_size} is {}, checkpoint {cp_size} says {}",
+            range.root(),
             cp.root
         )));
     }
-    Ok(Some(Arc::new(SignedCheckpoint {
-        checkpoint: cp,
-        note,
-    })))
+    Ok((
+        Some(Arc::new(SignedCheckpoint {
+            checkpoint: cp,
+            note,
+        })),
+        range,
+    ))
 }
 
-/// Every entry from `signed` (the last checkpoint's size, or the newest
-/// entry if that is larger) to the end must hash to its stored leaf and
-/// chain to the one before, and nothing may be stored past the end. The
-/// unsigned entries are checked one by one because no signature covers them
-/// yet. Returns the newest leaf hash (zeros for an empty log).
-fn check_tail(store: &Store, size: u64, signed: u64) -> Result<Hash, Check> {
+/// The unsigned tail, entries `signed..size` (acked, not yet signed when the
+/// server stopped), checked one by one because no signature covers them:
+/// each hashes to its stored leaf where the tiles already hold one (a tile
+/// that filled; the partial rows are written with checkpoints) and chains to
+/// the one before; the newest signed entry is checked the same way, and
+/// nothing may be stored past the end. Returns the newest leaf hash (zeros
+/// for an empty log) and the tail's leaf hashes, in order.
+fn check_tail(store: &Store, size: u64, signed: u64) -> Result<(Hash, Vec<Hash>), Check> {
     if store.entry(size)?.is_some() {
         return Err(Check::Mismatch(format!(
             "an entry is stored at index {size}, past the end of the tree"
         )));
     }
+    let mut tail = Vec::with_capacity((size - signed.min(size)) as usize);
     if size == 0 {
-        return Ok(Hash::ZERO);
+        return Ok((Hash::ZERO, tail));
     }
-    let first = signed.min(size - 1);
+    let first = signed.saturating_sub(1).min(size - 1);
     let mut prev: Option<Hash> = None;
     let mut row: Option<(u64, Vec<Hash>)> = None;
     for index in first..size {
@@ -407,7 +406,8 @@ fn check_tail(store: &Store, size: u64, signed: u64) -> Result<Hash, Check> {
         let stored = row
             .as_ref()
             .and_then(|(_, r)| r.get((index % TILE_WIDTH) as usize));
-        if stored != Some(&leaf) {
+        let signed_entry = index < signed;
+        if stored.is_some_and(|s| *s != leaf) || (signed_entry && stored.is_none()) {
             return Err(Check::Mismatch(format!(
                 "entry {index} does not match its leaf hash"
             )));
@@ -422,12 +422,16 @@ fn check_tail(store: &Store, size: u64, signed: u64) -> Result<Hash, Check> {
                 )));
             }
         }
+        if !signed_entry {
+            tail.push(leaf);
+        }
         prev = Some(leaf);
     }
-    Ok(prev.unwrap_or(Hash::ZERO))
+    Ok((prev.unwrap_or(Hash::ZERO), tail))
 }
 
-/// The partial tile row at each level of a tree of `size` leaves.
+/// The partial tile row at each level of a tree of `size` leaves: the
+/// first hashes of the stored row (which may hold more, written later).
 fn partial_rows(store: &Store, size: u64) -> Result<Vec<Vec<Hash>>, Check> {
     let mut rows = Vec::new();
     let mut level = 0u32;
@@ -440,14 +444,15 @@ fn partial_rows(store: &Store, size: u64) -> Result<Vec<Vec<Hash>>, Check> {
         let row = if partial == 0 {
             Vec::new()
         } else {
-            let r = store.tile(level as u8, hashes_at_level / TILE_WIDTH)?;
-            if r.len() != partial {
+            let mut r = store.tile(level as u8, hashes_at_level / TILE_WIDTH)?;
+            if r.len() < partial {
                 return Err(Check::Mismatch(format!(
-                    "tile {level}/{} holds {} hashes, expected {partial}",
+                    "tile {level}/{} holds {} hashes, expected at least {partial}",
                     hashes_at_level / TILE_WIDTH,
                     r.len()
                 )));
             }
+            r.truncate(partial);
             r
         };
         rows.push(row);
@@ -484,14 +489,14 @@ impl Sequencer {
             detail,
         };
         let size = store.tree_size()?;
-        let range = CompactRange::from_source(&*store, size)
-            .map_err(|e| mismatch(format!("cannot rebuild the tree of {size} entries: {e}")))?;
-        let published = check_last_checkpoint(&store, &range, &signer.verifier())
+        // The tree at the last signed size, from the tiles; then the
+        // unsigned tail replayed from the entries themselves.
+        let (published, range) = check_last_checkpoint(&store, size, &signer.verifier())
             .map_err(|e| e.into_recovery(origin))?;
         let signed_size = published.as_ref().map_or(0, |c| c.checkpoint.size);
-        let prev_leaf =
+        let rows = partial_rows(&store, signed_size).map_err(|e| e.into_recovery(origin))?;
+        let (prev_leaf, tail) =
             check_tail(&store, size, signed_size).map_err(|e| e.into_recovery(origin))?;
-        let rows = partial_rows(&store, size).map_err(|e| e.into_recovery(origin))?;
 
         let (checkpoint_tx, checkpoint_rx) = watch::channel(published);
         let (committed_tx, committed_rx) = watch::channel(size);
@@ -519,7 +524,14 @@ impl Sequencer {
             last_signed: None,
         };
         if size > signed_size {
-            // Acked before the server stopped, checked above: sign them now.
+            // Acked before the server stopped, checked above: extend the
+            // tree with them (rewriting any tile they filled, byte for
+            // byte), then sign them.
+            let mut batch = sequencer.store.new_batch();
+            for leaf in tail {
+                sequencer.extend_tree(&mut batch, leaf);
+            }
+            sequencer.store.commit(batch)?;
             sequencer.sign_now().map_err(|e| mismatch(e.to_string()))?;
             tracing::info!(log = %origin, from = signed_size, to = size, "signed the entries the last run acked but had not signed yet");
         }
@@ -646,6 +658,10 @@ impl Sequencer {
     /// Signs a checkpoint of the current tree into `batch`.
     fn sign_into(&self, batch: &mut CommitBatch) -> Result<Arc<SignedCheckpoint>, SequencerError> {
         let size = self.edge.size();
+        // The tiles' right edge is stored with each checkpoint (not each
+        // group): readers only ask for tiles of signed trees, and start-up
+        // rebuilds anything after the last signature from the entries.
+        self.flush_partial_rows(batch);
         let cp = Checkpoint::new(&self.origin, size, self.edge.range.root());
         // Only fails with an invalid origin, which start-up refuses.
         let note = cp
@@ -863,7 +879,6 @@ impl Sequencer {
         if g.appended == 0 {
             return Ok(None);
         }
-        self.flush_partial_rows(&mut batch);
         self.store.set_tree_size(&mut batch, self.edge.size());
         let signed = if sign {
             Some(self.sign_into(&mut batch)?)
