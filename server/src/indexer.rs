@@ -45,26 +45,35 @@ impl Handoff {
         q.0.push_back(batch);
     }
 
-    /// The batch that starts at entry `from` and ends before `to`, if held
+    /// The batches that start at entry `from`, follow one another and end
+    /// before `to`, merged (up to [`CHUNK`] events), if the first is held
     /// (batches before `from` are dropped on the way).
     fn take(&self, from: u64, to: u64) -> Option<Batch> {
         let mut q = self.queue.lock().ok()?;
+        let mut out: Option<Batch> = None;
         loop {
-            let (first, last) = {
-                let b = q.0.front()?;
-                (b.first()?.0, b.last()?.0)
+            let next = out
+                .as_ref()
+                .map_or(from, |b| b.last().map_or(from, |e| e.0 + 1));
+            let Some((first, last)) = q.0.front().and_then(|b| Some((b.first()?.0, b.last()?.0)))
+            else {
+                return out;
             };
-            if last < from {
+            if out.is_none() && last < from {
                 let n = q.0.pop_front().map_or(0, |b| b.len());
                 q.1 -= n;
                 continue;
             }
-            if first != from || last >= to {
-                return None;
+            let room = out.as_ref().map_or(0, Vec::len) as u64 + (last - first + 1) <= CHUNK;
+            if first != next || last >= to || (out.is_some() && !room) {
+                return out;
             }
             let b = q.0.pop_front()?;
             q.1 -= b.len();
-            return Some(b);
+            match &mut out {
+                None => out = Some(b),
+                Some(o) => o.extend(b),
+            }
         }
     }
 }
@@ -170,20 +179,22 @@ impl Indexer {
         let to = match self.handoff.take(from, target) {
             Some(events) => {
                 let to = events.last().map_or(from, |e| e.0 + 1);
-                for (index, event) in &events {
-                    self.store.stage_index(&mut batch, *index, event);
-                }
+                self.store
+                    .stage_indexes(&mut batch, events.iter().map(|(i, e)| (*i, e)));
                 to
             }
             None => {
                 let to = target.min(from + CHUNK);
+                let mut events = Vec::new();
                 for (index, bytes) in self.store.entries_range(from, to)? {
                     let entry = decode_entry(&bytes)
                         .map_err(|e| StoreError::Corrupt(format!("entry {index}: {e}")))?;
-                    if let Some(event) = &entry.event {
-                        self.store.stage_index(&mut batch, index, event);
+                    if let Some(event) = entry.event {
+                        events.push((index, event));
                     }
                 }
+                self.store
+                    .stage_indexes(&mut batch, events.iter().map(|(i, e)| (*i, e)));
                 to
             }
         };
@@ -213,22 +224,37 @@ mod tests {
     }
 
     #[test]
-    fn the_handoff_gives_exactly_the_batch_that_starts_where_the_indexer_is() {
+    fn the_handoff_gives_the_batches_that_start_where_the_indexer_is() {
         let h = Handoff::default();
         h.offer(batch(0, 3));
         h.offer(batch(3, 2));
         h.offer(batch(7, 2)); // 5 and 6 were a redaction-only group, say.
         // A batch past the committed target is not taken.
         assert!(h.take(0, 2).is_none());
-        let b = h.take(0, 10).unwrap();
+        // Batches that follow one another are merged, up to the target.
+        let b = h.take(0, 4).unwrap();
         assert_eq!(b.iter().map(|e| e.0).collect::<Vec<_>>(), vec![0, 1, 2]);
+        h.offer(batch(9, 1));
+        let b = h.take(3, 10).unwrap();
+        assert_eq!(b.iter().map(|e| e.0).collect::<Vec<_>>(), vec![3, 4]);
         // Where the indexer read from the store instead, older batches
         // are dropped on the way.
-        assert!(h.take(5, 10).is_none());
+        assert!(h.take(6, 10).is_none());
         let b = h.take(7, 10).unwrap();
-        assert_eq!(b.iter().map(|e| e.0).collect::<Vec<_>>(), vec![7, 8]);
-        assert!(h.take(9, 10).is_none());
+        assert_eq!(b.iter().map(|e| e.0).collect::<Vec<_>>(), vec![7, 8, 9]);
+        assert!(h.take(10, 11).is_none());
         assert_eq!(h.queue.lock().unwrap().1, 0);
+    }
+
+    #[test]
+    fn merged_batches_stay_within_a_chunk() {
+        let h = Handoff::default();
+        h.offer(batch(0, CHUNK - 1));
+        h.offer(batch(CHUNK - 1, 2));
+        let b = h.take(0, u64::MAX).unwrap();
+        assert_eq!(b.len() as u64, CHUNK - 1);
+        let b = h.take(CHUNK - 1, u64::MAX).unwrap();
+        assert_eq!(b.len(), 2);
     }
 
     #[test]
