@@ -350,58 +350,18 @@ async fn drive(
             tasks.push(tokio::spawn(batch_stream(channel, make, shape, c)));
             continue;
         }
-        tasks.push(tokio::spawn(async move {
-            let mut client = IngestClient::new(channel);
-            let (tx, rx) = mpsc::channel::<AppendRequest>(window);
-            let mut responses = client
-                .append_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await?
-                .into_inner();
-            let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<Instant>();
-            let credits = Arc::new(Semaphore::new(window));
-            let sender = {
-                let (stop, credits) = (c.stop.clone(), credits.clone());
-                tokio::spawn(async move {
-                    let start = Instant::now();
-                    let mut seq = 0u64;
-                    while seq < quota && !stop.load(Ordering::Relaxed) {
-                        if let Some(r) = per_stream {
-                            // Open loop: event `seq` is due at start + seq/r.
-                            let due = start + Duration::from_secs_f64(seq as f64 / r);
-                            tokio::time::sleep_until(due.into()).await;
-                        }
-                        let Ok(permit) = credits.acquire().await else {
-                            break;
-                        };
-                        permit.forget();
-                        let req = AppendRequest {
-                            log: String::new(),
-                            event: Some(make(s, seq)),
-                            receipt: receipts,
-                        };
-                        let _ = sent_tx.send(Instant::now());
-                        if tx.send(req).await.is_err() {
-                            break;
-                        }
-                        seq += 1;
-                    }
-                })
-            };
-            let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-            let mut received = 0u64;
-            while let Some(resp) = responses.message().await? {
-                let sent = sent_rx.recv().await.context("ack without a send")?;
-                credits.add_permits(1);
-                received += 1;
-                c.record(&resp, sent, &mut local);
-                if c.stop.load(Ordering::Relaxed) || received >= quota {
-                    break;
-                }
-            }
-            sender.abort();
-            c.hist.lock().await.add(&local)?;
-            anyhow::Ok(())
-        }));
+        tasks.push(tokio::spawn(stream_load(
+            channel,
+            make,
+            StreamShape {
+                stream: s,
+                window,
+                receipts,
+                per_stream,
+                quota,
+            },
+            c,
+        )));
     }
     let start = match until {
         Until::Elapsed(d) => {
@@ -437,6 +397,80 @@ async fn drive(
         elapsed,
         latency,
     })
+}
+
+/// How one stream sends.
+struct StreamShape {
+    stream: usize,
+    window: usize,
+    receipts: bool,
+    /// Events/s of this stream (None: as fast as the window allows).
+    per_stream: Option<f64>,
+    quota: u64,
+}
+
+/// One AppendStream, driven by one task: it sends every event that is due
+/// (open loop at `per_stream`, or whenever the window has room), keeps the
+/// send times of the events in flight in order, and times each ack against
+/// its event's send. One task and no channels of its own per stream, so the
+/// load generator spends little of the machine it shares with the server.
+async fn stream_load(channel: Channel, make: Gen, shape: StreamShape, c: Counters) -> Result<()> {
+    use std::collections::VecDeque;
+    let mut client = IngestClient::new(channel);
+    // Never full: at most `window` requests are unanswered.
+    let (tx, rx) = mpsc::channel::<AppendRequest>(shape.window + 1);
+    let mut responses = client
+        .append_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut in_flight: VecDeque<Instant> = VecDeque::with_capacity(shape.window);
+    let start = Instant::now();
+    let due = |n: u64| {
+        shape
+            .per_stream
+            .map(|r| start + Duration::from_secs_f64(n as f64 / r))
+    };
+    let (mut seq, mut received) = (0u64, 0u64);
+    loop {
+        if c.stop.load(Ordering::Relaxed) || received >= shape.quota {
+            break;
+        }
+        // Send what is due and fits the window.
+        let now = Instant::now();
+        while seq < shape.quota
+            && in_flight.len() < shape.window
+            && due(seq).is_none_or(|d| d <= now)
+            && !c.stop.load(Ordering::Relaxed)
+        {
+            let req = AppendRequest {
+                log: String::new(),
+                event: Some(make(shape.stream, seq)),
+                receipt: shape.receipts,
+            };
+            in_flight.push_back(Instant::now());
+            if tx.try_send(req).is_err() {
+                bail!("stream {}: the request channel closed", shape.stream);
+            }
+            seq += 1;
+        }
+        let next = (seq < shape.quota && in_flight.len() < shape.window)
+            .then(|| due(seq))
+            .flatten();
+        tokio::select! {
+            biased;
+            resp = responses.message() => {
+                let Some(resp) = resp? else { break };
+                let sent = in_flight.pop_front().context("ack without a send")?;
+                received += 1;
+                c.record(&resp, sent, &mut local);
+            }
+            _ = tokio::time::sleep_until(next.unwrap_or(now).into()), if next.is_some() => {}
+        }
+    }
+    drop(tx);
+    c.hist.lock().await.add(&local)?;
+    Ok(())
 }
 
 /// What a load phase counts, shared by its streams.
