@@ -12,6 +12,7 @@ pub mod indexer;
 pub mod log;
 pub mod metrics;
 pub mod mirror;
+pub mod niced;
 pub mod objects;
 pub mod otlp;
 pub mod query;

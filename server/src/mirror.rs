@@ -250,6 +250,9 @@ pub struct Mirror<S: ObjectStore> {
     pub metrics: Arc<Metrics>,
     /// Objects written at once.
     pub concurrency: usize,
+    /// Where objects are built from the store: low-priority threads, so
+    /// that under full ingest the mirror takes idle CPU, not the acks'.
+    pub builder: Arc<crate::niced::Niced>,
 }
 
 impl<S: ObjectStore> Mirror<S> {
@@ -289,11 +292,12 @@ impl<S: ObjectStore> Mirror<S> {
         stream::iter(units)
             .map(|unit| async move {
                 let (store, origin) = (self.log.store.clone(), self.log.origin.clone());
-                let (objects, more) =
-                    tokio::task::spawn_blocking(move || build(&store, &origin, unit, from, to))
-                        .await
-                        .map_err(|e| ObjectError::Store(e.to_string()))?
-                        .map_err(|e| ObjectError::Store(format!("reading the store: {e}")))?;
+                let (objects, more) = self
+                    .builder
+                    .run(move || build(&store, &origin, unit, from, to))
+                    .await
+                    .ok_or_else(|| ObjectError::Store("building the objects failed".into()))?
+                    .map_err(|e| ObjectError::Store(format!("reading the store: {e}")))?;
                 if !more.is_empty() {
                     erased
                         .lock()

@@ -201,9 +201,15 @@ async fn start_mirroring(
         metrics: &Arc<Metrics>,
         concurrency: usize,
         stop: &tokio::sync::watch::Receiver<bool>,
-    ) -> Vec<tokio::task::JoinHandle<()>> {
+    ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
         tracing::info!(store = %store.describe(), "mirroring logs");
-        logs.iter()
+        // One pool for every log's mirror: two threads, niced as RocksDB's
+        // flushes are (see mirror::Mirror::builder).
+        let builder = Arc::new(
+            crate::niced::Niced::new("mirror", 2, 10).context("starting the mirror's threads")?,
+        );
+        Ok(logs
+            .iter()
             .map(|log| {
                 let m = Mirror {
                     store: store.clone(),
@@ -211,10 +217,11 @@ async fn start_mirroring(
                     log: log.clone(),
                     metrics: metrics.clone(),
                     concurrency,
+                    builder: builder.clone(),
                 };
                 tokio::spawn(m.run(stop.clone(), Duration::from_secs(30)))
             })
-            .collect()
+            .collect())
     }
     let n = config.mirror.concurrency;
     followers.tasks = match config.mirror.backend {
@@ -225,7 +232,7 @@ async fn start_mirroring(
                 DirStore::new(&dir)
                     .with_context(|| format!("mirror directory {}", dir.display()))?,
             );
-            spawn(store.clone(), store, &logs, metrics, n, &stop)
+            spawn(store.clone(), store, &logs, metrics, n, &stop)?
         }
         MirrorBackend::S3 => {
             let s3 = &config.mirror.s3;
@@ -239,7 +246,7 @@ async fn start_mirroring(
                         .await?,
                 )
             };
-            spawn(store, payloads, &logs, metrics, n, &stop)
+            spawn(store, payloads, &logs, metrics, n, &stop)?
         }
     };
     Ok(followers)
