@@ -168,6 +168,10 @@ struct Load {
     /// any wait for the batch.
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// The process id of the server this bench started (its threads' CPU
+    /// time is then reported per event).
+    #[arg(skip)]
+    server_pid: Option<u32>,
 }
 
 #[derive(Args, Clone)]
@@ -306,6 +310,63 @@ struct Phase {
     rejected: u64,
     elapsed: Duration,
     latency: Histogram<u64>,
+    /// The server's CPU seconds over the measured window, by thread group
+    /// (when this bench started the server, on Linux).
+    cpu: Option<Vec<(&'static str, f64)>>,
+}
+
+/// Thread groups of ledgerd, by thread name prefix.
+const THREAD_GROUPS: [(&str, &str); 5] = [
+    ("sequencer", "sequencer"),
+    ("tokio-rt-worker", "gRPC workers"),
+    ("indexer", "indexer"),
+    ("rocksdb", "RocksDB flush"),
+    ("mirror", "mirror"),
+];
+
+/// CPU seconds (user + system) of each thread group of process `pid` so
+/// far, from /proc; threads of no group count as "other". None where
+/// /proc cannot be read.
+fn thread_cpu(pid: Option<u32>) -> Option<Vec<(&'static str, f64)>> {
+    let pid = pid?;
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+    let mut out: Vec<(&'static str, f64)> = THREAD_GROUPS
+        .iter()
+        .map(|(_, g)| (*g, 0.0))
+        .chain([("other", 0.0)])
+        .collect();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(stat) = std::fs::read_to_string(task.ok()?.path().join("stat")) else {
+            continue; // The thread ended.
+        };
+        // `pid (comm) state ...`: comm may hold spaces, so split at the
+        // last ')'; utime and stime are fields 14 and 15.
+        let (head, rest) = stat.rsplit_once(')')?;
+        let comm = head.split_once('(')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let used: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        let group = THREAD_GROUPS
+            .iter()
+            .position(|(prefix, _)| comm.starts_with(prefix))
+            .unwrap_or(THREAD_GROUPS.len());
+        out[group].1 += used / ticks;
+    }
+    Some(out)
+}
+
+/// `after - before`, group by group.
+fn cpu_between(
+    before: Option<Vec<(&'static str, f64)>>,
+    after: Option<Vec<(&'static str, f64)>>,
+) -> Option<Vec<(&'static str, f64)>> {
+    let (b, a) = (before?, after?);
+    Some(
+        a.iter()
+            .zip(&b)
+            .map(|((g, x), (_, y))| (*g, x - y))
+            .collect(),
+    )
 }
 
 /// Runs `load.streams` AppendStreams, each keeping up to `load.window`
@@ -363,10 +424,12 @@ async fn drive(
             c,
         )));
     }
+    let mut cpu_before = thread_cpu(load.server_pid);
     let start = match until {
         Until::Elapsed(d) => {
             tokio::time::sleep(Duration::from_secs(1)).await;
             counters.measuring.store(true, Ordering::Relaxed);
+            cpu_before = thread_cpu(load.server_pid);
             let start = Instant::now();
             tokio::time::sleep(d).await;
             Some(start)
@@ -374,6 +437,7 @@ async fn drive(
         Until::Count(_) => None,
     };
     let (n, r) = counters.counts();
+    let cpu = cpu_between(cpu_before, thread_cpu(load.server_pid));
     let elapsed = start.unwrap_or(started).elapsed();
     counters
         .stop
@@ -396,6 +460,7 @@ async fn drive(
         rejected: r,
         elapsed,
         latency,
+        cpu,
     })
 }
 
@@ -603,7 +668,30 @@ fn report(name: &str, p: &Phase) -> f64 {
         p.rejected,
         p.elapsed.as_secs_f64()
     );
+    if let Some(us) = cpu_per_event(p) {
+        let parts: Vec<String> = us
+            .iter()
+            .filter(|(_, v)| *v >= 0.05)
+            .map(|(g, v)| format!("{g} {v:.1}"))
+            .collect();
+        let total: f64 = us.iter().map(|(_, v)| v).sum();
+        println!(
+            "{:<12} server CPU per event, µs: {} (total {total:.1})",
+            "",
+            parts.join(", ")
+        );
+    }
     rate
+}
+
+/// The server's CPU microseconds per acked event, by thread group.
+fn cpu_per_event(p: &Phase) -> Option<Vec<(&'static str, f64)>> {
+    let cpu = p.cpu.as_ref()?;
+    (p.acks > 0).then(|| {
+        cpu.iter()
+            .map(|(g, s)| (*g, s * 1e6 / p.acks as f64))
+            .collect()
+    })
 }
 
 /// The baseline: the same encoded events, keyed by index, in sync batches.
@@ -767,7 +855,10 @@ fn run_id() -> String {
 
 async fn ingest(a: IngestArgs) -> Result<()> {
     let (spawned, addr, channels) = start(&a.load, true).await?;
-    let load = &a.load;
+    let load = &Load {
+        server_pid: spawned.as_ref().map(|s| s.child.id()),
+        ..a.load.clone()
+    };
     println!(
         "ledger-bench ingest: {} streams over {} connections, {}-byte events, window {}, {}, {} s per phase{}, server {addr}",
         load.streams,
@@ -838,7 +929,9 @@ async fn ingest(a: IngestArgs) -> Result<()> {
 /// One point of a curve: a rate (None: saturation) and what each run gave.
 struct Point {
     rate: Option<f64>,
-    runs: Vec<(f64, f64, f64)>,
+    /// Per run: events/s, p50 and p99 ms, and the server's CPU µs per
+    /// event in the sequencer and in all (NaN where not measured).
+    runs: Vec<[f64; 5]>,
 }
 
 /// `ingest --curve`: every point on a fresh server, `repeat` times over,
@@ -862,39 +955,51 @@ async fn curve(a: &IngestArgs) -> Result<()> {
     for n in 0..a.repeat.max(1) {
         for p in points.iter_mut() {
             let (spawned, _, channels) = start(&a.load, true).await?;
+            let load = Load {
+                server_pid: spawned.as_ref().map(|s| s.child.id()),
+                ..a.load.clone()
+            };
             let run = format!("{}c{n}", run_id());
             let make: Gen = Arc::new(move |s, seq| event(s, seq, size, &run));
             let until = Until::Elapsed(Duration::from_secs(a.seconds));
-            let phase = drive(&channels, &a.load, make, until, p.rate).await?;
+            let phase = drive(&channels, &load, make, until, p.rate).await?;
             let name = p
                 .rate
                 .map_or("saturation".to_string(), |r| format!("{r:.0}/s"));
             let got = report(&name, &phase);
             let ms = |q: f64| phase.latency.value_at_quantile(q) as f64 / 1000.0;
-            p.runs.push((got, ms(0.5), ms(0.99)));
+            let us = cpu_per_event(&phase);
+            let sequencer = us
+                .as_ref()
+                .and_then(|v| v.iter().find(|(g, _)| *g == "sequencer"))
+                .map_or(f64::NAN, |(_, v)| *v);
+            let total = us.map_or(f64::NAN, |v| v.iter().map(|(_, v)| v).sum());
+            p.runs.push([got, ms(0.5), ms(0.99), sequencer, total]);
             drop(channels);
             drop(spawned);
         }
     }
     println!(
-        "\n| rate | events/s | p50 ms | p99 ms |   (median of {}, range)",
+        "\n| rate | events/s | p50 ms | p99 ms | server CPU µs/event: sequencer | all threads |   (median of {}, range)",
         a.repeat.max(1)
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for p in &points {
-        let stat = |f: fn(&(f64, f64, f64)) -> f64| {
-            let mut v: Vec<f64> = p.runs.iter().map(f).collect();
+        let stat = |i: usize| {
+            let mut v: Vec<f64> = p.runs.iter().map(|r| r[i]).collect();
             v.sort_by(f64::total_cmp);
             (v[v.len() / 2], v[0], v[v.len() - 1])
         };
-        let (t, t0, t1) = stat(|r| r.0);
-        let (p50, a0, a1) = stat(|r| r.1);
-        let (p99, b0, b1) = stat(|r| r.2);
+        let (t, t0, t1) = stat(0);
+        let (p50, a0, a1) = stat(1);
+        let (p99, b0, b1) = stat(2);
+        let (sq, sq0, sq1) = stat(3);
+        let (all, all0, all1) = stat(4);
         let name = p
             .rate
             .map_or("saturation".to_string(), |r| format!("{r:.0}/s"));
         println!(
-            "| {name} | {t:.0} ({t0:.0}–{t1:.0}) | {p50:.2} ({a0:.2}–{a1:.2}) | {p99:.2} ({b0:.2}–{b1:.2}) |"
+            "| {name} | {t:.0} ({t0:.0}–{t1:.0}) | {p50:.2} ({a0:.2}–{a1:.2}) | {p99:.2} ({b0:.2}–{b1:.2}) | {sq:.1} ({sq0:.1}–{sq1:.1}) | {all:.1} ({all0:.1}–{all1:.1}) |"
         );
     }
     Ok(())
