@@ -53,6 +53,8 @@ pub struct LogSettings {
     pub mirrored: bool,
     /// Acks wait until the mirror holds the entry (see [`Log::settle`]).
     pub ack_after_mirror: bool,
+    /// The indexer's rest between catch-ups ([`crate::indexer::PACE`]).
+    pub index_pace: Duration,
 }
 
 /// How long an ack waits for the mirror (with `ack_after_mirror`).
@@ -85,6 +87,8 @@ pub struct Log {
     committed: watch::Receiver<u64>,
     /// Entries the query indexes cover (the indexer's progress).
     indexed: watch::Receiver<u64>,
+    /// Wakes the indexer when a query waits for it.
+    index_wanted: Arc<tokio::sync::Notify>,
     /// Hashed tiles shared by the receipts' inclusion proofs.
     tiles: Arc<crate::store::TileInteriors>,
     /// Receipts being read from the store at once: each is a few reads and
@@ -166,10 +170,13 @@ impl Log {
             handoff,
         } = feeds;
         let committed_rx = committed.clone();
+        let index_wanted = Arc::new(tokio::sync::Notify::new());
         let (indexer, indexed) = crate::indexer::Indexer::new(
             StoreWriter::new(&store),
             committed,
             handoff,
+            index_wanted.clone(),
+            settings.index_pace,
             metrics.clone(),
             &settings.id,
         )
@@ -217,6 +224,7 @@ impl Log {
             budget_unit,
             checkpoint,
             indexed,
+            index_wanted,
             tiles: Default::default(),
             receipt_slots: Arc::new(Semaphore::new(RECEIPT_THREADS)),
             metrics,
@@ -389,6 +397,10 @@ impl Log {
     /// Waits until the query indexes cover the first `size` entries.
     pub async fn indexed_through(&self, size: u64) -> Result<(), Status> {
         let mut indexed = self.indexed.clone();
+        if *indexed.borrow() < size {
+            // The indexer may be resting between catch-ups: wake it.
+            self.index_wanted.notify_one();
+        }
         let waited = tokio::time::timeout(INDEX_WAIT, indexed.wait_for(|n| *n >= size))
             .await
             .map(|r| r.is_ok());
@@ -689,6 +701,8 @@ impl Log {
         // everything the sequencer committed.
         for t in threads {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            // Once the sequencer has stopped, the indexer may be resting.
+            self.index_wanted.notify_one();
         }
     }
 }
@@ -716,6 +730,7 @@ mod tests {
             limits: Limits::default(),
             mirrored: false,
             ack_after_mirror: false,
+            index_pace: crate::indexer::PACE,
         }
     }
 
@@ -957,6 +972,31 @@ mod tests {
             found(&log.store, by_agent(), 11),
             (0..11).collect::<Vec<_>>()
         );
+        log.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_query_wakes_the_resting_indexer() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(
+            LogSettings {
+                index_pace: Duration::from_secs(3600),
+                ..settings(dir.path())
+            },
+            Metrics::new(),
+        )
+        .unwrap();
+        for n in 1..=3 {
+            append_all(&log, "w", n - 1..n).await;
+            // Resting: committed, not indexed.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(log.store.indexed_size().unwrap(), n - 1, "round {n}");
+            tokio::time::timeout(Duration::from_secs(10), log.indexed_through(n))
+                .await
+                .expect("the query woke the indexer")
+                .unwrap();
+            assert_eq!(found(&log.store, by_agent(), n), (0..n).collect::<Vec<_>>());
+        }
         log.shutdown().await;
     }
 

@@ -80,6 +80,7 @@ pub fn open_logs(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Vec<
                     limits: limits_of(config),
                     mirrored: config.mirror.backend != crate::config::MirrorBackend::None,
                     ack_after_mirror: config.mirror.ack_after_mirror,
+                    index_pace: crate::indexer::PACE,
                 },
                 metrics.clone(),
             )
