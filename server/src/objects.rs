@@ -82,6 +82,9 @@ pub struct DirStore {
     root: PathBuf,
     /// Directories that gained a name since the last [`ObjectStore::sync`].
     dirty: Dirty,
+    /// Where the file system calls run: tokio's blocking threads, or a
+    /// low-priority pool (the mirror's, see [`DirStore::on_pool`]).
+    pool: Option<std::sync::Arc<crate::niced::Niced>>,
 }
 
 type Dirty = std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<PathBuf>>>;
@@ -113,7 +116,19 @@ impl DirStore {
         Ok(DirStore {
             root: root.to_path_buf(),
             dirty: Default::default(),
+            pool: None,
         })
+    }
+
+    /// This store with its file system calls (writes, links, the round's
+    /// `syncfs`) on `pool`: the mirror's, at a lower CPU priority, so that
+    /// under full ingest the kernel's work of writing the mirror waits for
+    /// idle CPU as building its objects does.
+    pub fn on_pool(self, pool: std::sync::Arc<crate::niced::Niced>) -> DirStore {
+        DirStore {
+            pool: Some(pool),
+            ..self
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -258,10 +273,17 @@ impl DirStore {
         F: FnOnce(&Path, &str) -> Res<T> + Send + 'static,
     {
         let (root, key) = (self.root.clone(), key.to_string());
+        let pool = self.pool.clone();
         async move {
-            tokio::task::spawn_blocking(move || f(&root, &key))
-                .await
-                .map_err(|e| ObjectError::Store(e.to_string()))?
+            match pool {
+                Some(pool) => pool
+                    .run(move || f(&root, &key))
+                    .await
+                    .ok_or_else(|| ObjectError::Store("a file system call failed".into()))?,
+                None => tokio::task::spawn_blocking(move || f(&root, &key))
+                    .await
+                    .map_err(|e| ObjectError::Store(e.to_string()))?,
+            }
         }
     }
 }

@@ -229,9 +229,13 @@ async fn start_mirroring(
         MirrorBackend::None => Vec::new(),
         MirrorBackend::Dir => {
             let dir = config.mirror_dir();
+            // The file writes niced too, one thread per object in flight.
+            let io = crate::niced::Niced::new("mirror-io", n.max(1), 10)
+                .context("starting the mirror's threads")?;
             let store = Arc::new(
                 DirStore::new(&dir)
-                    .with_context(|| format!("mirror directory {}", dir.display()))?,
+                    .with_context(|| format!("mirror directory {}", dir.display()))?
+                    .on_pool(Arc::new(io)),
             );
             spawn(store.clone(), store, &logs, metrics, n, &stop)?
         }
