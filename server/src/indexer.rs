@@ -159,11 +159,10 @@ impl Indexer {
             // Rest, unless the sequencer has stopped (then the log is
             // shutting down and waits for the last catch-up).
             if self.committed.has_changed().is_ok() {
-                let wanted = self.wanted.clone();
                 waiter.block_on(async {
                     tokio::select! {
                         () = tokio::time::sleep(self.pace) => {}
-                        () = wanted.notified() => {}
+                        () = self.wanted.notified() => {}
                     }
                 });
             }

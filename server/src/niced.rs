@@ -1,8 +1,9 @@
 //! A few low-priority threads for background work that must give way to
 //! ingest: building the mirror's objects (reading entries and payloads back,
-//! encoding bundles and tiles) and a directory mirror's file writes. On a busy machine the work waits for idle
-//! CPU, as RocksDB's niced flushes do, so publishing lags a little further
-//! behind instead of slowing acks; the lag is a metric.
+//! encoding bundles and tiles) and a directory mirror's file writes. On a
+//! busy machine the work waits for idle CPU, as RocksDB's niced flushes do,
+//! so publishing lags a little further behind instead of slowing acks; the
+//! lag is a metric.
 
 use std::sync::mpsc;
 

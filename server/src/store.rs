@@ -695,6 +695,7 @@ impl StoreWriter {
             self.put(batch, cf::PAYLOADS, &key, &v);
         }
     }
+
     /// Stages the index keys of `events` (entry index, event): built here,
     /// the one place that knows their layout, then put column by column in
     /// key order, so each memtable insert lands next to the one before
