@@ -18,6 +18,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
+/// Removes a directory when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The `[mirror]` section for this run.
 fn mirror_config(a: &MirrorArgs, dir: &Path, prefix: &str, ack_after: bool) -> String {
     let mut c = String::from("[anchor]\nbackend = \"none\"\n[mirror]\n");
@@ -132,7 +141,18 @@ async fn saturation_pair(a: &MirrorArgs, dir: &Path, run: &str) -> Result<()> {
 pub async fn run(a: MirrorArgs) -> Result<()> {
     let dir = a.load.dir.clone();
     std::fs::create_dir_all(&dir)?;
-    let _ = std::fs::remove_dir_all(dir.join("mirror"));
+    // A run removes its directory mirror when it ends, not when the next
+    // one starts: ext4 without a journal skips inodes freed in the last
+    // minute (several, while their inode table is dirty) and pays a lookup
+    // for each one it skips, so files created just after a million were
+    // deleted cost several times more than the mirror's own writes.
+    let _cleanup = RemoveOnDrop(dir.join("mirror"));
+    if dir.join("mirror").exists() {
+        println!(
+            "(removing the mirror an interrupted run left; the next figures include the file system's cost of that)"
+        );
+        let _ = std::fs::remove_dir_all(dir.join("mirror"));
+    }
     let run = run_id();
     let where_ = match &a.s3_endpoint {
         Some(e) => format!("S3 at {e}, bucket {}", a.bucket),
