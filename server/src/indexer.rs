@@ -217,13 +217,14 @@ impl Indexer {
             None => {
                 let to = target.min(from + CHUNK);
                 let mut events = Vec::new();
-                for (index, bytes) in self.store.entries_range(from, to)? {
-                    let entry = decode_entry(&bytes)
+                self.store.visit_entries(from, to, |index, bytes| {
+                    let entry = decode_entry(bytes)
                         .map_err(|e| StoreError::Corrupt(format!("entry {index}: {e}")))?;
                     if let Some(event) = entry.event {
                         events.push((index, event));
                     }
-                }
+                    Ok(())
+                })?;
                 self.store
                     .stage_indexes(&mut batch, events.iter().map(|(i, e)| (*i, e)));
                 to

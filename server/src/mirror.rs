@@ -22,7 +22,7 @@ use crate::sequencer::SignedCheckpoint;
 use crate::store::{Store, StoreError};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use ledger_verify::mirror::{
-    CHECKPOINT, encode_entry_bundle, encode_payload_bundle, encode_tile, payload_path,
+    CHECKPOINT, encode_tile, payload_path, push_bundle_entry, push_payload_record,
 };
 use ledger_verify::tiles::{TILE_HEIGHT, TILE_WIDTH, TileId, entries_path, tile_path, tiles_of};
 use std::collections::BTreeSet;
@@ -75,21 +75,19 @@ pub fn entry_bundle(
     width: u16,
     size: u64,
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(bundle_entries(store, n, width, size)?
-        .map(|entries| encode_entry_bundle(entries.iter().map(|(_, e)| e.as_slice()))))
+    entry_bundle_with(store, n, width, size, |_, _| {})
 }
 
-/// Stored entries with their indexes.
-type IndexedEntries = Vec<(u64, Vec<u8>)>;
-
-/// The entries of entry bundle `n` of width `width` (None if the tree of
-/// `size` has no such bundle), each checked to fit a bundle.
-fn bundle_entries(
+/// Entry bundle `n` of width `width` (None if the tree of `size` has no
+/// such bundle), encoded straight from the store, each entry checked to
+/// fit a bundle and shown to `each` on the way.
+fn entry_bundle_with(
     store: &Store,
     n: u64,
     width: u16,
     size: u64,
-) -> Result<Option<IndexedEntries>, StoreError> {
+    mut each: impl FnMut(u64, &[u8]),
+) -> Result<Option<Vec<u8>>, StoreError> {
     let id = TileId {
         level: 0,
         index: n,
@@ -99,32 +97,48 @@ fn bundle_entries(
         return Ok(None);
     }
     let start = n * TILE_WIDTH;
+    // A guess at the size (entries without their payloads are a few hundred
+    // bytes), so the buffer rarely grows.
+    let mut out = Vec::with_capacity(usize::from(width) * 512);
     // Every entry of the range, or an error naming the first missing one.
-    let entries = store.entries_range(start, start + u64::from(width))?;
-    // A store from before the entry size limit may hold a larger entry:
-    // refuse to bundle it rather than write a bundle that cannot hold it.
-    if let Some((i, e)) = entries
-        .iter()
-        .find(|(_, e)| e.len() > crate::sequencer::MAX_ENTRY_BYTES)
-    {
-        return Err(StoreError::Corrupt(format!(
-            "entry {i} is {} bytes, over the 65,535 an entry bundle holds: it cannot be mirrored",
-            e.len()
-        )));
-    }
-    Ok(Some(entries))
+    store.visit_entries(start, start + u64::from(width), |i, e| {
+        // A store from before the entry size limit may hold a larger entry:
+        // refuse to bundle it rather than write a bundle that cannot hold it.
+        if e.len() > crate::sequencer::MAX_ENTRY_BYTES {
+            return Err(StoreError::Corrupt(format!(
+                "entry {i} is {} bytes, over the 65,535 an entry bundle holds: it cannot be mirrored",
+                e.len()
+            )));
+        }
+        each(i, e);
+        push_bundle_entry(&mut out, e);
+        Ok(())
+    })?;
+    Ok(Some(out))
 }
 
 /// Payload bundle `n` for the first `width` entries of its tile, and
 /// whether it holds any payload.
 pub fn payload_bundle(store: &Store, n: u64, width: u16) -> Result<(Vec<u8>, bool), StoreError> {
     let start = n * TILE_WIDTH;
-    let stored = store.payloads_range(start, start + u64::from(width))?;
-    let mut records: Vec<Option<(&[u8], &[u8])>> = vec![None; usize::from(width)];
-    for (i, salt, payload) in &stored {
-        records[(i - start) as usize] = Some((salt.as_slice(), payload.as_slice()));
+    let end = start + u64::from(width);
+    // A guess (salts and half-kilobyte payloads), so the buffer rarely grows.
+    let mut out = Vec::with_capacity(usize::from(width) * 576);
+    let mut next = start;
+    store.visit_payloads(start, end, |i, salt, payload| {
+        // Entries without a stored payload hold an empty record.
+        for _ in next..i {
+            push_payload_record(&mut out, None);
+        }
+        push_payload_record(&mut out, Some((salt, payload)));
+        next = i + 1;
+        Ok(())
+    })?;
+    let any = next > start;
+    for _ in next..end {
+        push_payload_record(&mut out, None);
     }
-    Ok((encode_payload_bundle(records), !stored.is_empty()))
+    Ok((out, any))
 }
 
 /// The key of a log's object: `<origin>/<path>`.
@@ -188,17 +202,16 @@ fn build(
                 index: n,
                 width,
             };
-            if let Some(entries) = bundle_entries(store, n, width, to)? {
-                for (_, e) in &entries {
-                    // A redaction erases a payload in an older bundle.
-                    if let Ok(head) = ledger_verify::entry::decode_head(e)
-                        && let Some(r) = head.redaction
-                        && r.target_index / TILE_WIDTH != n
-                    {
-                        erased.push(r.target_index / TILE_WIDTH);
-                    }
+            let bundle = entry_bundle_with(store, n, width, to, |_, e| {
+                // A redaction erases a payload in an older bundle.
+                if let Ok(head) = ledger_verify::entry::decode_head(e)
+                    && let Some(r) = head.redaction
+                    && r.target_index / TILE_WIDTH != n
+                {
+                    erased.push(r.target_index / TILE_WIDTH);
                 }
-                let bytes = encode_entry_bundle(entries.iter().map(|(_, e)| e.as_slice()));
+            })?;
+            if let Some(bytes) = bundle {
                 out.push(Object::Once(
                     object_key(origin, &entries_path(n, width)),
                     bytes,
@@ -492,6 +505,47 @@ mod tests {
         assert!(!tile_exists(t(1, 0, 2), 511));
         assert!(!tile_exists(t(0, u64::MAX, 256), u64::MAX));
         assert!(!tile_exists(t(0, 0, 0), 5));
+    }
+
+    #[test]
+    fn payload_bundles_hold_an_empty_record_for_each_entry_without_a_payload() {
+        use crate::store::{StagedEntry, StoreWriter};
+        use ledger_verify::mirror::decode_payload_bundle;
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreWriter::open(&dir.path().join("db")).unwrap();
+        let mut batch = store.new_batch();
+        let salt = [9u8; 32];
+        // Payloads at 1 and 3 of five entries.
+        for i in 0u64..5 {
+            let payload = format!("payload {i}");
+            store.stage_entry(
+                &mut batch,
+                StagedEntry {
+                    index: i,
+                    bytes: &[i as u8; 10],
+                    dedup_id: &format!("e{i}"),
+                    digest: None,
+                    payload: (i % 2 == 1).then_some((&salt[..], payload.as_bytes())),
+                },
+            );
+        }
+        store.commit(batch).unwrap();
+        let record = |i: u64| Some((salt.to_vec(), format!("payload {i}").into_bytes()));
+        let (bytes, any) = payload_bundle(&store, 0, 5).unwrap();
+        assert!(any);
+        assert_eq!(
+            decode_payload_bundle(&bytes).unwrap(),
+            vec![None, record(1), None, record(3), None]
+        );
+        let (bytes, any) = payload_bundle(&store, 0, 1).unwrap();
+        assert!(!any, "entry 0 has no payload");
+        assert_eq!(decode_payload_bundle(&bytes).unwrap(), vec![None]);
+        // The entry bundle holds each entry's bytes in order.
+        let bundle = entry_bundle(&store, 0, 5, 5).unwrap().unwrap();
+        let entries = ledger_verify::mirror::decode_entry_bundle(&bundle).unwrap();
+        let want: Vec<[u8; 10]> = (0u8..5).map(|i| [i; 10]).collect();
+        assert_eq!(entries, want.iter().map(|e| &e[..]).collect::<Vec<_>>());
+        assert_eq!(entry_bundle(&store, 0, 5, 4).unwrap(), None, "beyond the tree");
     }
 
     #[test]

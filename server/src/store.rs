@@ -74,9 +74,6 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// A key and its value, as read from a column family.
 pub type KeyValue = (Box<[u8]>, Box<[u8]>);
 
-/// An entry's index, salt and payload.
-pub type StoredPayload = (u64, Vec<u8>, Vec<u8>);
-
 /// Big-endian u64, so keys sort numerically.
 pub fn be(n: u64) -> [u8; 8] {
     n.to_be_bytes()
@@ -485,45 +482,86 @@ impl Store {
             .skip_while(move |kv| matches!((kv, &skip), (Ok((k, _)), Some(s)) if k == s))
     }
 
-    /// Entries `[start, end)` in order, with their indexes; a hole is
-    /// corruption.
-    pub fn entries_range(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>> {
-        let mut out = Vec::with_capacity(end.saturating_sub(start) as usize);
-        for kv in self.scan(cf::ENTRIES, &be(start), &be(end), None, false) {
-            let (k, v) = kv?;
-            let index = read_index_key(&k)?;
-            let want = start + out.len() as u64;
+    /// Calls `f` with each key and value of `cf_name` in `[lower, upper)`,
+    /// ascending, borrowed from RocksDB's iterator (no copy).
+    fn visit(
+        &self,
+        cf_name: &str,
+        lower: &[u8],
+        upper: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_lower_bound(lower.to_vec());
+        ro.set_iterate_upper_bound(upper.to_vec());
+        let mut it = self
+            .db_of(cf_name)
+            .raw_iterator_cf_opt(self.cf(cf_name), ro);
+        it.seek_to_first();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            f(k, v)?;
+            it.next();
+        }
+        Ok(it.status()?)
+    }
+
+    /// Calls `f` with each entry of `[start, end)` in order, with its index,
+    /// borrowed from the store; a hole is corruption.
+    pub fn visit_entries(
+        &self,
+        start: u64,
+        end: u64,
+        mut f: impl FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut want = start;
+        self.visit(cf::ENTRIES, &be(start), &be(end), |k, v| {
+            let index = read_index_key(k)?;
             if index != want {
                 return Err(StoreError::Corrupt(format!(
                     "entry {want} is missing from the store"
                 )));
             }
-            out.push((index, v.to_vec()));
-        }
-        let got = start + out.len() as u64;
-        if got < end {
+            want += 1;
+            f(index, v)
+        })?;
+        if want < end {
             return Err(StoreError::Corrupt(format!(
-                "entry {got} is missing from the store"
+                "entry {want} is missing from the store"
             )));
         }
+        Ok(())
+    }
+
+    /// Entries `[start, end)` in order, with their indexes; a hole is
+    /// corruption.
+    pub fn entries_range(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut out = Vec::with_capacity(end.saturating_sub(start) as usize);
+        self.visit_entries(start, end, |i, e| {
+            out.push((i, e.to_vec()));
+            Ok(())
+        })?;
         Ok(out)
     }
 
-    /// Salt and payload of each entry in `[start, end)` that has one stored
-    /// (one range scan, for the mirror's payload bundles).
-    pub fn payloads_range(&self, start: u64, end: u64) -> Result<Vec<StoredPayload>> {
-        let mut out = Vec::new();
-        for kv in self.scan(cf::PAYLOADS, &be(start), &be(end), None, false) {
-            let (k, v) = kv?;
-            let index = read_index_key(&k)?;
+    /// Calls `f` with the index, salt and payload of each entry in
+    /// `[start, end)` that has a payload stored, in order, borrowed from
+    /// the store (one range scan, for the mirror's payload bundles).
+    pub fn visit_payloads(
+        &self,
+        start: u64,
+        end: u64,
+        mut f: impl FnMut(u64, &[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.visit(cf::PAYLOADS, &be(start), &be(end), |k, v| {
+            let index = read_index_key(k)?;
             if v.len() < 32 {
                 return Err(StoreError::Corrupt(format!(
                     "payload {index} is shorter than its salt"
                 )));
             }
-            out.push((index, v[..32].to_vec(), v[32..].to_vec()));
-        }
-        Ok(out)
+            let (salt, payload) = v.split_at(32);
+            f(index, salt, payload)
+        })
     }
 
     /// Stored checkpoints with sizes in `[from, to]`, ascending.

@@ -44,11 +44,16 @@ pub fn encode_entry_bundle<'a>(entries: impl IntoIterator<Item = &'a [u8]> + Clo
     let len: usize = entries.clone().into_iter().map(|e| e.len() + 2).sum();
     let mut out = Vec::with_capacity(len);
     for e in entries {
-        let n = u16::try_from(e.len()).expect("entries are at most 65,535 bytes");
-        out.extend_from_slice(&n.to_be_bytes());
-        out.extend_from_slice(e);
+        push_bundle_entry(&mut out, e);
     }
     out
+}
+
+/// Appends one entry to an entry bundle being built in `out`.
+pub fn push_bundle_entry(out: &mut Vec<u8>, entry: &[u8]) {
+    let n = u16::try_from(entry.len()).expect("entries are at most 65,535 bytes");
+    out.extend_from_slice(&n.to_be_bytes());
+    out.extend_from_slice(entry);
 }
 
 /// The entries of an entry bundle.
@@ -102,17 +107,23 @@ pub fn encode_payload_bundle<'a>(
         .sum();
     let mut out = Vec::with_capacity(len);
     for r in records {
-        match r {
-            None => out.extend_from_slice(&0u32.to_be_bytes()),
-            Some((salt, payload)) => {
-                let n = u32::try_from(salt.len() + payload.len()).expect("payloads fit in u32");
-                out.extend_from_slice(&n.to_be_bytes());
-                out.extend_from_slice(salt);
-                out.extend_from_slice(payload);
-            }
-        }
+        push_payload_record(&mut out, r);
     }
     out
+}
+
+/// Appends one record (an entry's salt and payload, or None: not stored)
+/// to a payload bundle being built in `out`.
+pub fn push_payload_record(out: &mut Vec<u8>, record: Option<(&[u8], &[u8])>) {
+    match record {
+        None => out.extend_from_slice(&0u32.to_be_bytes()),
+        Some((salt, payload)) => {
+            let n = u32::try_from(salt.len() + payload.len()).expect("payloads fit in u32");
+            out.extend_from_slice(&n.to_be_bytes());
+            out.extend_from_slice(salt);
+            out.extend_from_slice(payload);
+        }
+    }
 }
 
 /// The records of a payload bundle.
