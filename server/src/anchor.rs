@@ -56,7 +56,7 @@ impl<S: ObjectStore> Anchorer<S> {
         let key = anchor_key(&self.log.origin, size);
         let put = self
             .store
-            .put_once(&key, cp.note.as_bytes().to_vec())
+            .put_once(&key, cp.note.clone().into_bytes().into())
             .await?;
         // Durable before it is recorded as anchored.
         self.store.sync().await?;

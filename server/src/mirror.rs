@@ -320,6 +320,8 @@ impl<S: ObjectStore> Mirror<S> {
                 for o in objects {
                     match o {
                         Object::Once(key, body) => {
+                            // Shared, not copied, with the retry below.
+                            let body = bytes::Bytes::from(body);
                             match self.store.put_once(&key, body.clone()).await {
                                 Ok(_) => {}
                                 // Every object of a round lies beyond the
@@ -331,7 +333,7 @@ impl<S: ObjectStore> Mirror<S> {
                                 // versioned bucket keeps it as an old version).
                                 Err(ObjectError::Conflict { key }) => {
                                     tracing::warn!(log = %self.log.id, key, "replacing an object left beyond the mirrored checkpoint by a lost history");
-                                    self.store.put_latest(&key, body).await?;
+                                    self.store.put_latest(&key, body.to_vec()).await?;
                                 }
                                 Err(e) => return Err(e),
                             }
@@ -545,7 +547,11 @@ mod tests {
         let entries = ledger_verify::mirror::decode_entry_bundle(&bundle).unwrap();
         let want: Vec<[u8; 10]> = (0u8..5).map(|i| [i; 10]).collect();
         assert_eq!(entries, want.iter().map(|e| &e[..]).collect::<Vec<_>>());
-        assert_eq!(entry_bundle(&store, 0, 5, 4).unwrap(), None, "beyond the tree");
+        assert_eq!(
+            entry_bundle(&store, 0, 5, 4).unwrap(),
+            None,
+            "beyond the tree"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! * [`ObjectStore::replace`]: an object overwritten whose earlier versions
 //!   are destroyed (payload bundles, so that a redaction erases).
 
+use bytes::Bytes;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -39,7 +40,7 @@ type Res<T> = Result<T, ObjectError>;
 /// (`<origin>/…`); a backend may put them under a prefix of its own.
 pub trait ObjectStore: Send + Sync + 'static {
     /// Writes `body` under `key` unless the key exists.
-    fn put_once(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<Put>> + Send;
+    fn put_once(&self, key: &str, body: Bytes) -> impl Future<Output = Res<Put>> + Send;
     /// Writes `body` under `key`, over what is there (kept as an older
     /// version where the store keeps versions; on S3 each version gets the
     /// write-once objects' retention).
@@ -289,7 +290,7 @@ impl DirStore {
 }
 
 impl ObjectStore for DirStore {
-    fn put_once(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<Put>> + Send {
+    fn put_once(&self, key: &str, body: Bytes) -> impl Future<Output = Res<Put>> + Send {
         let dirty = self.dirty.clone();
         self.blocking(key, move |root, key| {
             let put = DirStore::put_once_blocking(root, key, &body)?;
@@ -522,7 +523,7 @@ impl S3Store {
 }
 
 impl ObjectStore for S3Store {
-    fn put_once(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<Put>> + Send {
+    fn put_once(&self, key: &str, body: Bytes) -> impl Future<Output = Res<Put>> + Send {
         use aws_sdk_s3::primitives::{ByteStream, DateTime};
         use aws_sdk_s3::types::ObjectLockMode;
         let full = self.full_key(key);
@@ -546,7 +547,7 @@ impl ObjectStore for S3Store {
                     // The key exists: the same bytes mean an earlier try got
                     // through; anything else is a fork.
                     match self.get(&key).await? {
-                        Some(existing) if existing == body => Ok(Put::AlreadyThere),
+                        Some(existing) if existing[..] == body[..] => Ok(Put::AlreadyThere),
                         _ => Err(ObjectError::Conflict { key }),
                     }
                 }
@@ -689,15 +690,21 @@ mod tests {
         let store = DirStore::new(dir.path()).unwrap();
         let key = "ledger.local/default/checkpoint.5";
         assert_eq!(
-            store.put_once(key, b"note A".to_vec()).await.unwrap(),
+            store
+                .put_once(key, Bytes::from_static(b"note A"))
+                .await
+                .unwrap(),
             Put::Created
         );
         assert_eq!(
-            store.put_once(key, b"note A".to_vec()).await.unwrap(),
+            store
+                .put_once(key, Bytes::from_static(b"note A"))
+                .await
+                .unwrap(),
             Put::AlreadyThere
         );
         assert!(matches!(
-            store.put_once(key, b"note B".to_vec()).await,
+            store.put_once(key, Bytes::from_static(b"note B")).await,
             Err(ObjectError::Conflict { .. })
         ));
         let path = dir.path().join(key);
