@@ -204,11 +204,10 @@ fn build(
             };
             let bundle = entry_bundle_with(store, n, width, to, |_, e| {
                 // A redaction erases a payload in an older bundle.
-                if let Ok(head) = ledger_verify::entry::decode_head(e)
-                    && let Some(r) = head.redaction
-                    && r.target_index / TILE_WIDTH != n
+                if let Ok(Some(target)) = ledger_verify::entry::redaction_target(e)
+                    && target / TILE_WIDTH != n
                 {
-                    erased.push(r.target_index / TILE_WIDTH);
+                    erased.push(target / TILE_WIDTH);
                 }
             })?;
             if let Some(bytes) = bundle {

@@ -110,6 +110,21 @@ pub fn decode_head(bytes: &[u8]) -> Result<EntryHead, EntryError> {
     EntryHead::decode(bytes).map_err(|e| EntryError::Decode(e.to_string()))
 }
 
+/// Only the redaction of a stored entry: decoding it skips every other
+/// field by its length and allocates nothing.
+#[derive(Clone, PartialEq, Message)]
+struct RedactionOnly {
+    #[prost(message, optional, tag = "8")]
+    redaction: Option<RedactionHead>,
+}
+
+/// The index a stored entry redacts, if it is a redaction.
+pub fn redaction_target(bytes: &[u8]) -> Result<Option<u64>, EntryError> {
+    RedactionOnly::decode(bytes)
+        .map(|r| r.redaction.map(|r| r.target_index))
+        .map_err(|e| EntryError::Decode(e.to_string()))
+}
+
 /// `prev_leaf_hash` of an entry as a hash.
 pub fn prev_hash(entry: &LedgerEntry) -> Result<Hash, EntryError> {
     Hash::from_slice(&entry.prev_leaf_hash).ok_or(EntryError::BadPrevHashLength {
@@ -249,6 +264,22 @@ mod tests {
                 assert_eq!(whole.encoded_len(), parts.len());
             }
         }
+    }
+
+    #[test]
+    fn the_redaction_target_is_read_from_a_stored_entry() {
+        let redaction = encode_entry(&LedgerEntry {
+            index: 9,
+            prev_leaf_hash: vec![1; 32],
+            redaction: Some(ledger_proto::v1::Redaction {
+                target_index: 4,
+                reason: "erasure request".into(),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(redaction_target(&redaction).unwrap(), Some(4));
+        assert_eq!(redaction_target(&entry(3, Hash::ZERO)).unwrap(), None);
+        assert!(redaction_target(&[0x42, 0x05, 1]).is_err(), "cut short");
     }
 
     fn entry(index: u64, prev: Hash) -> Vec<u8> {
