@@ -1075,6 +1075,10 @@ mod tests {
             Log::await_ack(c).await.unwrap_err(),
         );
         assert!(!a.duplicate && b.duplicate && a.index == b.index);
+        assert_eq!(
+            (&b.leaf_hash, &b.integrated_at),
+            (&a.leaf_hash, &a.integrated_at)
+        );
         assert_eq!(c.code, Code::AlreadyExists);
         assert_eq!(c.field, "event.event_id");
         // Later, from the store: the same answers.

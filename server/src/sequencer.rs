@@ -246,8 +246,9 @@ struct Group {
     batch: Option<CommitBatch>,
     /// Each job's answer, sent once the batch is durable.
     replies: Vec<Reply>,
-    /// Event ids appended earlier in this group, with their digests.
-    in_group: HashMap<String, (AppendAck, Hash)>,
+    /// Event ids appended earlier in this group: where their ack is in
+    /// `replies`, and their digests.
+    in_group: HashMap<String, (usize, Hash)>,
     /// New entries staged (retries and refusals are not).
     appended: usize,
     /// Queue budget of the group's jobs, released once written.
@@ -759,11 +760,11 @@ impl Sequencer {
         let mut group = Group {
             batch: Some(self.store.new_batch()),
             replies: Vec::with_capacity(jobs.len()),
-            in_group: HashMap::new(),
+            in_group: HashMap::with_capacity(jobs.len()),
             appended: 0,
             budgets: Vec::with_capacity(jobs.len()),
             integrated_at: now_timestamp(),
-            to_index: Vec::new(),
+            to_index: Vec::with_capacity(jobs.len()),
         };
         for (job, existing) in jobs.into_iter().zip(existing) {
             self.stage_job(&mut group, job, existing);
@@ -805,14 +806,14 @@ impl Sequencer {
             g.replies.push((job.reply, ack));
             return;
         }
-        if let Some((first, first_digest)) = g.in_group.get(&event_id) {
-            let ack = if *first_digest != digest {
-                Err(conflict(first.index))
-            } else {
-                Ok(AppendAck {
+        if let Some(&(first, first_digest)) = g.in_group.get(&event_id) {
+            let ack = match &g.replies[first].1 {
+                Ok(first) if first_digest != digest => Err(conflict(first.index)),
+                Ok(first) => Ok(AppendAck {
                     duplicate: true,
                     ..first.clone()
-                })
+                }),
+                Err(e) => Err(e.clone()), // Not kept: only acks are.
             };
             g.replies.push((job.reply, ack));
             return;
@@ -861,7 +862,7 @@ impl Sequencer {
             }
         };
         let ack = new_ack(&event_id, index, leaf, at);
-        g.in_group.insert(event_id, (ack.clone(), digest));
+        g.in_group.insert(event_id, (g.replies.len(), digest));
         g.replies.push((job.reply, Ok(ack)));
         g.appended += 1;
     }
