@@ -75,7 +75,7 @@ pub fn entry_bundle(
     width: u16,
     size: u64,
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    entry_bundle_with(store, n, width, size, |_, _| {})
+    entry_bundle_with(store, n, width, size, |_| {})
 }
 
 /// Entry bundle `n` of width `width` (None if the tree of `size` has no
@@ -86,7 +86,7 @@ fn entry_bundle_with(
     n: u64,
     width: u16,
     size: u64,
-    mut each: impl FnMut(u64, &[u8]),
+    mut each: impl FnMut(&[u8]),
 ) -> Result<Option<Vec<u8>>, StoreError> {
     let id = TileId {
         level: 0,
@@ -110,7 +110,7 @@ fn entry_bundle_with(
                 e.len()
             )));
         }
-        each(i, e);
+        each(e);
         push_bundle_entry(&mut out, e);
         Ok(())
     })?;
@@ -202,7 +202,7 @@ fn build(
                 index: n,
                 width,
             };
-            let bundle = entry_bundle_with(store, n, width, to, |_, e| {
+            let bundle = entry_bundle_with(store, n, width, to, |e| {
                 // A redaction erases a payload in an older bundle.
                 if let Ok(Some(target)) = ledger_verify::entry::redaction_target(e)
                     && target / TILE_WIDTH != n

@@ -74,6 +74,14 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// A key and its value, as read from a column family.
 pub type KeyValue = (Box<[u8]>, Box<[u8]>);
 
+/// Read options for an iterator over the keys in `[lower, upper)`.
+fn bounded(lower: &[u8], upper: &[u8]) -> rocksdb::ReadOptions {
+    let mut ro = rocksdb::ReadOptions::default();
+    ro.set_iterate_lower_bound(lower.to_vec());
+    ro.set_iterate_upper_bound(upper.to_vec());
+    ro
+}
+
 /// Big-endian u64, so keys sort numerically.
 pub fn be(n: u64) -> [u8; 8] {
     n.to_be_bytes()
@@ -465,9 +473,7 @@ impl Store {
         after: Option<&[u8]>,
         descending: bool,
     ) -> impl Iterator<Item = Result<KeyValue>> + 'a {
-        let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_lower_bound(lower.to_vec());
-        ro.set_iterate_upper_bound(upper.to_vec());
+        let ro = bounded(lower, upper);
         let mode = match (after, descending) {
             (None, false) => IteratorMode::Start,
             (None, true) => IteratorMode::End,
@@ -491,12 +497,9 @@ impl Store {
         upper: &[u8],
         mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
     ) -> Result<()> {
-        let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_lower_bound(lower.to_vec());
-        ro.set_iterate_upper_bound(upper.to_vec());
         let mut it = self
             .db_of(cf_name)
-            .raw_iterator_cf_opt(self.cf(cf_name), ro);
+            .raw_iterator_cf_opt(self.cf(cf_name), bounded(lower, upper));
         it.seek_to_first();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             f(k, v)?;

@@ -146,13 +146,14 @@ pub async fn run(a: MirrorArgs) -> Result<()> {
     // minute (several, while their inode table is dirty) and pays a lookup
     // for each one it skips, so files created just after a million were
     // deleted cost several times more than the mirror's own writes.
-    let _cleanup = RemoveOnDrop(dir.join("mirror"));
-    if dir.join("mirror").exists() {
+    let scratch = dir.join("mirror");
+    if scratch.exists() {
         println!(
             "(removing the mirror an interrupted run left; the next figures include the file system's cost of that)"
         );
-        let _ = std::fs::remove_dir_all(dir.join("mirror"));
+        let _ = std::fs::remove_dir_all(&scratch);
     }
+    let _cleanup = RemoveOnDrop(scratch);
     let run = run_id();
     let where_ = match &a.s3_endpoint {
         Some(e) => format!("S3 at {e}, bucket {}", a.bucket),
