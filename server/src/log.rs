@@ -81,6 +81,8 @@ pub struct Log {
     /// Whether a mirror publishes this log, and whether acks wait for it.
     mirror_on: bool,
     ack_after_mirror: bool,
+    /// Committed entries handed to the mirror in memory.
+    mirror_feed: Option<Arc<crate::mirror::feed::Feed>>,
     /// The newest checkpoint the mirror holds (with everything below it).
     mirrored: watch::Sender<Option<Arc<SignedCheckpoint>>>,
     /// Entries committed (durable), as the sequencer publishes them.
@@ -152,6 +154,11 @@ impl Log {
             .with_context(|| format!("opening the store of log {}", settings.id))?;
         let store = writer.store().clone();
         let verifier = signer.verifier();
+        let feed = settings.mirrored.then(|| {
+            Arc::new(crate::mirror::feed::Feed::new(
+                crate::mirror::feed::FEED_BYTES,
+            ))
+        });
         let (sequencer, feeds) = Sequencer::recover(
             &settings.origin,
             writer,
@@ -159,6 +166,7 @@ impl Log {
             SequencerSettings {
                 max_batch: settings.max_batch,
                 checkpoint_interval: settings.checkpoint_interval,
+                feed: feed.clone(),
             },
             metrics.clone(),
             &settings.id,
@@ -211,6 +219,7 @@ impl Log {
         Ok(Arc::new(Log {
             meta_record,
             mirror_on: settings.mirrored,
+            mirror_feed: feed,
             ack_after_mirror: settings.mirrored && settings.ack_after_mirror,
             mirrored: watch::channel(mirrored_cp).0,
             committed: committed_rx,
@@ -288,6 +297,12 @@ impl Log {
     /// The newest checkpoint the mirror holds.
     pub fn mirrored_checkpoint(&self) -> Option<Arc<SignedCheckpoint>> {
         self.mirrored.borrow().clone()
+    }
+
+    /// The entries the sequencer hands the mirror in memory (None: no
+    /// mirror).
+    pub fn mirror_feed(&self) -> Option<&Arc<crate::mirror::feed::Feed>> {
+        self.mirror_feed.as_ref()
     }
 
     /// Tree size the mirror holds (0: nothing yet).

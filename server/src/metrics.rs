@@ -69,6 +69,9 @@ pub struct Metrics {
     /// Time from an entry's integration to its arrival in the mirror.
     pub mirror_delay_seconds: HistogramFamily,
     pub mirror_failures: Family<LogLabel, Counter>,
+    /// Entries the mirror read back from the store because the sequencer's
+    /// in-memory feed no longer (or never) held them.
+    pub mirror_read_back: Family<LogLabel, Counter>,
 }
 
 fn batch_buckets() -> Histogram {
@@ -105,6 +108,7 @@ impl Metrics {
             Family::<LogLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let mirror_delay_seconds: HistogramFamily = Family::new_with_constructor(delay_buckets);
         let mirror_failures = Family::<LogLabel, Counter>::default();
+        let mirror_read_back = Family::<LogLabel, Counter>::default();
         registry.register(
             "mirrored_tree_size",
             "Tree size of the latest checkpoint published to the object-storage mirror",
@@ -129,6 +133,11 @@ impl Metrics {
             "mirror_failures",
             "Failed attempts to publish to the mirror",
             mirror_failures.clone(),
+        );
+        registry.register(
+            "mirror_read_back_entries",
+            "Entries the mirror read back from the store to publish them, because its in-memory feed from the sequencer no longer held them (after a restart, or a mirror far behind)",
+            mirror_read_back.clone(),
         );
         registry.register(
             "indexed_tree_size",
@@ -211,6 +220,7 @@ impl Metrics {
             mirror_lag_seconds,
             mirror_delay_seconds,
             mirror_failures,
+            mirror_read_back,
         })
     }
 

@@ -15,8 +15,11 @@
 //! The live HTTP read API ([`crate::tiles_http`]) builds its objects with
 //! the same functions, so both serve the same bytes.
 
+pub mod feed;
+
 use crate::log::Log;
 use crate::metrics::Metrics;
+use crate::mirror::feed::{Feed, Held};
 use crate::objects::{ObjectError, ObjectStore};
 use crate::sequencer::SignedCheckpoint;
 use crate::store::{Store, StoreError};
@@ -75,7 +78,7 @@ pub fn entry_bundle(
     width: u16,
     size: u64,
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    entry_bundle_with(store, n, width, size, |_| {})
+    entry_bundle_with(store, n, width, size, |_, _| {})
 }
 
 /// Entry bundle `n` of width `width` (None if the tree of `size` has no
@@ -86,7 +89,7 @@ fn entry_bundle_with(
     n: u64,
     width: u16,
     size: u64,
-    mut each: impl FnMut(&[u8]),
+    mut each: impl FnMut(u64, &[u8]),
 ) -> Result<Option<Vec<u8>>, StoreError> {
     let id = TileId {
         level: 0,
@@ -102,19 +105,53 @@ fn entry_bundle_with(
     let mut out = Vec::with_capacity(usize::from(width) * 512);
     // Every entry of the range, or an error naming the first missing one.
     store.visit_entries(start, start + u64::from(width), |i, e| {
-        // A store from before the entry size limit may hold a larger entry:
-        // refuse to bundle it rather than write a bundle that cannot hold it.
-        if e.len() > crate::sequencer::MAX_ENTRY_BYTES {
-            return Err(StoreError::Corrupt(format!(
-                "entry {i} is {} bytes, over the 65,535 an entry bundle holds: it cannot be mirrored",
-                e.len()
-            )));
-        }
-        each(e);
-        push_bundle_entry(&mut out, e);
-        Ok(())
+        each(i, e);
+        push_checked(&mut out, i, e)
     })?;
     Ok(Some(out))
+}
+
+/// Appends entry `i` to an entry bundle. A store from before the entry size
+/// limit may hold a larger entry: refuse to bundle it rather than write a
+/// bundle that cannot hold it.
+fn push_checked(out: &mut Vec<u8>, i: u64, e: &[u8]) -> Result<(), StoreError> {
+    if e.len() > crate::sequencer::MAX_ENTRY_BYTES {
+        return Err(StoreError::Corrupt(format!(
+            "entry {i} is {} bytes, over the 65,535 an entry bundle holds: it cannot be mirrored",
+            e.len()
+        )));
+    }
+    push_bundle_entry(out, e);
+    Ok(())
+}
+
+/// The entry bundle of entries `held`, the first at `start`, each shown to
+/// `each` on the way: the same bytes as [`entry_bundle`] builds from the
+/// store.
+fn entry_bundle_of(
+    held: &[Held],
+    start: u64,
+    mut each: impl FnMut(u64, &[u8]),
+) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(held.iter().map(|h| 2 + h.entry.len()).sum());
+    for (i, h) in (start..).zip(held) {
+        each(i, &h.entry);
+        push_checked(&mut out, i, &h.entry)?;
+    }
+    Ok(out)
+}
+
+/// The payload bundle of entries `held`, and whether it holds any payload:
+/// the same bytes as [`payload_bundle`] builds from the store.
+fn payload_bundle_of(held: &[Held]) -> (Vec<u8>, bool) {
+    let size = |h: &Held| 4 + h.payload.as_ref().map_or(0, |(s, p)| s.len() + p.len());
+    let mut out = Vec::with_capacity(held.iter().map(size).sum());
+    let mut any = false;
+    for h in held {
+        any |= h.payload.is_some();
+        push_payload_record(&mut out, h.payload.as_ref().map(|(s, p)| (&s[..], &p[..])));
+    }
+    (out, any)
 }
 
 /// Payload bundle `n` for the first `width` entries of its tile, and
@@ -183,17 +220,28 @@ fn new_since(id: TileId, from: u64) -> bool {
     !(u64::from(id.width) == TILE_WIDTH && (id.index + 1) * TILE_WIDTH <= hashes_at(from, id.level))
 }
 
-/// Builds the objects of one unit from the store; also returns the tiles
-/// whose payloads redactions among its entries erased.
+/// What building a unit produced.
+struct Built {
+    objects: Vec<Object>,
+    /// Tiles whose payloads redactions among the unit's entries erased.
+    erased: Vec<u64>,
+    /// Entries read back from the store (not held by the feed).
+    read_back: u64,
+}
+
+/// Builds the objects of one unit, from the feed where it holds the
+/// entries, else from the store.
 fn build(
     store: &Store,
+    feed: Option<&Feed>,
     origin: &str,
     unit: Unit,
     from: u64,
     to: u64,
-) -> Result<(Vec<Object>, Vec<u64>), StoreError> {
+) -> Result<Built, StoreError> {
     let mut out = Vec::new();
     let mut erased = Vec::new();
+    let mut read_back = 0;
     match unit {
         Unit::Tile(n) => {
             let width = (to - n * TILE_WIDTH).min(TILE_WIDTH) as u16;
@@ -202,14 +250,33 @@ fn build(
                 index: n,
                 width,
             };
-            let bundle = entry_bundle_with(store, n, width, to, |e| {
-                // A redaction erases a payload in an older bundle.
-                if let Ok(Some(target)) = ledger_verify::entry::redaction_target(e)
+            // A redaction erases a payload in an older bundle (the
+            // redactions before `from` were seen by an earlier round).
+            let each = |i: u64, e: &[u8]| {
+                if i >= from
+                    && let Ok(Some(target)) = ledger_verify::entry::redaction_target(e)
                     && target / TILE_WIDTH != n
                 {
                     erased.push(target / TILE_WIDTH);
                 }
-            })?;
+            };
+            // From the feed when it holds every entry of the tile, else
+            // read back from the store.
+            let start = n * TILE_WIDTH;
+            let (bundle, (bytes, any)) =
+                match feed.and_then(|f| f.range(start, start + u64::from(width))) {
+                    Some(held) => (
+                        Some(entry_bundle_of(&held, start, each)?),
+                        payload_bundle_of(&held),
+                    ),
+                    None => {
+                        read_back = u64::from(width);
+                        (
+                            entry_bundle_with(store, n, width, to, each)?,
+                            payload_bundle(store, n, width)?,
+                        )
+                    }
+                };
             if let Some(bytes) = bundle {
                 out.push(Object::Once(
                     object_key(origin, &entries_path(n, width)),
@@ -219,7 +286,6 @@ fn build(
             if let Some(bytes) = hash_tile(store, tile, to)? {
                 out.push(Object::Once(object_key(origin, &tile_path(tile)), bytes));
             }
-            let (bytes, any) = payload_bundle(store, n, width)?;
             let key = object_key(origin, &payload_path(n));
             if n * TILE_WIDTH < from {
                 // Written before, at a smaller width: rewrite, and purge the
@@ -240,11 +306,22 @@ fn build(
         }
         Unit::Erased(n) => {
             let width = (to - n * TILE_WIDTH).min(TILE_WIDTH) as u16;
-            let (bytes, _) = payload_bundle(store, n, width)?;
+            let start = n * TILE_WIDTH;
+            let (bytes, _) = match feed.and_then(|f| f.range(start, start + u64::from(width))) {
+                Some(held) => payload_bundle_of(&held),
+                None => {
+                    read_back = u64::from(width);
+                    payload_bundle(store, n, width)?
+                }
+            };
             out.push(Object::Replace(object_key(origin, &payload_path(n)), bytes));
         }
     }
-    Ok((out, erased))
+    Ok(Built {
+        objects: out,
+        erased,
+        read_back,
+    })
 }
 
 /// Resolves when the stop flag turns true (or its sender is gone).
@@ -304,12 +381,23 @@ impl<S: ObjectStore> Mirror<S> {
         stream::iter(units)
             .map(|unit| async move {
                 let (store, origin) = (self.log.store.clone(), self.log.origin.clone());
-                let (objects, more) = self
+                let feed = self.log.mirror_feed().cloned();
+                let Built {
+                    objects,
+                    erased: more,
+                    read_back,
+                } = self
                     .builder
-                    .run(move || build(&store, &origin, unit, from, to))
+                    .run(move || build(&store, feed.as_deref(), &origin, unit, from, to))
                     .await
                     .ok_or_else(|| ObjectError::Store("building the objects failed".into()))?
                     .map_err(|e| ObjectError::Store(format!("reading the store: {e}")))?;
+                if read_back > 0 {
+                    self.metrics
+                        .mirror_read_back
+                        .get_or_create(&self.log.id.as_str().into())
+                        .inc_by(read_back);
+                }
                 if !more.is_empty() {
                     erased
                         .lock()
@@ -401,6 +489,10 @@ impl<S: ObjectStore> Mirror<S> {
             .record_mirrored(cp.clone())
             .await
             .map_err(|e| ObjectError::Store(format!("recording the mirrored size: {e}")))?;
+        if let Some(feed) = self.log.mirror_feed() {
+            // The partial tile's entries stay: the next round rewrites it.
+            feed.release(cp.checkpoint.size / TILE_WIDTH * TILE_WIDTH);
+        }
         let label = self.log.id.as_str().into();
         self.metrics
             .mirrored_size
@@ -428,6 +520,10 @@ impl<S: ObjectStore> Mirror<S> {
             .mirrored_size
             .get_or_create(&self.log.id.as_str().into())
             .set(self.log.mirrored_size() as i64);
+        self.metrics
+            .mirror_read_back
+            .get_or_create(&self.log.id.as_str().into())
+            .inc_by(0);
         loop {
             if *stop.borrow() {
                 break;
@@ -551,6 +647,23 @@ mod tests {
             None,
             "beyond the tree"
         );
+
+        // The sequencer's feed holds the same entries: the mirror builds the
+        // same bytes from it.
+        let held: Vec<Held> = (0u64..5)
+            .map(|i| Held {
+                entry: bytes::Bytes::from(vec![i as u8; 10]),
+                payload: (i % 2 == 1).then(|| (salt, bytes::Bytes::from(format!("payload {i}")))),
+            })
+            .collect();
+        let mut seen = 0;
+        assert_eq!(entry_bundle_of(&held, 0, |i, _| seen += i).unwrap(), bundle);
+        assert_eq!(seen, 1 + 2 + 3 + 4, "each entry shown with its index");
+        assert_eq!(
+            payload_bundle_of(&held),
+            payload_bundle(&store, 0, 5).unwrap()
+        );
+        assert_eq!(payload_bundle_of(&held[..1]), (bytes.clone(), false));
     }
 
     #[test]

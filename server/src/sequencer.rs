@@ -15,6 +15,7 @@
 //! here: the indexer (`indexer.rs`) follows the committed size.
 
 use crate::metrics::Metrics;
+use crate::mirror::feed::{Feed, Held};
 use crate::store::{CommitBatch, DedupRecord, StagedEntry, Store, StoreError, StoreWriter};
 use ledger_proto::v1::{AppendAck, AuditEvent, LedgerEntry};
 use ledger_verify::checkpoint::Checkpoint;
@@ -258,6 +259,10 @@ struct Group {
     /// The group's new events, handed to the indexer once durable (it reads
     /// them back from the store when this hand-off is full or skipped).
     to_index: Vec<(u64, AuditEvent)>,
+    /// The group's new entries for the mirror's feed, if it has one, and
+    /// the entries whose payloads the group's redactions erase.
+    to_mirror: Vec<Held>,
+    erased: Vec<u64>,
 }
 
 fn now_timestamp() -> prost_types::Timestamp {
@@ -289,6 +294,8 @@ pub struct Sequencer {
     committed_tx: watch::Sender<u64>,
     /// Committed events for the indexer.
     handoff: Arc<crate::indexer::Handoff>,
+    /// Committed entries for the mirror, if the log has one.
+    feed: Option<Arc<Feed>>,
     metrics: Arc<Metrics>,
     log_label: String,
     /// Least time between two signed checkpoints (zero: every group).
@@ -303,6 +310,8 @@ pub struct Sequencer {
 pub struct SequencerSettings {
     pub max_batch: usize,
     pub checkpoint_interval: Duration,
+    /// Where committed entries go for the mirror (None: no mirror).
+    pub feed: Option<Arc<Feed>>,
 }
 
 /// A start-up check that failed: the store, or what it holds.
@@ -518,6 +527,7 @@ impl Sequencer {
             checkpoint_tx,
             committed_tx,
             handoff: Default::default(),
+            feed: settings.feed,
             metrics,
             log_label: log_label.to_string(),
             interval: settings.checkpoint_interval,
@@ -765,6 +775,8 @@ impl Sequencer {
             budgets: Vec::with_capacity(jobs.len()),
             integrated_at: now_timestamp(),
             to_index: Vec::with_capacity(jobs.len()),
+            to_mirror: Vec::with_capacity(if self.feed.is_some() { jobs.len() } else { 0 }),
+            erased: Vec::new(),
         };
         for (job, existing) in jobs.into_iter().zip(existing) {
             self.stage_job(&mut group, job, existing);
@@ -834,8 +846,16 @@ impl Sequencer {
             Content::Redaction { redaction, .. } => {
                 let target = redaction.target_index;
                 entry.redaction = Some(redaction);
-                let leaf = self.push_entry(batch, &encode_entry(&entry), &event_id, digest, None);
+                let bytes = encode_entry(&entry);
+                let leaf = self.push_entry(batch, &bytes, &event_id, digest, None);
                 self.store.stage_erasure(batch, target);
+                if self.feed.is_some() {
+                    g.to_mirror.push(Held {
+                        entry: bytes.into(),
+                        payload: None,
+                    });
+                    g.erased.push(target);
+                }
                 leaf
             }
             Content::Event(p) => {
@@ -858,6 +878,12 @@ impl Sequencer {
                 let staged = (!payload.is_empty()).then_some((&salt[..], &payload[..]));
                 let leaf = self.push_entry(batch, &bytes, &event_id, digest, staged);
                 g.to_index.push((index, event));
+                if self.feed.is_some() {
+                    g.to_mirror.push(Held {
+                        entry: bytes.into(),
+                        payload: (!payload.is_empty()).then(|| (salt, payload.into())),
+                    });
+                }
                 leaf
             }
         };
@@ -913,6 +939,15 @@ impl Sequencer {
             .tree_size
             .get_or_create(&label)
             .set(self.edge.size() as i64);
+        if let Some(feed) = &self.feed {
+            // Before the new checkpoint and size are published: a mirror
+            // round that covers a redaction never finds the payload it
+            // erased, and finds the group's entries in the feed.
+            feed.push(self.edge.size() - g.appended as u64, g.to_mirror);
+            for target in g.erased {
+                feed.erase(target);
+            }
+        }
         if let Some(cp) = published {
             self.published(cp);
         }

@@ -127,6 +127,14 @@ async fn a_directory_mirror_catches_up_serves_the_live_bytes_and_finds_tampering
         "{scraped}"
     );
     assert!(scraped.contains("ledger_mirrored_tree_size{log=\"default\"} 700"));
+    // Every entry was published from the sequencer's feed, none read back.
+    let read_back = |scraped: &str| {
+        scraped
+            .lines()
+            .find_map(|l| l.strip_prefix("ledger_mirror_read_back_entries_total{log=\"default\"} "))
+            .map(|v| v.parse::<u64>().unwrap())
+    };
+    assert_eq!(read_back(&scraped), Some(0), "{scraped}");
 
     // Every object but the payload bundles is what the live read API serves
     // for the same path, byte for byte.
@@ -253,6 +261,23 @@ async fn a_directory_mirror_catches_up_serves_the_live_bytes_and_finds_tampering
     let (rc, v) = run();
     assert_eq!(rc, 0, "{v}");
     assert_eq!(v["payloads_redacted"], 1);
+    // The first tile's payloads were read back from the store (the feed
+    // let them go once published).
+    assert_eq!(read_back(&server.scrape()), Some(256));
+
+    // A redaction in the tile the feed still holds (the partial one): the
+    // payload is gone from the rewritten bundle too, nothing read back.
+    c.redact(690, "erasure request").await.unwrap();
+    caught_up(&server, 30).await;
+    let bundle = std::fs::read(root.join("payload/002")).unwrap();
+    let records = ledger_verify::mirror::decode_payload_bundle(&bundle).unwrap();
+    assert_eq!(records.len(), 190, "entries 512 to 701");
+    assert!(records[690 - 512].is_none(), "the redacted payload is gone");
+    assert!(records[689 - 512].is_some());
+    assert_eq!(read_back(&server.scrape()), Some(256));
+    let (rc, v) = run();
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(v["payloads_redacted"], 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,202 @@
+//! The mirror's feed: the entries (and payloads) the sequencer committed
+//! last, handed to the mirror in memory, so that it need not read them back
+//! from RocksDB to build their bundles. The sequencer pushes each durable
+//! group and erases the payloads redactions drop; the mirror takes the
+//! entries of a tile when the feed holds all of them and releases what it
+//! has published. Bounded by bytes: past the bound the oldest entries go,
+//! and the mirror reads those from the store, as it does after a restart.
+//! The store stays the record; the feed only saves reading it back.
+
+use bytes::Bytes;
+use ledger_verify::entry::SALT_LEN;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+/// A committed entry's stored bytes, and its payload with the salt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub entry: Bytes,
+    pub payload: Option<([u8; SALT_LEN], Bytes)>,
+}
+
+impl Held {
+    /// Bytes counted against the bound (with a share for the bookkeeping).
+    fn weight(&self) -> usize {
+        64 + self.entry.len() + self.payload.as_ref().map_or(0, |p| SALT_LEN + p.1.len())
+    }
+}
+
+/// Entries of consecutive indexes, from `first`.
+#[derive(Default)]
+struct Run {
+    first: u64,
+    held: VecDeque<Held>,
+    bytes: usize,
+}
+
+impl Run {
+    fn end(&self) -> u64 {
+        self.first + self.held.len() as u64
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(h) = self.held.pop_front() {
+            self.bytes -= h.weight();
+            self.first += 1;
+        }
+    }
+}
+
+/// Recently committed entries, shared by a log's sequencer and its mirror.
+pub struct Feed {
+    run: Mutex<Run>,
+    max_bytes: usize,
+}
+
+/// The feed's default bound: about half a second of entries at full
+/// ingest, several rounds of a mirror that keeps up.
+pub const FEED_BYTES: usize = 64 << 20;
+
+impl Feed {
+    pub fn new(max_bytes: usize) -> Feed {
+        Feed {
+            run: Mutex::new(Run::default()),
+            max_bytes,
+        }
+    }
+
+    /// The sequencer: the entries of a durable group, the first at index
+    /// `first`. A group that does not follow the held entries replaces them.
+    pub fn push(&self, first: u64, group: Vec<Held>) {
+        let Ok(mut run) = self.run.lock() else { return };
+        if group.is_empty() {
+            return;
+        }
+        if run.end() != first || run.held.is_empty() {
+            *run = Run {
+                first,
+                ..Run::default()
+            };
+        }
+        for h in group {
+            run.bytes += h.weight();
+            run.held.push_back(h);
+        }
+        while run.bytes > self.max_bytes && !run.held.is_empty() {
+            run.pop_front();
+        }
+    }
+
+    /// The sequencer, once a redaction of entry `index` is durable: its
+    /// payload is gone from the record, so from the feed too.
+    pub fn erase(&self, index: u64) {
+        let Ok(mut run) = self.run.lock() else { return };
+        if index < run.first {
+            return;
+        }
+        let at = (index - run.first) as usize;
+        let Some(h) = run.held.get_mut(at) else {
+            return;
+        };
+        if let Some((_, p)) = h.payload.take() {
+            run.bytes -= SALT_LEN + p.len();
+        }
+    }
+
+    /// The mirror: entries `start..end` if the feed holds every one of them
+    /// (handles to the bytes, not copies).
+    pub fn range(&self, start: u64, end: u64) -> Option<Vec<Held>> {
+        let run = self.run.lock().ok()?;
+        if start < run.first || end > run.end() || start > end {
+            return None;
+        }
+        let from = (start - run.first) as usize;
+        let to = (end - run.first) as usize;
+        Some(run.held.range(from..to).cloned().collect())
+    }
+
+    /// The mirror: it no longer needs the entries before `index`.
+    pub fn release(&self, index: u64) {
+        let Ok(mut run) = self.run.lock() else { return };
+        while run.first < index && !run.held.is_empty() {
+            run.pop_front();
+        }
+    }
+
+    /// Entries held, and their weight in bytes.
+    pub fn held(&self) -> (usize, usize) {
+        self.run
+            .lock()
+            .map_or((0, 0), |run| (run.held.len(), run.bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(i: u64, payload: bool) -> Held {
+        Held {
+            entry: Bytes::from(format!("entry {i}")),
+            payload: payload.then(|| ([i as u8; SALT_LEN], Bytes::from(format!("payload {i}")))),
+        }
+    }
+
+    fn group(from: u64, to: u64) -> Vec<Held> {
+        (from..to).map(|i| held(i, i % 2 == 0)).collect()
+    }
+
+    #[test]
+    fn ranges_are_served_only_when_every_entry_is_held() {
+        let f = Feed::new(FEED_BYTES);
+        assert_eq!(f.range(0, 1), None, "nothing pushed yet");
+        f.push(10, group(10, 15));
+        f.push(15, group(15, 20));
+        assert_eq!(f.range(10, 20), Some(group(10, 20)));
+        assert_eq!(f.range(12, 14), Some(group(12, 14)));
+        assert_eq!(f.range(9, 12), None, "entry 9 was never held");
+        assert_eq!(f.range(15, 21), None, "entry 20 is not committed");
+        f.release(16);
+        assert_eq!(f.range(15, 17), None, "released");
+        assert_eq!(f.range(16, 20), Some(group(16, 20)));
+        assert_eq!(f.held().0, 4);
+    }
+
+    #[test]
+    fn a_group_after_a_gap_starts_the_feed_again() {
+        let f = Feed::new(FEED_BYTES);
+        f.push(0, group(0, 5));
+        f.push(8, group(8, 10));
+        assert_eq!(f.range(0, 5), None);
+        assert_eq!(f.range(8, 10), Some(group(8, 10)));
+        assert_eq!(f.held().0, 2);
+    }
+
+    #[test]
+    fn a_redaction_erases_the_held_payload() {
+        let f = Feed::new(FEED_BYTES);
+        f.push(0, group(0, 4));
+        let before = f.held().1;
+        f.erase(2);
+        f.erase(3); // No payload: nothing to erase.
+        f.erase(99); // Not held.
+        let got = f.range(0, 4).unwrap();
+        assert_eq!(got[2].payload, None);
+        assert_eq!(got[2].entry, held(2, true).entry, "the entry stays");
+        assert_eq!(got[0], held(0, true));
+        assert_eq!(f.held().1, before - SALT_LEN - "payload 2".len());
+    }
+
+    #[test]
+    fn past_its_bound_the_feed_drops_the_oldest_entries() {
+        let one = held(0, true).weight();
+        let f = Feed::new(one * 3);
+        f.push(0, group(0, 2));
+        f.push(2, group(2, 6));
+        let (n, bytes) = f.held();
+        assert!(bytes <= one * 3, "{bytes}");
+        assert!(n >= 2, "{n}");
+        assert_eq!(f.range(0, 1), None, "the oldest went first");
+        assert_eq!(f.range(6 - n as u64, 6), Some(group(6 - n as u64, 6)));
+    }
+}
