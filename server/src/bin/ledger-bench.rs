@@ -127,6 +127,11 @@ struct MirrorArgs {
     /// Skip the saturation phases (an S3 emulator cannot absorb them).
     #[arg(long)]
     no_saturation: bool,
+    /// Saturation pairs (mirror off, then on), run one after the other; the
+    /// ratio reported is the median of the pairs' ratios, since on a shared
+    /// machine the rate of one phase can swing by a tenth.
+    #[arg(long, default_value_t = 3)]
+    pairs: usize,
 }
 
 #[derive(Args, Clone)]
