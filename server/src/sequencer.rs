@@ -67,6 +67,22 @@ impl AppendJob {
             Content::Redaction { event_id, .. } => event_id,
         }
     }
+
+    /// About what the job adds to a commit batch: its entry (the event and
+    /// the entry's own fields), its salted payload, its dedup record, keys
+    /// and the batch's per-record framing.
+    fn staged_bytes(&self) -> usize {
+        const FIXED: usize = 320;
+        match &self.content {
+            Content::Event(p) => {
+                FIXED + p.encoded.len() + p.payload.len() + 2 * p.event.event_id.len()
+            }
+            Content::Redaction {
+                event_id,
+                redaction,
+            } => FIXED + redaction.reason.len() + 2 * event_id.len(),
+        }
+    }
 }
 
 /// An event made ready for its entry off the sequencer's thread: encoded
@@ -767,8 +783,11 @@ impl Sequencer {
             }
         };
         let before = self.edge.clone();
+        // Sized for the group up front: a batch that grows by doubling
+        // copies a large group's writes once more on the way.
+        let size = jobs.iter().map(AppendJob::staged_bytes).sum::<usize>() + 4096;
         let mut group = Group {
-            batch: Some(self.store.new_batch()),
+            batch: Some(self.store.new_batch_sized(size)),
             replies: Vec::with_capacity(jobs.len()),
             in_group: HashMap::with_capacity(jobs.len()),
             appended: 0,

@@ -681,6 +681,13 @@ impl StoreWriter {
         }
     }
 
+    /// A batch with room for about `bytes` of writes.
+    pub fn new_batch_sized(&self, bytes: usize) -> CommitBatch {
+        CommitBatch {
+            batch: WriteBatch::with_capacity_bytes(bytes),
+        }
+    }
+
     /// Writes a group durably: the WAL is fsync'd before this returns.
     pub fn commit(&self, batch: CommitBatch) -> Result<()> {
         #[cfg(test)]
