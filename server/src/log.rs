@@ -609,7 +609,14 @@ impl Log {
     pub async fn await_ack(
         rx: oneshot::Receiver<Result<AppendAck, SequencerError>>,
     ) -> Result<AppendAck, Rejection> {
-        match rx.await {
+        Log::ack_result(rx.await)
+    }
+
+    /// The sequencer's answer (or its absence) as an ack or a status.
+    pub fn ack_result(
+        answer: Result<Result<AppendAck, SequencerError>, oneshot::error::RecvError>,
+    ) -> Result<AppendAck, Rejection> {
+        match answer {
             Ok(Ok(ack)) => Ok(ack),
             Ok(Err(e)) => {
                 let (code, field) = match &e {

@@ -334,6 +334,13 @@ async fn invalid_events_are_refused_with_the_field_named() {
             event: Some(event("s-ok-2", 2)),
             receipt: false,
         },
+        // Accepted at admission, refused by the sequencer: its id is taken
+        // by a different event. The answer still comes in its place.
+        AppendRequest {
+            log: String::new(),
+            event: Some(event("s-ok-1", 5)),
+            receipt: false,
+        },
     ];
     let mut rs = client
         .append_stream(tokio_stream::iter(reqs))
@@ -344,7 +351,7 @@ async fn invalid_events_are_refused_with_the_field_named() {
     while let Some(r) = rs.next().await {
         out.push(r.unwrap());
     }
-    assert_eq!(out.len(), 3);
+    assert_eq!(out.len(), 4);
     assert_eq!(ack_of(&out[0]).index, 0);
     match &out[1].result {
         Some(append_response::Result::Rejection(r)) => {
@@ -355,6 +362,14 @@ async fn invalid_events_are_refused_with_the_field_named() {
         other => panic!("expected a rejection, got {other:?}"),
     }
     assert_eq!(ack_of(&out[2]).index, 1);
+    match &out[3].result {
+        Some(append_response::Result::Rejection(r)) => {
+            assert_eq!(r.event_id, "s-ok-1");
+            assert_eq!(r.code, Code::AlreadyExists as i32);
+            assert_eq!(r.field, "event.event_id");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
     assert_eq!(latest(&server).await.size, 2);
     let m = server.scrape();
     assert!(

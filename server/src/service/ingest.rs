@@ -4,7 +4,6 @@ use super::Logs;
 use super::answers::request_status;
 use crate::auth::{Action, Identity, RateLimiter, caller};
 use crate::log::{Log, Rejection};
-use futures_util::stream::{FuturesOrdered, StreamExt};
 use ledger_proto::v1::ingest_server::Ingest;
 use ledger_proto::v1::{
     AppendAck, AppendBatchRequest, AppendBatchResponse, AppendRejection, AppendRequest,
@@ -98,6 +97,74 @@ async fn ack_with_receipt(
 }
 
 type Pending = Pin<Box<dyn Future<Output = AppendResponse> + Send>>;
+
+/// The answer to one request of a stream, in the making. Most are a bare
+/// wait for the sequencer's ack: no boxed future, no task of their own.
+enum Waiting {
+    /// Refused at admission (rare: boxed, to keep the common case small).
+    Ready(Box<AppendResponse>),
+    /// Accepted: the sequencer's answer is the response.
+    Ack { event_id: String, rx: AckReceiver },
+    /// Accepted, and more to do once acked (a receipt, or the mirror).
+    Slow(Pending),
+}
+
+impl Future for Waiting {
+    type Output = AppendResponse;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<AppendResponse> {
+        match self.get_mut() {
+            Waiting::Ready(r) => std::task::Poll::Ready(std::mem::take(&mut **r)),
+            Waiting::Ack { event_id, rx } => {
+                Pin::new(rx)
+                    .poll(cx)
+                    .map(|answer| match Log::ack_result(answer) {
+                        Ok(ack) => acked(ack),
+                        Err(r) => rejected(std::mem::take(event_id), r),
+                    })
+            }
+            Waiting::Slow(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Admits one request of a stream (see [`pending`]).
+fn waiting(logs: &Logs, limiter: &RateLimiter, who: &Identity, req: AppendRequest) -> Waiting {
+    let event_id = req
+        .event
+        .as_ref()
+        .map(|e| e.event_id.clone())
+        .unwrap_or_default();
+    let receipt = req.receipt;
+    match admit(logs, limiter, who, req) {
+        Ok((rx, log)) if !receipt && !log.acks_after_mirror() => Waiting::Ack { event_id, rx },
+        Ok((rx, log)) => Waiting::Slow(Box::pin(async move {
+            match ack_with_receipt(rx, log, receipt).await {
+                Ok(ack) => acked(ack),
+                Err(r) => rejected(event_id, r),
+            }
+        })),
+        Err(r) => Waiting::Ready(Box::new(rejected(event_id, r))),
+    }
+}
+
+/// The next response of a stream, in request order: the first of `queue`
+/// once it is answered (only the first is waited on; when it is answered
+/// the stream's task wakes and takes every answered one after it).
+async fn next_in_order(queue: &mut std::collections::VecDeque<Waiting>) -> AppendResponse {
+    std::future::poll_fn(|cx| {
+        let Some(first) = queue.front_mut() else {
+            return std::task::Poll::Pending;
+        };
+        let answer = std::task::ready!(Pin::new(first).poll(cx));
+        queue.pop_front();
+        std::task::Poll::Ready(answer)
+    })
+    .await
+}
 
 fn rejected(event_id: String, r: Rejection) -> AppendResponse {
     AppendResponse {
@@ -199,7 +266,7 @@ impl Ingest for IngestService {
         let (tx, rx) = mpsc::channel(256);
         let limit = self.request_limit;
         tokio::spawn(async move {
-            let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
+            let mut in_flight = std::collections::VecDeque::new();
             let mut inbound_open = true;
             // Why the client's side of the stream broke, sent after the acks
             // of everything before it: a client must not read a clean end.
@@ -207,14 +274,14 @@ impl Ingest for IngestService {
             loop {
                 tokio::select! {
                     biased;
-                    Some(resp) = in_flight.next(), if !in_flight.is_empty() => {
+                    resp = next_in_order(&mut in_flight), if !in_flight.is_empty() => {
                         if tx.send(Ok(resp)).await.is_err() {
                             return; // Client went away; queued events still commit.
                         }
                     }
                     msg = inbound.message(), if inbound_open && in_flight.len() < STREAM_WINDOW => {
                         match msg {
-                            Ok(Some(req)) => in_flight.push_back(pending(&logs, &limiter, &who, req)),
+                            Ok(Some(req)) => in_flight.push_back(waiting(&logs, &limiter, &who, req)),
                             Ok(None) => inbound_open = false,
                             Err(status) => {
                                 tracing::debug!(%status, "append stream ended with an error from the client");
