@@ -624,6 +624,7 @@ impl Log {
                     SequencerError::EntryTooLarge { .. } => (Code::InvalidArgument, "event"),
                     SequencerError::Corrupt(_) => (Code::DataLoss, ""),
                     SequencerError::Storage(_)
+                    | SequencerError::Halted(_)
                     | SequencerError::Randomness(_)
                     | SequencerError::Signing(_) => (Code::Unavailable, ""),
                 };
@@ -1242,6 +1243,50 @@ mod tests {
         drop(log);
         // And the store still passes the start-up check.
         Log::open(settings(dir.path()), Metrics::new()).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_sync_halts_the_log_until_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
+        append_all(&log, "ok", 0..3).await;
+        log.store
+            .fail_syncs
+            .store(1, std::sync::atomic::Ordering::SeqCst);
+        // Written, but its sync failed: not acknowledged.
+        let failed = log
+            .append(Some(event("unsynced", 3)), "t".into())
+            .await
+            .unwrap_err();
+        assert_eq!(failed.code, Code::Unavailable, "{failed:?}");
+        assert!(failed.message.contains("halted"), "{}", failed.message);
+        // Nothing after it is acknowledged either, though syncs work again,
+        // and no checkpoint covers what was not acknowledged.
+        let after = log
+            .append(Some(event("after", 4)), "t".into())
+            .await
+            .unwrap_err();
+        assert_eq!(after.code, Code::Unavailable, "{after:?}");
+        assert!(after.message.contains("halted"), "{}", after.message);
+        assert_eq!(log.latest_checkpoint().unwrap().checkpoint.size, 3);
+        assert_eq!(*log.watch_committed().borrow(), 3);
+        log.shutdown().await;
+        drop(log);
+        // A restart checks the store and goes on: the unacknowledged entry
+        // RocksDB had applied is part of the log, and its retry is answered
+        // as a duplicate of it.
+        let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
+        let ack = log
+            .append(Some(event("unsynced", 3)), "t".into())
+            .await
+            .unwrap();
+        assert_eq!((ack.index, ack.duplicate), (3, true));
+        let ack = log
+            .append(Some(event("after", 4)), "t".into())
+            .await
+            .unwrap();
+        assert_eq!((ack.index, ack.duplicate), (4, false));
+        log.shutdown().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

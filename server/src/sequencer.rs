@@ -222,6 +222,12 @@ pub enum SequencerError {
     Storage(String),
     #[error("stored entry {0} is unreadable")]
     Corrupt(u64),
+    /// A sync of the write-ahead log failed: nothing written since the last
+    /// durable group is acknowledged, and nothing more is accepted.
+    #[error(
+        "the log is halted: syncing its write-ahead log failed ({0}); nothing written since the last durable group is acknowledged, and no append is accepted until the server restarts"
+    )]
+    Halted(String),
     #[error("no randomness for payload salts, nothing from this group was written: {0}")]
     Randomness(String),
     #[error("signing the checkpoint failed, nothing from this group was written: {0}")]
@@ -300,18 +306,159 @@ impl TreeEdge {
     }
 }
 
-pub struct Sequencer {
-    origin: String,
-    store: StoreWriter,
-    signer: NoteSigner,
-    edge: TreeEdge,
-    max_batch: usize,
+/// A written group (or checkpoint) on its way to the syncer, which makes
+/// it durable and then publishes it.
+#[derive(Default)]
+struct Durable {
+    replies: Vec<Reply>,
+    /// Queue budget of the group's jobs, released once published.
+    budgets: Vec<Option<tokio::sync::OwnedSemaphorePermit>>,
+    /// The checkpoint written with it.
+    checkpoint: Option<Arc<SignedCheckpoint>>,
+    to_index: Vec<(u64, AuditEvent)>,
+    to_mirror: Vec<Held>,
+    erased: Vec<u64>,
+    /// Tree size once it is written, and the entries it appended.
+    size: u64,
+    appended: usize,
+    /// When the group was started (None: a checkpoint alone).
+    started: Option<Instant>,
+    /// Whether anything was written (else there is nothing to sync).
+    wrote: bool,
+    /// Asked for the latest checkpoint once this is published.
+    waiters: Vec<oneshot::Sender<SignResult>>,
+}
+
+/// What becomes visible once a group is durable: metrics, the mirror's
+/// feed, the new checkpoint, the indexer's hand-off, the committed size,
+/// then the acks. Owned by the syncer; the sequencer only reads it.
+struct Publisher {
     checkpoint_tx: watch::Sender<Option<Arc<SignedCheckpoint>>>,
     committed_tx: watch::Sender<u64>,
     /// Committed events for the indexer.
     handoff: Arc<crate::indexer::Handoff>,
     /// Committed entries for the mirror, if the log has one.
     feed: Option<Arc<Feed>>,
+    metrics: Arc<Metrics>,
+    log_label: String,
+}
+
+impl Publisher {
+    /// Publishes `d`, now durable; or, if `failed`, answers its jobs with
+    /// that error and publishes nothing.
+    fn publish(&self, d: Durable, failed: Option<&SequencerError>) {
+        drop(d.budgets);
+        if let Some(err) = failed {
+            for (reply, _) in d.replies {
+                let _ = reply.send(Err(err.clone()));
+            }
+            for w in d.waiters {
+                let _ = w.send(Err(err.clone()));
+            }
+            return;
+        }
+        let label = self.log_label.clone().into();
+        if let Some(started) = d.started {
+            self.metrics
+                .commit_seconds
+                .get_or_create(&label)
+                .observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .batch_size
+                .get_or_create(&label)
+                .observe(d.appended as f64);
+        }
+        self.metrics
+            .appended
+            .get_or_create(&label)
+            .inc_by(d.appended as u64);
+        self.metrics
+            .tree_size
+            .get_or_create(&label)
+            .set(d.size as i64);
+        if let Some(feed) = &self.feed {
+            // Before the new checkpoint and size are published: a mirror
+            // round that covers a redaction never finds the payload it
+            // erased, and finds the group's entries in the feed.
+            feed.push(d.size - d.appended as u64, d.to_mirror);
+            for target in d.erased {
+                feed.erase(target);
+            }
+        }
+        if let Some(cp) = d.checkpoint {
+            self.metrics
+                .signed_size
+                .get_or_create(&label)
+                .set(cp.checkpoint.size as i64);
+            self.checkpoint_tx.send_replace(Some(cp));
+        }
+        self.handoff.offer(d.to_index);
+        self.committed_tx.send_replace(d.size);
+        for (reply, result) in d.replies {
+            let _ = reply.send(result);
+        }
+        if !d.waiters.is_empty() {
+            let latest = self.checkpoint_tx.borrow().clone();
+            for w in d.waiters {
+                let _ = w.send(Ok(latest.clone()));
+            }
+        }
+    }
+}
+
+/// The error of every append once a sync failed.
+fn halted_error(why: &str) -> SequencerError {
+    SequencerError::Halted(why.to_string())
+}
+
+/// Makes written groups durable, in the order written: one sync of the
+/// write-ahead log for every group written since the last one, then each
+/// is published. A failed sync halts the log (what RocksDB has applied
+/// cannot be taken back, so nothing after it may be acknowledged).
+struct Syncer {
+    store: StoreWriter,
+    publisher: Arc<Publisher>,
+    halted: Arc<std::sync::atomic::AtomicBool>,
+    origin: String,
+}
+
+impl Syncer {
+    fn run(self, written: std::sync::mpsc::Receiver<Durable>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        while let Ok(first) = written.recv() {
+            let mut ready = vec![first];
+            ready.extend(written.try_iter());
+            let mut failed = None;
+            if self.halted.load(SeqCst) {
+                failed = Some(halted_error("an earlier sync failed"));
+            } else if ready.iter().any(|d| d.wrote)
+                && let Err(e) = self.store.sync_wal()
+            {
+                tracing::error!(log = %self.origin, error = %e, "syncing the write-ahead log failed: the log halts and acknowledges nothing more until the server restarts");
+                self.halted.store(true, SeqCst);
+                failed = Some(halted_error(&e.to_string()));
+            }
+            for d in ready {
+                self.publisher.publish(d, failed.as_ref());
+            }
+        }
+    }
+}
+
+pub struct Sequencer {
+    origin: String,
+    store: StoreWriter,
+    signer: NoteSigner,
+    edge: TreeEdge,
+    max_batch: usize,
+    /// What becomes visible once a group is durable.
+    publisher: Arc<Publisher>,
+    /// Where written groups wait for the sync that makes them durable
+    /// (set while `run` runs; None: synced and published in place).
+    pipe: Option<std::sync::mpsc::Sender<Durable>>,
+    /// Set once a sync of the write-ahead log failed: from then on the log
+    /// acknowledges nothing until the server restarts.
+    halted: Arc<std::sync::atomic::AtomicBool>,
     metrics: Arc<Metrics>,
     log_label: String,
     /// Least time between two signed checkpoints (zero: every group).
@@ -540,10 +687,16 @@ impl Sequencer {
                 rows,
             },
             max_batch: settings.max_batch,
-            checkpoint_tx,
-            committed_tx,
-            handoff: Default::default(),
-            feed: settings.feed,
+            publisher: Arc::new(Publisher {
+                checkpoint_tx,
+                committed_tx,
+                handoff: Default::default(),
+                feed: settings.feed,
+                metrics: metrics.clone(),
+                log_label: log_label.to_string(),
+            }),
+            pipe: None,
+            halted: Default::default(),
             metrics,
             log_label: log_label.to_string(),
             interval: settings.checkpoint_interval,
@@ -559,10 +712,12 @@ impl Sequencer {
                 sequencer.extend_tree(&mut batch, leaf);
             }
             sequencer.store.commit(batch)?;
-            sequencer.sign_now().map_err(|e| mismatch(e.to_string()))?;
+            sequencer
+                .sign_now(Vec::new())
+                .map_err(|e| mismatch(e.to_string()))?;
             tracing::info!(log = %origin, from = signed_size, to = size, "signed the entries the last run acked but had not signed yet");
         }
-        let handoff = sequencer.handoff.clone();
+        let handoff = sequencer.publisher.handoff.clone();
         Ok((
             sequencer,
             Feeds {
@@ -574,8 +729,10 @@ impl Sequencer {
     }
 
     /// Runs until a `Shutdown` message (or every sender is gone), committing
-    /// everything queued before it and signing it.
-    pub fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+    /// everything queued before it and signing it. A second thread, the
+    /// syncer, makes written groups durable and publishes them, so the next
+    /// group is prepared and written while the last one's sync runs.
+    pub fn run(mut self, rx: mpsc::Receiver<Msg>) {
         // Only for waiting on the queue with a deadline (the next signature).
         let timer = match tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -587,6 +744,37 @@ impl Sequencer {
                 return;
             }
         };
+        let (pipe, written) = std::sync::mpsc::channel();
+        let syncer = Syncer {
+            store: StoreWriter::new(self.store.store()),
+            publisher: self.publisher.clone(),
+            halted: self.halted.clone(),
+            origin: self.origin.clone(),
+        };
+        std::thread::scope(|scope| {
+            let spawned = std::thread::Builder::new()
+                .name(format!("syncer-{}", self.log_label))
+                .spawn_scoped(scope, move || syncer.run(written));
+            if let Err(e) = spawned {
+                tracing::error!(log = %self.origin, error = %e, "sequencer cannot start its syncer");
+                return;
+            }
+            self.pipe = Some(pipe);
+            self.serve(rx, &timer);
+            if let Err(e) = self.sign_now(Vec::new()) {
+                tracing::error!(log = %self.origin, error = %e, "signing the last entries on shutdown failed; the next start signs them");
+            }
+            // The syncer finishes what was written, then stops.
+            self.pipe = None;
+        });
+        if let Err(e) = self.store.flush() {
+            tracing::warn!(log = %self.origin, error = %e, "flush on shutdown failed (the WAL still holds everything)");
+        }
+        tracing::info!(log = %self.origin, size = self.edge.size(), "sequencer stopped");
+    }
+
+    /// The sequencer's loop: groups from the queue, and signatures when due.
+    fn serve(&mut self, mut rx: mpsc::Receiver<Msg>, timer: &tokio::runtime::Runtime) {
         let mut stop = false;
         while !stop {
             let first = match self.signature_due() {
@@ -597,7 +785,7 @@ impl Sequencer {
                     match waited {
                         Ok(msg) => msg,
                         Err(_elapsed) => {
-                            if let Err(e) = self.sign_now() {
+                            if let Err(e) = self.sign_now(Vec::new()) {
                                 tracing::error!(log = %self.origin, error = %e, "signing a checkpoint failed; retrying after the interval");
                                 self.last_signed = Some(Instant::now());
                             }
@@ -632,20 +820,12 @@ impl Sequencer {
             if !jobs.is_empty() {
                 self.commit_group(jobs, !waiters.is_empty());
             }
-            if !waiters.is_empty() {
-                let answer = self.sign_now();
-                for w in waiters {
-                    let _ = w.send(answer.clone());
-                }
+            if !waiters.is_empty()
+                && let Err(e) = self.sign_now(waiters)
+            {
+                tracing::error!(log = %self.origin, error = %e, "signing a checkpoint on request failed");
             }
         }
-        if let Err(e) = self.sign_now() {
-            tracing::error!(log = %self.origin, error = %e, "signing the last entries on shutdown failed; the next start signs them");
-        }
-        if let Err(e) = self.store.flush() {
-            tracing::warn!(log = %self.origin, error = %e, "flush on shutdown failed (the WAL still holds everything)");
-        }
-        tracing::info!(log = %self.origin, size = self.edge.size(), "sequencer stopped");
     }
 
     /// When the next checkpoint must be signed: some committed entries are
@@ -667,19 +847,79 @@ impl Sequencer {
             .is_none_or(|t| t.elapsed() >= self.interval)
     }
 
-    /// Signs and durably stores a checkpoint of every committed entry, if any
-    /// is unsigned, and publishes it. Returns the latest checkpoint.
-    pub fn sign_now(&mut self) -> SignResult {
-        if self.edge.size() > self.signed_size {
+    /// Signs and stores a checkpoint of every written entry, if any is
+    /// unsigned; once it (and everything before it) is durable it is
+    /// published and `waiters` get the latest checkpoint. An error here is
+    /// also theirs.
+    pub fn sign_now(
+        &mut self,
+        waiters: Vec<oneshot::Sender<SignResult>>,
+    ) -> Result<(), SequencerError> {
+        let mut checkpoint = None;
+        let mut wrote = false;
+        if self.edge.size() > self.signed_size && !self.is_halted() {
             let mut batch = self.store.new_batch();
-            let published = self.sign_into(&mut batch)?;
-            self.store.commit(batch).map_err(|e| {
-                tracing::error!(log = %self.origin, error = %e, "storing a checkpoint failed");
-                SequencerError::Storage(e.to_string())
-            })?;
-            self.published(published);
+            let signed = self.sign_into(&mut batch).and_then(|cp| {
+                self.store.write(batch).map_err(|e| {
+                    tracing::error!(log = %self.origin, error = %e, "storing a checkpoint failed");
+                    SequencerError::Storage(e.to_string())
+                })?;
+                Ok(cp)
+            });
+            match signed {
+                Ok(cp) => {
+                    self.signed(&cp);
+                    checkpoint = Some(cp);
+                    wrote = true;
+                }
+                Err(e) => {
+                    for w in waiters {
+                        let _ = w.send(Err(e.clone()));
+                    }
+                    return Err(e);
+                }
+            }
         }
-        Ok(self.checkpoint_tx.borrow().clone())
+        self.hand_over(Durable {
+            checkpoint,
+            waiters,
+            wrote,
+            size: self.edge.size(),
+            ..Durable::default()
+        });
+        Ok(())
+    }
+
+    /// Whether a failed sync halted the log.
+    fn is_halted(&self) -> bool {
+        self.halted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Passes a written group to the syncer; without one (at start-up),
+    /// syncs and publishes it here.
+    fn hand_over(&self, d: Durable) {
+        match &self.pipe {
+            Some(pipe) => {
+                if let Err(std::sync::mpsc::SendError(d)) = pipe.send(d) {
+                    // The syncer is gone: nothing written is acknowledged.
+                    self.halted.store(true, std::sync::atomic::Ordering::SeqCst);
+                    self.publisher
+                        .publish(d, Some(&halted_error("the syncer stopped")));
+                }
+            }
+            None => {
+                let synced = if d.wrote {
+                    self.store.sync_wal()
+                } else {
+                    Ok(())
+                };
+                let failed = synced.err().map(|e| {
+                    self.halted.store(true, std::sync::atomic::Ordering::SeqCst);
+                    halted_error(&e.to_string())
+                });
+                self.publisher.publish(d, failed.as_ref());
+            }
+        }
     }
 
     /// Signs a checkpoint of the current tree into `batch`.
@@ -701,15 +941,11 @@ impl Sequencer {
         }))
     }
 
-    /// A checkpoint is durable: readers may have it.
-    fn published(&mut self, cp: Arc<SignedCheckpoint>) {
+    /// A checkpoint is written (durable and published once the syncer has
+    /// synced it): the next signature is due an interval from now.
+    fn signed(&mut self, cp: &SignedCheckpoint) {
         self.signed_size = cp.checkpoint.size;
-        self.metrics
-            .signed_size
-            .get_or_create(&self.log_label.clone().into())
-            .set(self.signed_size as i64);
         self.last_signed = Some(Instant::now());
-        self.checkpoint_tx.send_replace(Some(cp));
     }
 
     /// Fills in which checkpoint covers an acked entry (see the API's
@@ -773,6 +1009,13 @@ impl Sequencer {
     /// seal (sign and write the batch, synced), publish (checkpoint, acks).
     fn commit_group(&mut self, jobs: Vec<AppendJob>, sign: bool) {
         let started = Instant::now();
+        if self.is_halted() {
+            let err = halted_error("an earlier sync failed");
+            for j in jobs {
+                let _ = j.reply.send(Err(err.clone()));
+            }
+            return;
+        }
         let existing = match self.dedup_records(&jobs) {
             Ok(v) => v,
             Err(err) => {
@@ -794,7 +1037,11 @@ impl Sequencer {
             budgets: Vec::with_capacity(jobs.len()),
             integrated_at: now_timestamp(),
             to_index: Vec::with_capacity(jobs.len()),
-            to_mirror: Vec::with_capacity(if self.feed.is_some() { jobs.len() } else { 0 }),
+            to_mirror: Vec::with_capacity(if self.publisher.feed.is_some() {
+                jobs.len()
+            } else {
+                0
+            }),
             erased: Vec::new(),
         };
         for (job, existing) in jobs.into_iter().zip(existing) {
@@ -868,7 +1115,7 @@ impl Sequencer {
                 let bytes = encode_entry(&entry);
                 let leaf = self.push_entry(batch, &bytes, &event_id, digest, None);
                 self.store.stage_erasure(batch, target);
-                if self.feed.is_some() {
+                if self.publisher.feed.is_some() {
                     g.to_mirror.push(Held {
                         entry: bytes.into(),
                         payload: None,
@@ -897,7 +1144,7 @@ impl Sequencer {
                 let staged = (!payload.is_empty()).then_some((&salt[..], &payload[..]));
                 let leaf = self.push_entry(batch, &bytes, &event_id, digest, staged);
                 g.to_index.push((index, event));
-                if self.feed.is_some() {
+                if self.publisher.feed.is_some() {
                     g.to_mirror.push(Held {
                         entry: bytes.into(),
                         payload: (!payload.is_empty()).then(|| (salt, payload.into())),
@@ -931,53 +1178,40 @@ impl Sequencer {
         } else {
             None
         };
-        self.store.commit(batch).map_err(|e| {
+        // Not synced here: the syncer syncs the write-ahead log for every
+        // group written since its last sync, and only then are they acked.
+        self.store.write(batch).map_err(|e| {
             tracing::error!(log = %self.origin, error = %e, "commit failed; group not acknowledged");
             SequencerError::Storage(e.to_string())
         })?;
         Ok(signed)
     }
 
-    /// After a durable write: metrics, the new checkpoint, then the acks.
+    /// After the group's write: what covers its acks, then on to the
+    /// syncer, which acks them once the write is durable.
     fn publish(&mut self, g: Group, published: Option<Arc<SignedCheckpoint>>, started: Instant) {
-        drop(g.budgets);
-        let label = self.log_label.clone().into();
-        self.metrics
-            .commit_seconds
-            .get_or_create(&label)
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics
-            .batch_size
-            .get_or_create(&label)
-            .observe(g.appended as f64);
-        self.metrics
-            .appended
-            .get_or_create(&label)
-            .inc_by(g.appended as u64);
-        self.metrics
-            .tree_size
-            .get_or_create(&label)
-            .set(self.edge.size() as i64);
-        if let Some(feed) = &self.feed {
-            // Before the new checkpoint and size are published: a mirror
-            // round that covers a redaction never finds the payload it
-            // erased, and finds the group's entries in the feed.
-            feed.push(self.edge.size() - g.appended as u64, g.to_mirror);
-            for target in g.erased {
-                feed.erase(target);
-            }
+        if let Some(cp) = &published {
+            self.signed(cp);
         }
-        if let Some(cp) = published {
-            self.published(cp);
-        }
-        self.handoff.offer(g.to_index);
-        self.committed_tx.send_replace(self.edge.size());
-        for (reply, mut result) in g.replies {
-            if let Ok(ack) = &mut result {
+        let mut replies = g.replies;
+        for (_, result) in &mut replies {
+            if let Ok(ack) = result {
                 self.cover(ack);
             }
-            let _ = reply.send(result);
         }
+        self.hand_over(Durable {
+            replies,
+            budgets: g.budgets,
+            checkpoint: published,
+            to_index: g.to_index,
+            to_mirror: g.to_mirror,
+            erased: g.erased,
+            size: self.edge.size(),
+            appended: g.appended,
+            started: Some(started),
+            wrote: g.appended > 0,
+            waiters: Vec::new(),
+        });
     }
 
     fn fail_group(&mut self, before: TreeEdge, replies: Vec<Reply>, err: SequencerError) {

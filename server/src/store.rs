@@ -243,6 +243,10 @@ pub struct Store {
     /// full disk or an I/O error would.
     #[cfg(test)]
     pub(crate) fail_commits: std::sync::atomic::AtomicU32,
+    /// Test hook: this many syncs of the write-ahead log fail (after the
+    /// writes before them were applied), as an fsync error would.
+    #[cfg(test)]
+    pub(crate) fail_syncs: std::sync::atomic::AtomicU32,
 }
 
 /// The writes of one commit group, applied atomically by [`Store::commit`].
@@ -313,6 +317,8 @@ impl Store {
             index,
             #[cfg(test)]
             fail_commits: Default::default(),
+            #[cfg(test)]
+            fail_syncs: Default::default(),
         })
     }
 
@@ -688,7 +694,43 @@ impl StoreWriter {
         }
     }
 
-    /// Writes a group durably: the WAL is fsync'd before this returns.
+    /// Writes a group without syncing it: durable once a later
+    /// [`StoreWriter::sync_wal`] (or synced write) returns. RocksDB's
+    /// write-ahead log is sequential, so a sync covers every write before it.
+    pub fn write(&self, batch: CommitBatch) -> Result<()> {
+        #[cfg(test)]
+        {
+            use std::sync::atomic::Ordering::SeqCst;
+            let injected = self
+                .fail_commits
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+            if injected.is_ok() {
+                return Err(StoreError::Injected);
+            }
+        }
+        self.store.db.write(batch.batch)?;
+        Ok(())
+    }
+
+    /// Makes every write so far durable: the write-ahead log is flushed and
+    /// fsync'd.
+    pub fn sync_wal(&self) -> Result<()> {
+        #[cfg(test)]
+        {
+            use std::sync::atomic::Ordering::SeqCst;
+            let injected = self
+                .fail_syncs
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+            if injected.is_ok() {
+                return Err(StoreError::Injected);
+            }
+        }
+        self.store.db.flush_wal(true)?;
+        Ok(())
+    }
+
+    /// Writes a group durably: the WAL is fsync'd before this returns
+    /// (start-up's writes, before the syncer runs).
     pub fn commit(&self, batch: CommitBatch) -> Result<()> {
         #[cfg(test)]
         {
