@@ -715,6 +715,11 @@ impl Sequencer {
             sequencer
                 .sign_now(Vec::new())
                 .map_err(|e| mismatch(e.to_string()))?;
+            if sequencer.is_halted() {
+                return Err(mismatch(
+                    "syncing the checkpoint of the unsigned tail failed".into(),
+                ));
+            }
             tracing::info!(log = %origin, from = signed_size, to = size, "signed the entries the last run acked but had not signed yet");
         }
         let handoff = sequencer.publisher.handoff.clone();
