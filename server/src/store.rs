@@ -249,6 +249,16 @@ pub struct Store {
     pub(crate) fail_syncs: std::sync::atomic::AtomicU32,
 }
 
+/// A test's fault hook: fails (and counts down) while `left` is positive.
+#[cfg(test)]
+fn injected(left: &std::sync::atomic::AtomicU32) -> Result<()> {
+    use std::sync::atomic::Ordering::SeqCst;
+    match left.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)) {
+        Ok(_) => Err(StoreError::Injected),
+        Err(_) => Ok(()),
+    }
+}
+
 /// The writes of one commit group, applied atomically by [`Store::commit`].
 pub struct CommitBatch {
     batch: WriteBatch,
@@ -699,15 +709,7 @@ impl StoreWriter {
     /// write-ahead log is sequential, so a sync covers every write before it.
     pub fn write(&self, batch: CommitBatch) -> Result<()> {
         #[cfg(test)]
-        {
-            use std::sync::atomic::Ordering::SeqCst;
-            let injected = self
-                .fail_commits
-                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
-            if injected.is_ok() {
-                return Err(StoreError::Injected);
-            }
-        }
+        injected(&self.fail_commits)?;
         self.store.db.write(batch.batch)?;
         Ok(())
     }
@@ -716,15 +718,7 @@ impl StoreWriter {
     /// fsync'd.
     pub fn sync_wal(&self) -> Result<()> {
         #[cfg(test)]
-        {
-            use std::sync::atomic::Ordering::SeqCst;
-            let injected = self
-                .fail_syncs
-                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
-            if injected.is_ok() {
-                return Err(StoreError::Injected);
-            }
-        }
+        injected(&self.fail_syncs)?;
         self.store.db.flush_wal(true)?;
         Ok(())
     }
@@ -733,15 +727,7 @@ impl StoreWriter {
     /// (start-up's writes, before the syncer runs).
     pub fn commit(&self, batch: CommitBatch) -> Result<()> {
         #[cfg(test)]
-        {
-            use std::sync::atomic::Ordering::SeqCst;
-            let injected = self
-                .fail_commits
-                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
-            if injected.is_ok() {
-                return Err(StoreError::Injected);
-            }
-        }
+        injected(&self.fail_commits)?;
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.store.db.write_opt(batch.batch, &wo)?;

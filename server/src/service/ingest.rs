@@ -131,7 +131,8 @@ impl Future for Waiting {
     }
 }
 
-/// Admits one request of a stream (see [`pending`]).
+/// Admits one request and answers with what becomes of it: its ack (with a
+/// receipt when asked for) once durable, or why it was refused.
 fn waiting(logs: &Logs, limiter: &RateLimiter, who: &Identity, req: AppendRequest) -> Waiting {
     let event_id = req
         .event
@@ -183,26 +184,6 @@ fn acked(ack: AppendAck) -> AppendResponse {
     }
 }
 
-/// Admits one request and answers with what becomes of it: its ack (with a
-/// receipt when asked for) once durable, or why it was refused.
-fn pending(logs: &Logs, limiter: &RateLimiter, who: &Identity, req: AppendRequest) -> Pending {
-    let event_id = req
-        .event
-        .as_ref()
-        .map(|e| e.event_id.clone())
-        .unwrap_or_default();
-    let receipt = req.receipt;
-    match admit(logs, limiter, who, req) {
-        Ok((rx, log)) => Box::pin(async move {
-            match ack_with_receipt(rx, log, receipt).await {
-                Ok(ack) => acked(ack),
-                Err(r) => rejected(event_id, r),
-            }
-        }),
-        Err(r) => Box::pin(std::future::ready(rejected(event_id, r))),
-    }
-}
-
 #[tonic::async_trait]
 impl Ingest for IngestService {
     async fn append(&self, req: Request<AppendRequest>) -> Result<Response<AppendAck>, Status> {
@@ -238,7 +219,7 @@ impl Ingest for IngestService {
             )));
         }
         self.logs.authorize(&who, Action::Append, &log)?;
-        let each: Vec<Pending> = events
+        let each: Vec<Waiting> = events
             .into_iter()
             .map(|event| {
                 let one = AppendRequest {
@@ -246,7 +227,7 @@ impl Ingest for IngestService {
                     event: Some(event),
                     receipt,
                 };
-                pending(&self.logs, &self.limiter, &who, one)
+                waiting(&self.logs, &self.limiter, &who, one)
             })
             .collect();
         let results = futures_util::future::join_all(each).await;
