@@ -1270,6 +1270,12 @@ mod tests {
         assert!(after.message.contains("halted"), "{}", after.message);
         assert_eq!(log.latest_checkpoint().unwrap().checkpoint.size, 3);
         assert_eq!(*log.watch_committed().borrow(), 3);
+        let failures = log
+            .metrics
+            .commit_failures
+            .get_or_create(&"default".into())
+            .get();
+        assert_eq!(failures, 1, "the failed sync is counted once");
         log.shutdown().await;
         drop(log);
         // A restart checks the store and goes on: the unacknowledged entry

@@ -436,6 +436,11 @@ impl Syncer {
             {
                 tracing::error!(log = %self.origin, error = %e, "syncing the write-ahead log failed: the log halts and acknowledges nothing more until the server restarts");
                 self.halted.store(true, SeqCst);
+                self.publisher
+                    .metrics
+                    .commit_failures
+                    .get_or_create(&self.publisher.log_label.clone().into())
+                    .inc();
                 failed = Some(halted_error(&e.to_string()));
             }
             for d in ready {
