@@ -414,39 +414,56 @@ fn halted_error(why: &str) -> SequencerError {
 /// Makes written groups durable, in the order written: one sync of the
 /// write-ahead log for every group written since the last one, then each
 /// is published. A failed sync halts the log (what RocksDB has applied
-/// cannot be taken back, so nothing after it may be acknowledged).
+/// cannot be taken back, so nothing after it may be acknowledged). Runs on
+/// its own thread while the sequencer runs, and in place at start-up.
 struct Syncer {
     store: StoreWriter,
-    publisher: Arc<Publisher>,
-    halted: Arc<std::sync::atomic::AtomicBool>,
+    publisher: Publisher,
+    /// Set once a sync failed: from then on the log acknowledges nothing
+    /// until the server restarts.
+    halted: std::sync::atomic::AtomicBool,
     origin: String,
 }
 
 impl Syncer {
-    fn run(self, written: std::sync::mpsc::Receiver<Durable>) {
-        use std::sync::atomic::Ordering::SeqCst;
+    fn run(&self, written: std::sync::mpsc::Receiver<Durable>) {
         while let Ok(first) = written.recv() {
             let mut ready = vec![first];
             ready.extend(written.try_iter());
-            let mut failed = None;
-            if self.halted.load(SeqCst) {
-                failed = Some(halted_error("an earlier sync failed"));
-            } else if ready.iter().any(|d| d.wrote)
-                && let Err(e) = self.store.sync_wal()
-            {
-                tracing::error!(log = %self.origin, error = %e, "syncing the write-ahead log failed: the log halts and acknowledges nothing more until the server restarts");
-                self.halted.store(true, SeqCst);
-                self.publisher
-                    .metrics
-                    .commit_failures
-                    .get_or_create(&self.publisher.log_label.clone().into())
-                    .inc();
-                failed = Some(halted_error(&e.to_string()));
-            }
-            for d in ready {
-                self.publisher.publish(d, failed.as_ref());
-            }
+            self.settle(ready);
         }
+    }
+
+    /// Syncs what `ready` wrote, then publishes each (or, once the log is
+    /// halted, answers each with the error).
+    fn settle(&self, ready: Vec<Durable>) {
+        let mut failed = None;
+        if self.is_halted() {
+            failed = Some(halted_error("an earlier sync failed"));
+        } else if ready.iter().any(|d| d.wrote)
+            && let Err(e) = self.store.sync_wal()
+        {
+            tracing::error!(log = %self.origin, error = %e, "syncing the write-ahead log failed: the log halts and acknowledges nothing more until the server restarts");
+            self.publisher
+                .metrics
+                .commit_failures
+                .get_or_create(&self.publisher.log_label.clone().into())
+                .inc();
+            failed = Some(self.halt(&e.to_string()));
+        }
+        for d in ready {
+            self.publisher.publish(d, failed.as_ref());
+        }
+    }
+
+    /// Halts the log; the error its appends get from now on.
+    fn halt(&self, why: &str) -> SequencerError {
+        self.halted.store(true, std::sync::atomic::Ordering::SeqCst);
+        halted_error(why)
+    }
+
+    fn is_halted(&self) -> bool {
+        self.halted.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -456,14 +473,11 @@ pub struct Sequencer {
     signer: NoteSigner,
     edge: TreeEdge,
     max_batch: usize,
-    /// What becomes visible once a group is durable.
-    publisher: Arc<Publisher>,
-    /// Where written groups wait for the sync that makes them durable
-    /// (set while `run` runs; None: synced and published in place).
+    /// Makes written groups durable and publishes them.
+    syncer: Arc<Syncer>,
+    /// Where written groups wait for the syncer's thread (set while `run`
+    /// runs; None: synced and published in place).
     pipe: Option<std::sync::mpsc::Sender<Durable>>,
-    /// Set once a sync of the write-ahead log failed: from then on the log
-    /// acknowledges nothing until the server restarts.
-    halted: Arc<std::sync::atomic::AtomicBool>,
     metrics: Arc<Metrics>,
     log_label: String,
     /// Least time between two signed checkpoints (zero: every group).
@@ -682,6 +696,7 @@ impl Sequencer {
             .tree_size
             .get_or_create(&log_label.into())
             .set(size as i64);
+        let sync_writer = StoreWriter::new(store.store());
         let mut sequencer = Sequencer {
             origin: origin.to_string(),
             store,
@@ -692,16 +707,20 @@ impl Sequencer {
                 rows,
             },
             max_batch: settings.max_batch,
-            publisher: Arc::new(Publisher {
-                checkpoint_tx,
-                committed_tx,
-                handoff: Default::default(),
-                feed: settings.feed,
-                metrics: metrics.clone(),
-                log_label: log_label.to_string(),
+            syncer: Arc::new(Syncer {
+                store: sync_writer,
+                publisher: Publisher {
+                    checkpoint_tx,
+                    committed_tx,
+                    handoff: Default::default(),
+                    feed: settings.feed,
+                    metrics: metrics.clone(),
+                    log_label: log_label.to_string(),
+                },
+                halted: Default::default(),
+                origin: origin.to_string(),
             }),
             pipe: None,
-            halted: Default::default(),
             metrics,
             log_label: log_label.to_string(),
             interval: settings.checkpoint_interval,
@@ -727,7 +746,7 @@ impl Sequencer {
             }
             tracing::info!(log = %origin, from = signed_size, to = size, "signed the entries the last run acked but had not signed yet");
         }
-        let handoff = sequencer.publisher.handoff.clone();
+        let handoff = sequencer.syncer.publisher.handoff.clone();
         Ok((
             sequencer,
             Feeds {
@@ -755,12 +774,7 @@ impl Sequencer {
             }
         };
         let (pipe, written) = std::sync::mpsc::channel();
-        let syncer = Syncer {
-            store: StoreWriter::new(self.store.store()),
-            publisher: self.publisher.clone(),
-            halted: self.halted.clone(),
-            origin: self.origin.clone(),
-        };
+        let syncer = self.syncer.clone();
         std::thread::scope(|scope| {
             let spawned = std::thread::Builder::new()
                 .name(format!("syncer-{}", self.log_label))
@@ -902,33 +916,26 @@ impl Sequencer {
 
     /// Whether a failed sync halted the log.
     fn is_halted(&self) -> bool {
-        self.halted.load(std::sync::atomic::Ordering::SeqCst)
+        self.syncer.is_halted()
     }
 
-    /// Passes a written group to the syncer; without one (at start-up),
-    /// syncs and publishes it here.
+    /// Whether the log has a mirror to feed.
+    fn feeds_mirror(&self) -> bool {
+        self.syncer.publisher.feed.is_some()
+    }
+
+    /// Passes a written group to the syncer's thread; without one (at
+    /// start-up), the syncer settles it here.
     fn hand_over(&self, d: Durable) {
         match &self.pipe {
             Some(pipe) => {
                 if let Err(std::sync::mpsc::SendError(d)) = pipe.send(d) {
                     // The syncer is gone: nothing written is acknowledged.
-                    self.halted.store(true, std::sync::atomic::Ordering::SeqCst);
-                    self.publisher
-                        .publish(d, Some(&halted_error("the syncer stopped")));
+                    let err = self.syncer.halt("the syncer stopped");
+                    self.syncer.publisher.publish(d, Some(&err));
                 }
             }
-            None => {
-                let synced = if d.wrote {
-                    self.store.sync_wal()
-                } else {
-                    Ok(())
-                };
-                let failed = synced.err().map(|e| {
-                    self.halted.store(true, std::sync::atomic::Ordering::SeqCst);
-                    halted_error(&e.to_string())
-                });
-                self.publisher.publish(d, failed.as_ref());
-            }
+            None => self.syncer.settle(vec![d]),
         }
     }
 
@@ -1047,11 +1054,7 @@ impl Sequencer {
             budgets: Vec::with_capacity(jobs.len()),
             integrated_at: now_timestamp(),
             to_index: Vec::with_capacity(jobs.len()),
-            to_mirror: Vec::with_capacity(if self.publisher.feed.is_some() {
-                jobs.len()
-            } else {
-                0
-            }),
+            to_mirror: Vec::with_capacity(if self.feeds_mirror() { jobs.len() } else { 0 }),
             erased: Vec::new(),
         };
         for (job, existing) in jobs.into_iter().zip(existing) {
@@ -1125,7 +1128,7 @@ impl Sequencer {
                 let bytes = encode_entry(&entry);
                 let leaf = self.push_entry(batch, &bytes, &event_id, digest, None);
                 self.store.stage_erasure(batch, target);
-                if self.publisher.feed.is_some() {
+                if self.feeds_mirror() {
                     g.to_mirror.push(Held {
                         entry: bytes.into(),
                         payload: None,
@@ -1154,7 +1157,7 @@ impl Sequencer {
                 let staged = (!payload.is_empty()).then_some((&salt[..], &payload[..]));
                 let leaf = self.push_entry(batch, &bytes, &event_id, digest, staged);
                 g.to_index.push((index, event));
-                if self.publisher.feed.is_some() {
+                if self.feeds_mirror() {
                     g.to_mirror.push(Held {
                         entry: bytes.into(),
                         payload: (!payload.is_empty()).then(|| (salt, payload.into())),
