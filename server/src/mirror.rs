@@ -220,6 +220,17 @@ fn new_since(id: TileId, from: u64) -> bool {
     !(u64::from(id.width) == TILE_WIDTH && (id.index + 1) * TILE_WIDTH <= hashes_at(from, id.level))
 }
 
+/// Width of tile `n` in the tree of `to` leaves.
+fn tile_width(n: u64, to: u64) -> u16 {
+    (to - n * TILE_WIDTH).min(TILE_WIDTH) as u16
+}
+
+/// The entries of tile `n` at `width`, if the feed holds every one.
+fn held_tile(feed: Option<&Feed>, n: u64, width: u16) -> Option<Vec<Held>> {
+    let start = n * TILE_WIDTH;
+    feed.and_then(|f| f.range(start, start + u64::from(width)))
+}
+
 /// What building a unit produced.
 struct Built {
     objects: Vec<Object>,
@@ -244,7 +255,7 @@ fn build(
     let mut read_back = 0;
     match unit {
         Unit::Tile(n) => {
-            let width = (to - n * TILE_WIDTH).min(TILE_WIDTH) as u16;
+            let width = tile_width(n, to);
             let tile = TileId {
                 level: 0,
                 index: n,
@@ -262,21 +273,19 @@ fn build(
             };
             // From the feed when it holds every entry of the tile, else
             // read back from the store.
-            let start = n * TILE_WIDTH;
-            let (bundle, (bytes, any)) =
-                match feed.and_then(|f| f.range(start, start + u64::from(width))) {
-                    Some(held) => (
-                        Some(entry_bundle_of(&held, start, each)?),
-                        payload_bundle_of(&held),
-                    ),
-                    None => {
-                        read_back = u64::from(width);
-                        (
-                            entry_bundle_with(store, n, width, to, each)?,
-                            payload_bundle(store, n, width)?,
-                        )
-                    }
-                };
+            let (bundle, (bytes, any)) = match held_tile(feed, n, width) {
+                Some(held) => (
+                    Some(entry_bundle_of(&held, n * TILE_WIDTH, each)?),
+                    payload_bundle_of(&held),
+                ),
+                None => {
+                    read_back = u64::from(width);
+                    (
+                        entry_bundle_with(store, n, width, to, each)?,
+                        payload_bundle(store, n, width)?,
+                    )
+                }
+            };
             if let Some(bytes) = bundle {
                 out.push(Object::Once(
                     object_key(origin, &entries_path(n, width)),
@@ -305,9 +314,8 @@ fn build(
             }
         }
         Unit::Erased(n) => {
-            let width = (to - n * TILE_WIDTH).min(TILE_WIDTH) as u16;
-            let start = n * TILE_WIDTH;
-            let (bytes, _) = match feed.and_then(|f| f.range(start, start + u64::from(width))) {
+            let width = tile_width(n, to);
+            let (bytes, _) = match held_tile(feed, n, width) {
                 Some(held) => payload_bundle_of(&held),
                 None => {
                     read_back = u64::from(width);

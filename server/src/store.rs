@@ -723,8 +723,8 @@ impl StoreWriter {
         Ok(())
     }
 
-    /// Writes a group durably: the WAL is fsync'd before this returns
-    /// (start-up's writes, before the syncer runs).
+    /// Writes a batch durably: the WAL is fsync'd before this returns (the
+    /// writes outside the sequencer's pipeline: start-up's, a restore's).
     pub fn commit(&self, batch: CommitBatch) -> Result<()> {
         #[cfg(test)]
         injected(&self.fail_commits)?;
