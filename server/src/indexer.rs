@@ -16,7 +16,7 @@
 //! query never waits for the rest (it wakes the indexer).
 
 use crate::metrics::Metrics;
-use crate::store::{StoreError, StoreWriter};
+use crate::store::{IndexValues, StoreError, StoreWriter};
 use ledger_verify::entry::decode_entry;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +36,7 @@ pub struct Handoff {
 }
 
 /// Events of consecutive entries (a commit group's), with their indexes.
-type Batch = Vec<(u64, ledger_proto::v1::AuditEvent)>;
+type Batch = Vec<(u64, IndexValues)>;
 
 /// Events a [`Handoff`] holds at most.
 const HANDOFF_EVENTS: usize = 65_536;
@@ -220,8 +220,8 @@ impl Indexer {
                 self.store.visit_entries(from, to, |index, bytes| {
                     let entry = decode_entry(bytes)
                         .map_err(|e| StoreError::Corrupt(format!("entry {index}: {e}")))?;
-                    if let Some(event) = entry.event {
-                        events.push((index, event));
+                    if let Some(mut event) = entry.event {
+                        events.push((index, IndexValues::take(&mut event)));
                     }
                     Ok(())
                 })?;
@@ -239,15 +239,14 @@ impl Indexer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ledger_proto::v1::AuditEvent;
 
     fn batch(from: u64, n: u64) -> Batch {
         (from..from + n)
             .map(|i| {
                 (
                     i,
-                    AuditEvent {
-                        event_id: format!("e-{i}"),
+                    IndexValues {
+                        agent: format!("agent-{i}"),
                         ..Default::default()
                     },
                 )

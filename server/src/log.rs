@@ -1062,6 +1062,96 @@ mod tests {
         log.shutdown().await;
     }
 
+    /// Every key of the five index columns.
+    fn index_keys(store: &Store) -> Vec<(&'static str, Vec<u8>)> {
+        crate::store::cf::INDEXES
+            .iter()
+            .flat_map(|name| {
+                store
+                    .scan(name, &[], &[0xff; 64], None, false)
+                    .map(|kv| (*name, kv.unwrap().0.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_hand_off_and_a_rebuild_from_the_entries_write_the_same_index_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
+            for i in 0..40u64 {
+                // Agents, principals and tools interleaved and sometimes
+                // absent; times out of order.
+                let e = AuditEvent {
+                    correlation_id: format!("{:032x}", 0xabc0 + i % 3),
+                    agent_id: format!("agent-{}", i % 5),
+                    principal: if i % 4 == 0 {
+                        String::new()
+                    } else {
+                        format!("p{}", i % 3)
+                    },
+                    tool_name: if i % 6 == 0 {
+                        String::new()
+                    } else {
+                        format!("t{}", i % 4)
+                    },
+                    kind: if i % 6 == 0 {
+                        EventKind::Decision
+                    } else {
+                        EventKind::ToolCall
+                    } as i32,
+                    occurred_at: Some(prost_types::Timestamp {
+                        seconds: 1_700_000_000 + (i * 7 % 11) as i64,
+                        nanos: i as i32,
+                    }),
+                    ..event(&format!("k-{i}"), i)
+                };
+                log.append(Some(e), "t".into()).await.unwrap();
+            }
+            log.indexed_through(40).await.unwrap();
+            log.shutdown().await;
+        }
+        let handed_off = index_keys(&Store::open(&dir.path().join("log/db")).unwrap());
+        // Entry 0: correlation ‖ index, agent ‖ 0 ‖ index (no principal,
+        // no tool), occurred_at in nanoseconds ‖ index.
+        let zero = 0u64.to_be_bytes();
+        let mut expected = vec![
+            (
+                crate::store::cf::BY_CORRELATION,
+                [&hex::decode(format!("{:032x}", 0xabc0)).unwrap()[..], &zero].concat(),
+            ),
+            (
+                crate::store::cf::BY_AGENT,
+                [&b"agent-0\0"[..], &zero].concat(),
+            ),
+            (
+                crate::store::cf::BY_TIME,
+                [&(1_700_000_000u64 * 1_000_000_000).to_be_bytes()[..], &zero].concat(),
+            ),
+        ];
+        expected.sort();
+        let mut of_zero: Vec<_> = handed_off
+            .iter()
+            .filter(|(_, k)| k.ends_with(&zero))
+            .cloned()
+            .collect();
+        of_zero.sort();
+        assert_eq!(of_zero, expected);
+        // 40 correlations, agents and times, 30 principals, 33 tools.
+        assert_eq!(handed_off.len(), 40 * 3 + 30 + 33);
+
+        StoreWriter::open(&dir.path().join("log/db"))
+            .unwrap()
+            .forget_indexes()
+            .unwrap();
+        let log = Log::open(settings(dir.path()), Metrics::new()).unwrap();
+        log.indexed_through(40).await.unwrap();
+        let rebuilt = index_keys(&log.store);
+        log.shutdown().await;
+        assert_eq!(rebuilt, handed_off);
+    }
+
     fn event(id: &str, n: u64) -> AuditEvent {
         AuditEvent {
             event_id: id.into(),

@@ -16,7 +16,9 @@
 
 use crate::metrics::Metrics;
 use crate::mirror::feed::{Feed, Held};
-use crate::store::{CommitBatch, DedupRecord, StagedEntry, Store, StoreError, StoreWriter};
+use crate::store::{
+    CommitBatch, DedupRecord, IndexValues, StagedEntry, Store, StoreError, StoreWriter,
+};
 use ledger_proto::v1::{AppendAck, AuditEvent, LedgerEntry};
 use ledger_verify::checkpoint::Checkpoint;
 use ledger_verify::entry::{
@@ -63,7 +65,7 @@ impl AppendJob {
     /// The id the job is deduplicated by.
     fn event_id(&self) -> &str {
         match &self.content {
-            Content::Event(p) => &p.event.event_id,
+            Content::Event(p) => &p.event_id,
             Content::Redaction { event_id, .. } => event_id,
         }
     }
@@ -74,9 +76,7 @@ impl AppendJob {
     fn staged_bytes(&self) -> usize {
         const FIXED: usize = 320;
         match &self.content {
-            Content::Event(p) => {
-                FIXED + p.encoded.len() + p.payload.len() + 2 * p.event.event_id.len()
-            }
+            Content::Event(p) => FIXED + p.encoded.len() + p.payload.len() + 2 * p.event_id.len(),
             Content::Redaction {
                 event_id,
                 redaction,
@@ -86,12 +86,15 @@ impl AppendJob {
 }
 
 /// An event made ready for its entry off the sequencer's thread: encoded
-/// once without its payload, the payload committed to under a fresh salt.
-/// The sequencer then only wraps the encoded event in its entry.
+/// once without its payload, the payload committed to under a fresh salt,
+/// its index values taken out. The sequencer then only wraps the encoded
+/// event in its entry; the event itself is dropped where it was decoded.
 pub struct PreparedEvent {
-    /// The event with `payload` emptied, as the entry holds it.
-    pub event: AuditEvent,
-    /// Its canonical encoding.
+    pub event_id: String,
+    /// What the query indexes key it by.
+    pub index: IndexValues,
+    /// The canonical encoding of the event with `payload` emptied, as the
+    /// entry holds it.
     pub encoded: Vec<u8>,
     pub payload: Vec<u8>,
     pub salt: [u8; SALT_LEN],
@@ -130,7 +133,8 @@ impl PreparedEvent {
             payload_commitment(&salt, &payload).to_vec()
         };
         let prepared = PreparedEvent {
-            event,
+            event_id: std::mem::take(&mut event.event_id),
+            index: IndexValues::take(&mut event),
             encoded,
             payload,
             salt,
@@ -280,7 +284,7 @@ struct Group {
     integrated_at: prost_types::Timestamp,
     /// The group's new events, handed to the indexer once durable (it reads
     /// them back from the store when this hand-off is full or skipped).
-    to_index: Vec<(u64, AuditEvent)>,
+    to_index: Vec<(u64, IndexValues)>,
     /// The group's new entries for the mirror's feed, if it has one, and
     /// the entries whose payloads the group's redactions erase.
     to_mirror: Vec<Held>,
@@ -315,7 +319,7 @@ struct Durable {
     budgets: Vec<Option<tokio::sync::OwnedSemaphorePermit>>,
     /// The checkpoint written with it.
     checkpoint: Option<Arc<SignedCheckpoint>>,
-    to_index: Vec<(u64, AuditEvent)>,
+    to_index: Vec<(u64, IndexValues)>,
     to_mirror: Vec<Held>,
     erased: Vec<u64>,
     /// Tree size once it is written, and the entries it appended.
@@ -1139,11 +1143,12 @@ impl Sequencer {
             }
             Content::Event(p) => {
                 let PreparedEvent {
-                    event,
+                    index: values,
                     encoded,
                     payload,
                     salt,
                     commitment,
+                    ..
                 } = *p;
                 entry.payload_commitment = commitment;
                 entry.payload_size = payload.len() as u64;
@@ -1156,7 +1161,7 @@ impl Sequencer {
                 let bytes = encode_entry_with_event(&entry, &encoded);
                 let staged = (!payload.is_empty()).then_some((&salt[..], &payload[..]));
                 let leaf = self.push_entry(batch, &bytes, &event_id, digest, staged);
-                g.to_index.push((index, event));
+                g.to_index.push((index, values));
                 if self.feeds_mirror() {
                     g.to_mirror.push(Held {
                         entry: bytes.into(),
@@ -1322,7 +1327,10 @@ mod tests {
                 payload: Vec::new(),
                 ..event.clone()
             };
-            assert_eq!(p.event, stripped);
+            assert_eq!(p.event_id, event.event_id);
+            let mut indexed = event.clone();
+            assert_eq!(p.index, IndexValues::take(&mut indexed));
+            assert_eq!(p.index.agent, event.agent_id);
             assert_eq!(p.encoded, prost::Message::encode_to_vec(&stripped));
             assert_eq!(p.payload, event.payload);
             if event.payload.is_empty() {

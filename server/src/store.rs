@@ -144,6 +144,65 @@ pub fn index_key(value: &[u8], index: u64) -> Vec<u8> {
     k
 }
 
+/// What the five query indexes key an event by, taken out of the event by
+/// the gRPC worker that decoded it: the sequencer and the indexer then hold
+/// (and free) these few fields instead of the whole event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexValues {
+    /// The correlation (trace) id, when it is the 32 hex digits of one.
+    pub correlation: Option<[u8; 16]>,
+    pub agent: String,
+    pub principal: String,
+    pub tool: String,
+    /// `occurred_at` in nanoseconds since the epoch.
+    pub occurred_nanos: u64,
+}
+
+impl IndexValues {
+    /// Takes the indexed fields out of `event`, leaving them empty there.
+    pub fn take(event: &mut ledger_proto::v1::AuditEvent) -> IndexValues {
+        let mut correlation = [0u8; 16];
+        IndexValues {
+            correlation: hex::decode_to_slice(&event.correlation_id, &mut correlation)
+                .ok()
+                .map(|()| correlation),
+            agent: std::mem::take(&mut event.agent_id),
+            principal: std::mem::take(&mut event.principal),
+            tool: std::mem::take(&mut event.tool_name),
+            occurred_nanos: crate::validate::occurred_nanos(event),
+        }
+    }
+}
+
+/// Keys built one after the other into one buffer, sorted in place.
+#[derive(Default)]
+struct KeyRun {
+    bytes: Vec<u8>,
+    /// Each key's range in `bytes`.
+    spans: Vec<std::ops::Range<usize>>,
+}
+
+impl KeyRun {
+    /// Adds the key made of `parts`, in order.
+    fn push(&mut self, parts: &[&[u8]]) {
+        let start = self.bytes.len();
+        for p in parts {
+            self.bytes.extend_from_slice(p);
+        }
+        self.spans.push(start..self.bytes.len());
+    }
+
+    fn sort(&mut self) {
+        let bytes = &self.bytes;
+        self.spans
+            .sort_unstable_by(|a, b| bytes[a.clone()].cmp(&bytes[b.clone()]));
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.spans.iter().map(|s| &self.bytes[s.clone()])
+    }
+}
+
 /// What a query can walk: one of the five indexes with a value, or the
 /// entries themselves. [`IndexScan::bounds`] gives the column family and key
 /// range; every key in it ends with the entry's index (see
@@ -772,41 +831,43 @@ impl StoreWriter {
         }
     }
 
-    /// Stages the index keys of `events` (entry index, event): built here,
-    /// the one place that knows their layout, then put column by column in
-    /// key order, so each memtable insert lands next to the one before
-    /// (a batch of one agent's events is a run of neighbouring keys) instead
-    /// of searching its skip list from the top.
+    /// Stages the index keys of `events` (entry index, indexed values):
+    /// built here, the one place that knows their layout, into one buffer
+    /// per column, sorted, then put column by column in key order, so each
+    /// memtable insert lands next to the one before (a batch of one agent's
+    /// events is a run of neighbouring keys) instead of searching its skip
+    /// list from the top.
     pub fn stage_indexes<'a>(
         &self,
         batch: &mut CommitBatch,
-        events: impl Iterator<Item = (u64, &'a ledger_proto::v1::AuditEvent)>,
+        events: impl Iterator<Item = (u64, &'a IndexValues)>,
     ) {
-        let mut keys: Vec<(&'static str, Vec<u8>)> = Vec::new();
-        for (index, event) in events {
+        // One run of keys per column of cf::INDEXES, in its order.
+        let mut columns: [KeyRun; 5] = Default::default();
+        let [correlation, agent, principal, tool, time] = &mut columns;
+        for (index, v) in events {
             let key = be(index);
-            if let Ok(mut k) = hex::decode(&event.correlation_id) {
-                k.extend_from_slice(&key);
-                keys.push((cf::BY_CORRELATION, k));
+            if let Some(c) = &v.correlation {
+                correlation.push(&[c, &key]);
             }
+            // agent_id is required, the others optional.
             let by_value = [
-                (cf::BY_AGENT, &event.agent_id),
-                (cf::BY_PRINCIPAL, &event.principal),
-                (cf::BY_TOOL, &event.tool_name),
+                (&mut *agent, &v.agent),
+                (&mut *principal, &v.principal),
+                (&mut *tool, &v.tool),
             ];
-            for (name, value) in by_value {
-                // agent_id is required, the others optional.
+            for (run, value) in by_value {
                 if !value.is_empty() {
-                    keys.push((name, index_key(value.as_bytes(), index)));
+                    run.push(&[value.as_bytes(), &[0], &key]);
                 }
             }
-            let mut tk = be(crate::validate::occurred_nanos(event)).to_vec();
-            tk.extend_from_slice(&key);
-            keys.push((cf::BY_TIME, tk));
+            time.push(&[&be(v.occurred_nanos), &key]);
         }
-        keys.sort_unstable();
-        for (name, key) in &keys {
-            self.put(batch, name, key, &[]);
+        for (name, run) in cf::INDEXES.iter().zip(&mut columns) {
+            run.sort();
+            for key in run.keys() {
+                self.put(batch, name, key, &[]);
+            }
         }
     }
 
