@@ -135,15 +135,6 @@ fn tile_key(level: u8, index: u64) -> [u8; 9] {
     k
 }
 
-/// Key of a secondary index: `value ‖ 0x00 ‖ index` (values never hold NUL).
-pub fn index_key(value: &[u8], index: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(value.len() + 9);
-    k.extend_from_slice(value);
-    k.push(0);
-    k.extend_from_slice(&index.to_be_bytes());
-    k
-}
-
 /// What the five query indexes key an event by, taken out of the event by
 /// the gRPC worker that decoded it: the sequencer and the indexer then hold
 /// (and free) these few fields instead of the whole event.
@@ -848,6 +839,7 @@ impl StoreWriter {
         for (index, v) in events {
             let key = be(index);
             if let Some(c) = &v.correlation {
+                // The 16 bytes of the trace id ‖ index.
                 correlation.push(&[c, &key]);
             }
             // agent_id is required, the others optional.
@@ -858,9 +850,11 @@ impl StoreWriter {
             ];
             for (run, value) in by_value {
                 if !value.is_empty() {
+                    // value ‖ 0x00 ‖ index (validated values never hold NUL).
                     run.push(&[value.as_bytes(), &[0], &key]);
                 }
             }
+            // occurred_at in nanoseconds, big-endian ‖ index.
             time.push(&[&be(v.occurred_nanos), &key]);
         }
         for (name, run) in cf::INDEXES.iter().zip(&mut columns) {
