@@ -127,8 +127,11 @@ async fn saturation_pair(a: &MirrorArgs, dir: &Path, run: &str) -> Result<f64> {
         let p = saturation(a, &s.grpc, format!("{run}-on")).await?;
         let r = report("mirror on", &p);
         let caught = wait_caught_up(&s.metrics, Duration::from_secs(600))?;
+        // Entries the mirror had to read back from the store because its
+        // in-memory feed no longer held them (it fell that far behind).
+        let read_back = metric(&s.metrics, "ledger_mirror_read_back_entries_total")?;
         println!(
-            "             mirror caught up {:.1} s after the load stopped",
+            "             mirror caught up {:.1} s after the load stopped; {read_back:.0} entries read back from the store",
             caught.as_secs_f64()
         );
         r
