@@ -441,10 +441,9 @@ impl Syncer {
     /// Syncs what `ready` wrote, then publishes each (or, once the log is
     /// halted, answers each with the error).
     fn settle(&self, ready: Vec<Durable>) {
-        let mut failed = None;
-        if self.is_halted() {
-            failed = Some(halted_error("an earlier sync failed"));
-        } else if ready.iter().any(|d| d.wrote)
+        let mut failed = self.refusal();
+        if failed.is_none()
+            && ready.iter().any(|d| d.wrote)
             && let Err(e) = self.store.sync_wal()
         {
             tracing::error!(log = %self.origin, error = %e, "syncing the write-ahead log failed: the log halts and acknowledges nothing more until the server restarts");
@@ -468,6 +467,12 @@ impl Syncer {
 
     fn is_halted(&self) -> bool {
         self.halted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The error every append gets once the log is halted.
+    fn refusal(&self) -> Option<SequencerError> {
+        self.is_halted()
+            .then(|| halted_error("an earlier sync failed"))
     }
 }
 
@@ -1030,8 +1035,7 @@ impl Sequencer {
     /// seal (sign and write the batch, synced), publish (checkpoint, acks).
     fn commit_group(&mut self, jobs: Vec<AppendJob>, sign: bool) {
         let started = Instant::now();
-        if self.is_halted() {
-            let err = halted_error("an earlier sync failed");
+        if let Some(err) = self.syncer.refusal() {
             for j in jobs {
                 let _ = j.reply.send(Err(err.clone()));
             }

@@ -118,14 +118,9 @@ impl Future for Waiting {
     ) -> std::task::Poll<AppendResponse> {
         match self.get_mut() {
             Waiting::Ready(r) => std::task::Poll::Ready(std::mem::take(&mut **r)),
-            Waiting::Ack { event_id, rx } => {
-                Pin::new(rx)
-                    .poll(cx)
-                    .map(|answer| match Log::ack_result(answer) {
-                        Ok(ack) => acked(ack),
-                        Err(r) => rejected(std::mem::take(event_id), r),
-                    })
-            }
+            Waiting::Ack { event_id, rx } => Pin::new(rx)
+                .poll(cx)
+                .map(|answer| answered(std::mem::take(event_id), Log::ack_result(answer))),
             Waiting::Slow(f) => f.as_mut().poll(cx),
         }
     }
@@ -143,10 +138,7 @@ fn waiting(logs: &Logs, limiter: &RateLimiter, who: &Identity, req: AppendReques
     match admit(logs, limiter, who, req) {
         Ok((rx, log)) if !receipt && !log.acks_after_mirror() => Waiting::Ack { event_id, rx },
         Ok((rx, log)) => Waiting::Slow(Box::pin(async move {
-            match ack_with_receipt(rx, log, receipt).await {
-                Ok(ack) => acked(ack),
-                Err(r) => rejected(event_id, r),
-            }
+            answered(event_id, ack_with_receipt(rx, log, receipt).await)
         })),
         Err(r) => Waiting::Ready(Box::new(rejected(event_id, r))),
     }
@@ -165,6 +157,15 @@ async fn next_in_order(queue: &mut std::collections::VecDeque<Waiting>) -> Appen
         std::task::Poll::Ready(answer)
     })
     .await
+}
+
+/// The response to the request of `event_id`: its ack, or why it was
+/// refused.
+fn answered(event_id: String, result: Result<AppendAck, Rejection>) -> AppendResponse {
+    match result {
+        Ok(ack) => acked(ack),
+        Err(r) => rejected(event_id, r),
+    }
 }
 
 fn rejected(event_id: String, r: Rejection) -> AppendResponse {
