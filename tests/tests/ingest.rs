@@ -4,8 +4,9 @@
 
 use ledger_e2e::{Endpoint, Server, event};
 use ledger_proto::v1::{
-    AppendAck, AppendRequest, AppendResponse, GetCheckpointRequest, GetConsistencyProofRequest,
-    GetInclusionProofRequest, append_response, get_inclusion_proof_request::Leaf,
+    AppendAck, AppendRejection, AppendRequest, AppendResponse, GetCheckpointRequest,
+    GetConsistencyProofRequest, GetInclusionProofRequest, append_response,
+    get_inclusion_proof_request::Leaf,
 };
 use ledger_verify::checkpoint::{Checkpoint, open_checkpoint};
 use ledger_verify::hash::{Hash, leaf_hash};
@@ -83,6 +84,13 @@ fn ack_of(r: &AppendResponse) -> &AppendAck {
     match &r.result {
         Some(append_response::Result::Ack(a)) => a,
         other => panic!("expected an ack, got {other:?}"),
+    }
+}
+
+fn rejection_of(r: &AppendResponse) -> &AppendRejection {
+    match &r.result {
+        Some(append_response::Result::Rejection(x)) => x,
+        other => panic!("expected a rejection, got {other:?}"),
     }
 }
 
@@ -353,23 +361,15 @@ async fn invalid_events_are_refused_with_the_field_named() {
     }
     assert_eq!(out.len(), 4);
     assert_eq!(ack_of(&out[0]).index, 0);
-    match &out[1].result {
-        Some(append_response::Result::Rejection(r)) => {
-            assert_eq!(r.event_id, "s-bad");
-            assert_eq!(r.code, Code::InvalidArgument as i32);
-            assert_eq!(r.field, "event.correlation_id");
-        }
-        other => panic!("expected a rejection, got {other:?}"),
-    }
+    let bad = rejection_of(&out[1]);
+    assert_eq!(bad.event_id, "s-bad");
+    assert_eq!(bad.code, Code::InvalidArgument as i32);
+    assert_eq!(bad.field, "event.correlation_id");
     assert_eq!(ack_of(&out[2]).index, 1);
-    match &out[3].result {
-        Some(append_response::Result::Rejection(r)) => {
-            assert_eq!(r.event_id, "s-ok-1");
-            assert_eq!(r.code, Code::AlreadyExists as i32);
-            assert_eq!(r.field, "event.event_id");
-        }
-        other => panic!("expected a rejection, got {other:?}"),
-    }
+    let taken = rejection_of(&out[3]);
+    assert_eq!(taken.event_id, "s-ok-1");
+    assert_eq!(taken.code, Code::AlreadyExists as i32);
+    assert_eq!(taken.field, "event.event_id");
     assert_eq!(latest(&server).await.size, 2);
     let m = server.scrape();
     assert!(
@@ -628,15 +628,11 @@ async fn append_batch_answers_each_event_in_order_and_refuses_only_the_bad_ones(
         .into_inner()
         .results;
     assert_eq!(results.len(), events.len(), "one result per event");
-    let rejection = |r: &AppendResponse| match &r.result {
-        Some(append_response::Result::Rejection(x)) => x.clone(),
-        other => panic!("expected a rejection, got {other:?}"),
-    };
-    let invalid = rejection(&results[2]);
+    let invalid = rejection_of(&results[2]);
     assert_eq!(invalid.event_id, "b-bad");
     assert_eq!(Code::from(invalid.code), Code::InvalidArgument);
     assert_eq!(invalid.field, "event.correlation_id");
-    let forged = rejection(&results[8]);
+    let forged = rejection_of(&results[8]);
     assert_eq!(Code::from(forged.code), Code::InvalidArgument);
     assert_eq!(forged.field, "event.event_id");
 
