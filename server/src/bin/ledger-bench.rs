@@ -18,6 +18,8 @@ mod mirror;
 mod otlp;
 #[path = "ledger-bench/peer.rs"]
 mod peer;
+#[path = "ledger-bench/wire.rs"]
+mod wire;
 
 use anyhow::{Context, Result, bail};
 
@@ -25,10 +27,7 @@ use anyhow::{Context, Result, bail};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Args, Parser, Subcommand};
 use hdrhistogram::Histogram;
-use ledger_proto::v1::ingest_client::IngestClient;
-use ledger_proto::v1::{
-    AppendRequest, AppendResponse, AuditEvent, EventKind, RiskTier, append_response,
-};
+use ledger_proto::v1::{AuditEvent, EventKind, RiskTier};
 use prost::Message;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -251,7 +250,7 @@ struct QueryArgs {
 }
 
 /// Makes the event `seq` of stream `stream`.
-type Gen = Arc<dyn Fn(usize, u64) -> AuditEvent + Send + Sync>;
+use wire::{Answer, Encoded, Gen};
 
 /// When a drive ends.
 #[derive(Clone, Copy)]
@@ -486,13 +485,10 @@ struct StreamShape {
 /// load generator spends little of the machine it shares with the server.
 async fn stream_load(channel: Channel, make: Gen, shape: StreamShape, c: Counters) -> Result<()> {
     use std::collections::VecDeque;
-    let mut client = IngestClient::new(channel);
     // Never full: at most `window` requests are unanswered.
-    let (tx, rx) = mpsc::channel::<AppendRequest>(shape.window + 1);
-    let mut responses = client
-        .append_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let (tx, rx) = mpsc::channel::<Encoded>(shape.window + 1);
+    let mut responses =
+        wire::append_stream(channel, tokio_stream::wrappers::ReceiverStream::new(rx)).await?;
     let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut in_flight: VecDeque<Instant> = VecDeque::with_capacity(shape.window);
     let start = Instant::now();
@@ -513,11 +509,7 @@ async fn stream_load(channel: Channel, make: Gen, shape: StreamShape, c: Counter
             && due(seq).is_none_or(|d| d <= now)
             && !c.stop.load(Ordering::Relaxed)
         {
-            let req = AppendRequest {
-                log: String::new(),
-                event: Some(make(shape.stream, seq)),
-                receipt: shape.receipts,
-            };
+            let req = Encoded::new(|b| make(shape.stream, seq, b), shape.receipts);
             in_flight.push_back(Instant::now());
             if tx.try_send(req).is_err() {
                 bail!("stream {}: the request channel closed", shape.stream);
@@ -533,7 +525,7 @@ async fn stream_load(channel: Channel, make: Gen, shape: StreamShape, c: Counter
                 let Some(resp) = resp? else { break };
                 let sent = in_flight.pop_front().context("ack without a send")?;
                 received += 1;
-                c.record(&resp, sent, &mut local);
+                c.record(&resp, sent.elapsed(), &mut local);
             }
             _ = tokio::time::sleep_until(next.unwrap_or(now).into()), if next.is_some() => {}
         }
@@ -554,15 +546,15 @@ struct Counters {
 }
 
 impl Counters {
-    /// Counts one answer while measuring: an ack, with its latency since
-    /// `since` in `local`, or a rejection.
-    fn record(&self, r: &AppendResponse, since: Instant, local: &mut Histogram<u64>) {
+    /// Counts one answer while measuring: an ack, with its `latency` in
+    /// `local`, or a rejection.
+    fn record(&self, r: &Answer, latency: Duration, local: &mut Histogram<u64>) {
         if !self.measuring.load(Ordering::Relaxed) {
             return;
         }
-        if let Some(append_response::Result::Ack(_)) = r.result {
+        if r.is_ack() {
             self.acks.fetch_add(1, Ordering::Relaxed);
-            local.saturating_record(since.elapsed().as_micros() as u64);
+            local.saturating_record(latency.as_micros() as u64);
         } else {
             self.rejected.fetch_add(1, Ordering::Relaxed);
         }
@@ -625,23 +617,24 @@ async fn batch_stream(channel: Channel, make: Gen, shape: BatchShape, c: Counter
             p.forget();
             ready.push(due);
         }
-        let events: Vec<AuditEvent> = (0..ready.len() as u64)
-            .map(|i| make(shape.stream, seq + i))
-            .collect();
+        let req = Encoded::new(
+            |b| {
+                for i in 0..ready.len() as u64 {
+                    make(shape.stream, seq + i, b);
+                }
+            },
+            shape.receipts,
+        );
         seq += ready.len() as u64;
-        let mut client = IngestClient::new(channel.clone());
-        let req = ledger_proto::v1::AppendBatchRequest {
-            log: String::new(),
-            events,
-            receipt: shape.receipts,
-        };
-        let (credits, local, c) = (credits.clone(), local.clone(), c.clone());
+        let (channel, credits, local, c) =
+            (channel.clone(), credits.clone(), local.clone(), c.clone());
         calls.spawn(async move {
-            let results = client.append_batch(req).await?.into_inner().results;
+            let results = wire::append_batch(channel, req).await?;
             credits.add_permits(ready.len());
             let mut h = local.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            let now = Instant::now();
             for (r, ready) in results.iter().zip(&ready) {
-                c.record(r, *ready, &mut h);
+                c.record(r, now - *ready, &mut h);
             }
             anyhow::Ok(())
         });
@@ -878,10 +871,7 @@ async fn ingest(a: IngestArgs) -> Result<()> {
         a.seconds,
         if load.receipts { ", receipts" } else { "" }
     );
-    let gen_for = |run: String| -> Gen {
-        let size = a.load.event_bytes;
-        Arc::new(move |s, seq| event(s, seq, size, &run))
-    };
+    let gen_for = |run: String| -> Gen { wire::bench_events(run, a.load.event_bytes) };
     let seconds = Until::Elapsed(Duration::from_secs(a.seconds));
     let run = run_id();
     if !a.curve.is_empty() {
@@ -965,7 +955,7 @@ async fn curve(a: &IngestArgs) -> Result<()> {
                 ..a.load.clone()
             };
             let run = format!("{}c{n}", run_id());
-            let make: Gen = Arc::new(move |s, seq| event(s, seq, size, &run));
+            let make = wire::bench_events(run, size);
             let until = Until::Elapsed(Duration::from_secs(a.seconds));
             let phase = drive(&channels, &load, make, until, p.rate).await?;
             let name = p
@@ -1059,7 +1049,7 @@ impl TraceFill {
         let (streams, every, small) = (load.streams as u64, self.every, self.small);
         let size = load.event_bytes;
         let run = run_id();
-        let make: Gen = Arc::new(move |s, seq| {
+        let make = wire::from_events(move |s, seq| {
             let g = seq * streams + s as u64;
             let trace = if g.is_multiple_of(every) {
                 big_trace()

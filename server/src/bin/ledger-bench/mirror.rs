@@ -10,7 +10,7 @@
 //! The mirror is a scratch directory, or S3 with `--s3-endpoint` and
 //! `--bucket` (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
 
-use super::{Load, MirrorArgs, Phase, Until, drive, event, report, run_id, spawn_server_with};
+use super::{Load, MirrorArgs, Phase, Until, drive, report, run_id, spawn_server_with};
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::process::Command;
@@ -73,8 +73,7 @@ async fn channels(addr: &str, n: usize) -> Result<Vec<Channel>> {
 }
 
 fn gen_for(load: &Load, run: String) -> super::Gen {
-    let size = load.event_bytes;
-    Arc::new(move |s, seq| event(s, seq, size, &run))
+    super::wire::bench_events(run, load.event_bytes)
 }
 
 /// Drives at saturation for `a.seconds`.

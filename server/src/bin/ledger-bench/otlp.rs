@@ -3,7 +3,7 @@
 //! `Export` calls of 512-span batches), the Python OpenTelemetry SDK's
 //! OTLP/gRPC exporter, and the Python SDK's streaming appender and batches.
 
-use super::{OtlpArgs, Until, drive, event, report, run_id, spawn_server_with};
+use super::{OtlpArgs, Until, drive, report, run_id, spawn_server_with};
 use anyhow::{Context, Result, bail};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -172,11 +172,10 @@ pub async fn run(a: OtlpArgs) -> Result<()> {
     );
     let ch = super::connect(&s.grpc, a.load.connections).await?;
     let run = run_id();
-    let size = a.load.event_bytes;
     let p = drive(
         &ch,
         &a.load,
-        Arc::new(move |st, seq| event(st, seq, size, &run)),
+        super::wire::bench_events(run, a.load.event_bytes),
         Until::Elapsed(Duration::from_secs(a.seconds)),
         None,
     )

@@ -11,13 +11,12 @@
 //! the timeline of a 1,000-event trace in a large indexed table.
 
 use super::{
-    Load, PeerArgs, Phase, TraceFill, Until, big_timelines, drive, event, percentiles, report,
-    run_id, start,
+    Load, PeerArgs, Phase, TraceFill, Until, big_timelines, drive, percentiles, report, run_id,
+    start,
 };
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The schema: events, the chain head, and the append function that
@@ -296,8 +295,7 @@ pub async fn run(a: PeerArgs) -> Result<()> {
     );
     let (spawned, _addr, channels) = start(load, true).await?;
     let run = run_id();
-    let size = load.event_bytes;
-    let gen_fn: super::Gen = Arc::new(move |s, seq| event(s, seq, size, &run));
+    let gen_fn = super::wire::bench_events(run, load.event_bytes);
     let led: Phase = drive(
         &channels,
         load,
