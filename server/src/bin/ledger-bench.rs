@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 use tonic::transport::{Channel, Endpoint};
+use wire::{Answer, Encoded, Gen};
 
 #[derive(Parser)]
 #[command(
@@ -248,9 +249,6 @@ struct QueryArgs {
     #[arg(long)]
     reuse: bool,
 }
-
-/// Makes the event `seq` of stream `stream`.
-use wire::{Answer, Encoded, Gen};
 
 /// When a drive ends.
 #[derive(Clone, Copy)]
