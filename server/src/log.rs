@@ -461,8 +461,15 @@ impl Log {
             self.metrics.reject(&self.id, "invalid");
             return Err(invalid(e.field.clone(), e.to_string()));
         }
-        let size = prost::Message::encoded_len(&event);
-        let units = size.div_ceil(self.budget_unit).max(1) as u32;
+        let (prepared, digest) = PreparedEvent::new(event).map_err(|e| {
+            self.metrics.reject(&self.id, "unavailable");
+            Rejection {
+                code: Code::Unavailable,
+                message: e.to_string(),
+                field: String::new(),
+            }
+        })?;
+        let units = prepared.event_len().div_ceil(self.budget_unit).max(1) as u32;
         let busy = |what: &str| Rejection {
             code: Code::ResourceExhausted,
             message: format!(
@@ -475,14 +482,6 @@ impl Log {
             self.metrics.reject(&self.id, "queue_full");
             return Err(busy("queued bytes"));
         };
-        let (prepared, digest) = PreparedEvent::new(event).map_err(|e| {
-            self.metrics.reject(&self.id, "unavailable");
-            Rejection {
-                code: Code::Unavailable,
-                message: e.to_string(),
-                field: String::new(),
-            }
-        })?;
         let (reply, rx) = oneshot::channel();
         let job = AppendJob {
             content: Content::Event(Box::new(prepared)),

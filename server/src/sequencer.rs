@@ -103,14 +103,28 @@ pub struct PreparedEvent {
 }
 
 impl PreparedEvent {
+    /// Encoded size of the event it was prepared from (payload included).
+    pub fn event_len(&self) -> usize {
+        let payload = if self.payload.is_empty() {
+            0
+        } else {
+            prost::encoding::bytes::encoded_len(16, &self.payload)
+        };
+        self.encoded.len() + payload
+    }
+
     /// Prepares `event`; also returns its [`event_digest`], computed from the
     /// same encoding (the payload, field 16, sits between fields 15 and 17).
     pub fn new(mut event: AuditEvent) -> Result<(PreparedEvent, Hash), SequencerError> {
         use prost::encoding::{WireType, encode_key, encode_varint, string};
         let payload = std::mem::take(&mut event.payload);
         let content_type = std::mem::take(&mut event.payload_content_type);
-        let mut encoded = prost::Message::encode_to_vec(&event);
-        let before_payload = encoded.len();
+        // Sized once, for the event and the content type after it (the
+        // length is computed once: `encode_to_vec` would compute it again).
+        let before_payload = prost::Message::encoded_len(&event);
+        let mut encoded =
+            Vec::with_capacity(before_payload + string::encoded_len(17, &content_type));
+        prost::Message::encode_raw(&event, &mut encoded);
         let mut payload_key = Vec::with_capacity(8);
         if !payload.is_empty() {
             encode_key(16, WireType::LengthDelimited, &mut payload_key);
@@ -1337,6 +1351,8 @@ mod tests {
             assert_eq!(p.index.agent, event.agent_id);
             assert_eq!(p.encoded, prost::Message::encode_to_vec(&stripped));
             assert_eq!(p.payload, event.payload);
+            // What the queue's byte budget is charged.
+            assert_eq!(p.event_len(), prost::Message::encoded_len(&event));
             if event.payload.is_empty() {
                 assert!(p.commitment.is_empty());
             } else {
