@@ -114,15 +114,23 @@ fn wait_caught_up(metrics: &str, limit: Duration) -> Result<Duration> {
 }
 
 /// Saturation with the mirror off, then on; returns the ratio.
+/// Each phase has its own data directory under `dir/pairs`, removed when
+/// the run ends: a phase that started by deleting the one before it would
+/// pay the file system's cost of that (see `run`).
 async fn saturation_pair(a: &MirrorArgs, dir: &Path, run: &str) -> Result<f64> {
+    let pairs = dir.join("pairs");
     let off = {
-        let s = spawn_server_with(dir, true, Some("[anchor]\nbackend = \"none\"\n"))?;
+        let s = spawn_server_with(
+            &pairs.join(format!("{run}-off")),
+            true,
+            Some("[anchor]\nbackend = \"none\"\n"),
+        )?;
         let p = saturation(a, &s.grpc, format!("{run}-off")).await?;
         report("mirror off", &p)
     };
     let on = {
         let cfg = mirror_config(a, dir, &format!("{run}-sat"), false);
-        let s = spawn_server_with(dir, true, Some(&cfg))?;
+        let s = spawn_server_with(&pairs.join(format!("{run}-on")), true, Some(&cfg))?;
         let p = saturation(a, &s.grpc, format!("{run}-on")).await?;
         let r = report("mirror on", &p);
         let caught = wait_caught_up(&s.metrics, Duration::from_secs(600))?;
@@ -142,19 +150,24 @@ async fn saturation_pair(a: &MirrorArgs, dir: &Path, run: &str) -> Result<f64> {
 pub async fn run(a: MirrorArgs) -> Result<()> {
     let dir = a.load.dir.clone();
     std::fs::create_dir_all(&dir)?;
-    // A run removes its directory mirror when it ends, not when the next
-    // one starts: ext4 without a journal skips inodes freed in the last
-    // minute (several, while their inode table is dirty) and pays a lookup
-    // for each one it skips, so files created just after a million were
-    // deleted cost several times more than the mirror's own writes.
+    // A run removes its directory mirrors and the data directories of its
+    // saturation pairs when it ends, not when the next phase or run starts:
+    // ext4 without a journal skips inodes freed in the last few seconds (in
+    // the last five minutes while their inode table block is dirty) and pays
+    // a buffer-cache lookup for each one it skips on every file it creates.
+    // Measured here, a mirror-on phase that started right after a deletion
+    // spent 60-70% of its file-writing threads' time in that scan. A run
+    // started within minutes of another still pays for the first's removal.
     let scratch = dir.join("mirror");
-    if scratch.exists() {
+    let pairs = dir.join("pairs");
+    if scratch.exists() || pairs.exists() {
         println!(
-            "(removing the mirror an interrupted run left; the next figures include the file system's cost of that)"
+            "(removing what an interrupted run left; the next figures include the file system's cost of that)"
         );
         let _ = std::fs::remove_dir_all(&scratch);
+        let _ = std::fs::remove_dir_all(&pairs);
     }
-    let _cleanup = RemoveOnDrop(scratch);
+    let _cleanup = (RemoveOnDrop(scratch), RemoveOnDrop(pairs));
     let run = run_id();
     let where_ = match &a.s3_endpoint {
         Some(e) => format!("S3 at {e}, bucket {}", a.bucket),
