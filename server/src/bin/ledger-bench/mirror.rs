@@ -114,11 +114,10 @@ fn wait_caught_up(metrics: &str, limit: Duration) -> Result<Duration> {
 }
 
 /// Saturation with the mirror off, then on; returns the ratio.
-/// Each phase has its own data directory under `dir/pairs`, removed when
-/// the run ends: a phase that started by deleting the one before it would
-/// pay the file system's cost of that (see `run`).
-async fn saturation_pair(a: &MirrorArgs, dir: &Path, run: &str) -> Result<f64> {
-    let pairs = dir.join("pairs");
+/// Each phase has its own data directory under `pairs`, removed when the
+/// run ends: a phase that started by deleting the one before it would pay
+/// the file system's cost of that (see `run`).
+async fn saturation_pair(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) -> Result<f64> {
     let off = {
         let s = spawn_server_with(
             &pairs.join(format!("{run}-off")),
@@ -167,7 +166,7 @@ pub async fn run(a: MirrorArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(&scratch);
         let _ = std::fs::remove_dir_all(&pairs);
     }
-    let _cleanup = (RemoveOnDrop(scratch), RemoveOnDrop(pairs));
+    let _cleanup = (RemoveOnDrop(scratch), RemoveOnDrop(pairs.clone()));
     let run = run_id();
     let where_ = match &a.s3_endpoint {
         Some(e) => format!("S3 at {e}, bucket {}", a.bucket),
@@ -183,7 +182,7 @@ pub async fn run(a: MirrorArgs) -> Result<()> {
     if !a.no_saturation {
         let mut ratios = Vec::new();
         for n in 0..a.pairs.max(1) {
-            ratios.push(saturation_pair(&a, &dir, &format!("{run}-{n}")).await?);
+            ratios.push(saturation_pair(&a, &dir, &pairs, &format!("{run}-{n}")).await?);
         }
         if ratios.len() > 1 {
             let all: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
