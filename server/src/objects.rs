@@ -391,16 +391,21 @@ impl DirStore {
 
     /// Renames a new file over `key`: durable at once, or by the next
     /// [`ObjectStore::sync`].
-    fn overwrite_blocking(root: &Path, key: &str, body: &[u8], durable_now: bool) -> Res<()> {
+    fn overwrite_blocking(
+        root: &Path,
+        key: &str,
+        body: &[u8],
+        durable_now: bool,
+        fresh: bool,
+    ) -> Res<()> {
         let path = root.join(key);
         let sync_now = durable_now || !SYNC_BY_FILESYSTEM;
-        // A name not taken yet (most payload bundles are written whole,
-        // once) is linked like a write-once object; one that exists is
-        // replaced by a rename (asked first: an unnamed file written and
-        // then dropped would cost a write and an inode).
+        // A name expected to be free (a payload bundle written for the
+        // first time) is linked like a write-once object; if it is taken
+        // after all (a round retried), it is replaced by a rename.
         #[cfg(target_os = "linux")]
-        if !sync_now
-            && !path.exists()
+        if fresh
+            && !sync_now
             && let Some(Ok(())) = DirStore::link_unnamed(&path, body, false)?
         {
             return Ok(());
@@ -452,6 +457,21 @@ impl DirStore {
         Ok(())
     }
 
+    /// Writes `body` over `key`, durable by the next [`ObjectStore::sync`];
+    /// `fresh`: the name is expected to be free.
+    fn overwrite(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        fresh: bool,
+    ) -> impl Future<Output = Res<()>> + Send + use<> {
+        let dirty = self.dirty.clone();
+        self.blocking(key, move |root, key| {
+            DirStore::overwrite_blocking(root, key, &body, false, fresh)?;
+            DirStore::touched(&dirty, root, key)
+        })
+    }
+
     fn blocking<T, F>(&self, key: &str, f: F) -> impl Future<Output = Res<T>> + Send + use<T, F>
     where
         T: Send + 'static,
@@ -500,20 +520,16 @@ impl ObjectStore for DirStore {
 
     fn put_latest(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send {
         self.blocking(key, move |root, key| {
-            DirStore::overwrite_blocking(root, key, &body, true)
+            DirStore::overwrite_blocking(root, key, &body, true, false)
         })
     }
 
     fn replace(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send {
-        self.put_unlocked(key, body)
+        self.overwrite(key, body, false)
     }
 
     fn put_unlocked(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send {
-        let dirty = self.dirty.clone();
-        self.blocking(key, move |root, key| {
-            DirStore::overwrite_blocking(root, key, &body, false)?;
-            DirStore::touched(&dirty, root, key)
-        })
+        self.overwrite(key, body, true)
     }
 
     fn get(&self, key: &str) -> impl Future<Output = Res<Option<Vec<u8>>>> + Send {
@@ -914,8 +930,8 @@ mod tests {
     /// Bodies of every shape the write path distinguishes: empty, below one
     /// block, whole blocks only, blocks and a tail, and more than one
     /// direct-write piece. Each is read back whole, in a directory that did
-    /// not exist, and replaced both where the name was free and where it
-    /// was taken.
+    /// not exist, and overwritten both where the name was free and where
+    /// it was taken.
     #[tokio::test]
     async fn directory_objects_of_every_size_read_back_whole() {
         let dir = tempfile::tempdir().unwrap();
@@ -941,10 +957,13 @@ mod tests {
 
             let key = format!("o/payload/{i}/{len}");
             let reversed: Vec<u8> = body.iter().rev().copied().collect();
-            store.replace(&key, body.clone()).await.unwrap();
+            store.put_unlocked(&key, body.clone()).await.unwrap();
             assert_eq!(store.get(&key).await.unwrap().unwrap(), body, "{len}");
             store.replace(&key, reversed.clone()).await.unwrap();
             assert_eq!(store.get(&key).await.unwrap().unwrap(), reversed);
+            // A name taken after all (a retried round) is written over.
+            store.put_unlocked(&key, body.clone()).await.unwrap();
+            assert_eq!(store.get(&key).await.unwrap().unwrap(), body, "{len}");
             let path = dir.path().join(&key);
             assert!(!std::fs::metadata(&path).unwrap().permissions().readonly());
             let names = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
