@@ -68,9 +68,12 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
-/// A local directory. Write-once files are written to a temporary name,
-/// made read-only and hard-linked into place (which fails if the name
-/// exists); overwritten files are renamed over the old one.
+/// A local directory. Write-once files are written read-only, as unnamed
+/// files (`O_TMPFILE`, on Linux where the file system has them) or under a
+/// temporary name, and linked into place (which fails if the name exists);
+/// overwritten files are renamed over the old one, or linked where the
+/// name is still free. Their bytes go by direct I/O where the file system
+/// allows it (see `write_new`).
 ///
 /// Durability: `put_latest` is durable when it returns (file and directory
 /// fsync'd). The other writes are made durable by the next
@@ -138,8 +141,8 @@ std::thread_local! {
 /// is unchanged: the data is on the device when the write returns, and the
 /// next `syncfs(2)` (or fsync) makes the file's metadata durable and flushes
 /// the device's cache, as for a buffered write. A file system that refuses
-/// direct I/O (`EINVAL`) gets buffered writes. Returns whether the body went direct
-/// (then at most its last page is in the page cache).
+/// direct I/O (`EINVAL`) gets buffered writes. Returns whether the body
+/// went direct (then at most its last page is in the page cache).
 fn write_new(f: &mut std::fs::File, body: &[u8]) -> std::io::Result<bool> {
     use std::io::Write;
     #[cfg(target_os = "linux")]
