@@ -128,14 +128,14 @@ fn push_checked(out: &mut Vec<u8>, i: u64, e: &[u8]) -> Result<(), StoreError> {
 /// The entry bundle of entries `held`, the first at `start`, each shown to
 /// `each` on the way: the same bytes as [`entry_bundle`] builds from the
 /// store.
-fn entry_bundle_of(
-    held: &[Held],
+fn entry_bundle_of<'a>(
+    held: impl Iterator<Item = &'a Held> + Clone,
     start: u64,
-    mut each: impl FnMut(u64, &[u8]),
+    mut each: impl FnMut(u64, &Held),
 ) -> Result<Vec<u8>, StoreError> {
-    let mut out = Vec::with_capacity(held.iter().map(|h| 2 + h.entry.len()).sum());
+    let mut out = Vec::with_capacity(held.clone().map(|h| 2 + h.entry.len()).sum());
     for (i, h) in (start..).zip(held) {
-        each(i, &h.entry);
+        each(i, h);
         push_checked(&mut out, i, &h.entry)?;
     }
     Ok(out)
@@ -143,9 +143,9 @@ fn entry_bundle_of(
 
 /// The payload bundle of entries `held`, and whether it holds any payload:
 /// the same bytes as [`payload_bundle`] builds from the store.
-fn payload_bundle_of(held: &[Held]) -> (Vec<u8>, bool) {
+fn payload_bundle_of<'a>(held: impl Iterator<Item = &'a Held> + Clone) -> (Vec<u8>, bool) {
     let size = |h: &Held| 4 + h.payload.as_ref().map_or(0, |(s, p)| s.len() + p.len());
-    let mut out = Vec::with_capacity(held.iter().map(size).sum());
+    let mut out = Vec::with_capacity(held.clone().map(size).sum());
     let mut any = false;
     for h in held {
         any |= h.payload.is_some();
@@ -225,10 +225,16 @@ fn tile_width(n: u64, to: u64) -> u16 {
     (to - n * TILE_WIDTH).min(TILE_WIDTH) as u16
 }
 
-/// The entries of tile `n` at `width`, if the feed holds every one.
-fn held_tile(feed: Option<&Feed>, n: u64, width: u16) -> Option<Vec<Held>> {
+/// `f` of the entries of tile `n` at `width`, if the feed holds every one
+/// (under the feed's lock, see [`Feed::with_range`]).
+fn with_held_tile<T>(
+    feed: Option<&Feed>,
+    n: u64,
+    width: u16,
+    f: impl FnOnce(std::collections::vec_deque::Iter<'_, Held>) -> T,
+) -> Option<T> {
     let start = n * TILE_WIDTH;
-    feed.and_then(|f| f.range(start, start + u64::from(width)))
+    feed.and_then(|feed| feed.with_range(start, start + u64::from(width), f))
 }
 
 /// What building a unit produced.
@@ -263,23 +269,31 @@ fn build(
             };
             // A redaction erases a payload in an older bundle (the
             // redactions before `from` were seen by an earlier round).
-            let each = |i: u64, e: &[u8]| {
+            let mut erases = |i: u64, target: Option<u64>| {
                 if i >= from
-                    && let Ok(Some(target)) = ledger_verify::entry::redaction_target(e)
+                    && let Some(target) = target
                     && target / TILE_WIDTH != n
                 {
                     erased.push(target / TILE_WIDTH);
                 }
             };
-            // From the feed when it holds every entry of the tile, else
-            // read back from the store.
-            let (bundle, (bytes, any)) = match held_tile(feed, n, width) {
-                Some(held) => (
-                    Some(entry_bundle_of(&held, n * TILE_WIDTH, each)?),
-                    payload_bundle_of(&held),
-                ),
+            // From the feed when it holds every entry of the tile (which
+            // says which are redactions), else read back from the store
+            // (each new entry decoded for its redaction).
+            let held = with_held_tile(feed, n, width, |held| {
+                let bundle =
+                    entry_bundle_of(held.clone(), n * TILE_WIDTH, |i, h| erases(i, h.redacts))?;
+                Ok::<_, StoreError>((Some(bundle), payload_bundle_of(held)))
+            });
+            let (bundle, (bytes, any)) = match held {
+                Some(built) => built?,
                 None => {
                     read_back = u64::from(width);
+                    let each = |i: u64, e: &[u8]| {
+                        if i >= from {
+                            erases(i, ledger_verify::entry::redaction_target(e).ok().flatten());
+                        }
+                    };
                     (
                         entry_bundle_with(store, n, width, to, each)?,
                         payload_bundle(store, n, width)?,
@@ -315,8 +329,8 @@ fn build(
         }
         Unit::Erased(n) => {
             let width = tile_width(n, to);
-            let (bytes, _) = match held_tile(feed, n, width) {
-                Some(held) => payload_bundle_of(&held),
+            let (bytes, _) = match with_held_tile(feed, n, width, |held| payload_bundle_of(held)) {
+                Some(built) => built,
                 None => {
                     read_back = u64::from(width);
                     payload_bundle(store, n, width)?
@@ -662,16 +676,21 @@ mod tests {
             .map(|i| Held {
                 entry: bytes::Bytes::from(vec![i as u8; 10]),
                 payload: (i % 2 == 1).then(|| (salt, bytes::Bytes::from(format!("payload {i}")))),
+                redacts: (i == 4).then_some(1),
             })
             .collect();
-        let mut seen = 0;
-        assert_eq!(entry_bundle_of(&held, 0, |i, _| seen += i).unwrap(), bundle);
-        assert_eq!(seen, 1 + 2 + 3 + 4, "each entry shown with its index");
+        let mut seen = Vec::new();
         assert_eq!(
-            payload_bundle_of(&held),
+            entry_bundle_of(held.iter(), 0, |i, h| seen.push((i, h.redacts))).unwrap(),
+            bundle
+        );
+        let want: Vec<_> = (0..5).map(|i| (i, (i == 4).then_some(1))).collect();
+        assert_eq!(seen, want, "each entry shown with its index and redaction");
+        assert_eq!(
+            payload_bundle_of(held.iter()),
             payload_bundle(&store, 0, 5).unwrap()
         );
-        assert_eq!(payload_bundle_of(&held[..1]), (bytes.clone(), false));
+        assert_eq!(payload_bundle_of(held[..1].iter()), (bytes.clone(), false));
     }
 
     #[test]

@@ -1154,6 +1154,7 @@ impl Sequencer {
                     g.to_mirror.push(Held {
                         entry: bytes.into(),
                         payload: None,
+                        redacts: Some(target),
                     });
                     g.erased.push(target);
                 }
@@ -1184,6 +1185,7 @@ impl Sequencer {
                     g.to_mirror.push(Held {
                         entry: bytes.into(),
                         payload: (!payload.is_empty()).then(|| (salt, payload.into())),
+                        redacts: None,
                     });
                 }
                 leaf
