@@ -151,9 +151,9 @@ pub async fn run(a: MirrorArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     // A run removes its directory mirrors and the data directories of its
     // saturation pairs when it ends, not when the next phase or run starts:
-    // ext4 without a journal skips inodes freed in the last few seconds (in
-    // the last five minutes while their inode table block is dirty) and pays
-    // a buffer-cache lookup for each one it skips on every file it creates.
+    // ext4 without a journal skips inodes freed in the last minute (the last
+    // six while their inode table block is dirty) and pays a buffer-cache
+    // lookup for each one it skips on every file it creates.
     // Measured here, a mirror-on phase that started right after a deletion
     // spent 60-70% of its file-writing threads' time in that scan. A run
     // started within minutes of another still pays for the first's removal.
