@@ -20,7 +20,7 @@ pub mod feed;
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::mirror::feed::{Feed, Held};
-use crate::objects::{ObjectError, ObjectStore};
+use crate::objects::{DirWriter, ObjectError, ObjectStore};
 use crate::sequencer::SignedCheckpoint;
 use crate::store::{Store, StoreError};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -346,6 +346,36 @@ fn build(
     })
 }
 
+/// Units built and written at once for `concurrency` objects at once
+/// (a unit is mostly a tile's three objects).
+pub fn units_at_once(concurrency: usize) -> usize {
+    concurrency.div_ceil(3).max(1)
+}
+
+/// Writes `o` to a directory mirror, on the calling thread, as
+/// [`Mirror::put_units`] does through the [`ObjectStore`] calls.
+fn write_local(
+    objects: &DirWriter,
+    payloads: &DirWriter,
+    log: &str,
+    o: Object,
+) -> Result<(), ObjectError> {
+    match o {
+        Object::Once(key, body) => match objects.put_once(&key, &body) {
+            Ok(_) => Ok(()),
+            // See put_units: an object beyond the mirrored checkpoint left
+            // by a lost history is replaced.
+            Err(ObjectError::Conflict { key }) => {
+                tracing::warn!(log = %log, key, "replacing an object left beyond the mirrored checkpoint by a lost history");
+                objects.put_latest(&key, &body)
+            }
+            Err(e) => Err(e),
+        },
+        Object::Payloads(key, body) => payloads.put_unlocked(&key, &body),
+        Object::Replace(key, body) => payloads.replace(&key, &body),
+    }
+}
+
 /// Resolves when the stop flag turns true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -400,20 +430,31 @@ impl<S: ObjectStore> Mirror<S> {
         to: u64,
         erased: &std::sync::Mutex<BTreeSet<u64>>,
     ) -> Result<(), ObjectError> {
+        // A directory's writes are made where the objects were built.
+        let local = &self.store.local().zip(self.payload_store.local());
         stream::iter(units)
             .map(|unit| async move {
                 let (store, origin) = (self.log.store.clone(), self.log.origin.clone());
                 let feed = self.log.mirror_feed().cloned();
+                let (local, log) = (local.clone(), self.log.id.clone());
                 let Built {
                     objects,
                     erased: more,
                     read_back,
                 } = self
                     .builder
-                    .run(move || build(&store, feed.as_deref(), &origin, unit, from, to))
+                    .run(move || {
+                        let mut built = build(&store, feed.as_deref(), &origin, unit, from, to)
+                            .map_err(|e| ObjectError::Store(format!("reading the store: {e}")))?;
+                        if let Some((objects, payloads)) = local {
+                            for o in std::mem::take(&mut built.objects) {
+                                write_local(&objects, &payloads, &log, o)?;
+                            }
+                        }
+                        Ok::<_, ObjectError>(built)
+                    })
                     .await
-                    .ok_or_else(|| ObjectError::Store("building the objects failed".into()))?
-                    .map_err(|e| ObjectError::Store(format!("reading the store: {e}")))?;
+                    .ok_or_else(|| ObjectError::Store("building the objects failed".into()))??;
                 if read_back > 0 {
                     self.metrics
                         .mirror_read_back
@@ -457,7 +498,7 @@ impl<S: ObjectStore> Mirror<S> {
                 }
                 Ok::<(), ObjectError>(())
             })
-            .buffer_unordered(self.concurrency.div_ceil(3).max(1))
+            .buffer_unordered(units_at_once(self.concurrency))
             .try_collect::<Vec<()>>()
             .await?;
         Ok(())
@@ -624,6 +665,64 @@ mod tests {
         assert!(!tile_exists(t(1, 0, 2), 511));
         assert!(!tile_exists(t(0, u64::MAX, 256), u64::MAX));
         assert!(!tile_exists(t(0, 0, 0), 5));
+    }
+
+    #[tokio::test]
+    async fn a_directory_mirror_writes_on_the_building_thread_as_through_the_store() {
+        use crate::objects::DirStore;
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path()).unwrap();
+        let w = store.local().expect("a directory writes locally");
+        let read = |key: &str| std::fs::read(dir.path().join(key)).unwrap();
+        write_local(
+            &w,
+            &w,
+            "log",
+            Object::Once("o/tile/0/000".into(), b"tile".to_vec()),
+        )
+        .unwrap();
+        assert_eq!(read("o/tile/0/000"), b"tile");
+        // The same bytes again (a retried round) are fine; other bytes
+        // beyond the mirrored checkpoint come from a lost history and are
+        // replaced, as through the store's calls.
+        write_local(
+            &w,
+            &w,
+            "log",
+            Object::Once("o/tile/0/000".into(), b"tile".to_vec()),
+        )
+        .unwrap();
+        write_local(
+            &w,
+            &w,
+            "log",
+            Object::Once("o/tile/0/000".into(), b"other".to_vec()),
+        )
+        .unwrap();
+        assert_eq!(read("o/tile/0/000"), b"other");
+        write_local(
+            &w,
+            &w,
+            "log",
+            Object::Payloads("p/0".into(), b"one".to_vec()),
+        )
+        .unwrap();
+        assert_eq!(read("p/0"), b"one");
+        write_local(
+            &w,
+            &w,
+            "log",
+            Object::Replace("p/0".into(), b"two".to_vec()),
+        )
+        .unwrap();
+        assert_eq!(read("p/0"), b"two");
+        // Durable by the store's next sync, which knows of the writes.
+        store.sync().await.unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("p"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["0"], "no temporary files left");
     }
 
     #[test]

@@ -66,6 +66,14 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn sync(&self) -> impl Future<Output = Res<()>> + Send;
     /// Where the objects go, for logs.
     fn describe(&self) -> String;
+    /// The same writes as blocking calls, where they are system calls on
+    /// this machine (a directory): a caller already on a thread of its own
+    /// makes them there, without handing each object to another thread
+    /// and waking the runtime when it is written. None for a store across
+    /// the network.
+    fn local(&self) -> Option<DirWriter> {
+        None
+    }
 }
 
 /// A local directory. Write-once files are written read-only, as unnamed
@@ -460,19 +468,12 @@ impl DirStore {
         Ok(())
     }
 
-    /// Writes `body` over `key`, durable by the next [`ObjectStore::sync`];
-    /// `fresh`: the name is expected to be free.
-    fn overwrite(
-        &self,
-        key: &str,
-        body: Vec<u8>,
-        fresh: bool,
-    ) -> impl Future<Output = Res<()>> + Send + use<> {
-        let dirty = self.dirty.clone();
-        self.blocking(key, move |root, key| {
-            DirStore::overwrite_blocking(root, key, &body, false, fresh)?;
-            DirStore::touched(&dirty, root, key)
-        })
+    /// The blocking form of this store's writes.
+    pub fn writer(&self) -> DirWriter {
+        DirWriter {
+            root: self.root.clone(),
+            dirty: self.dirty.clone(),
+        }
     }
 
     fn blocking<T, F>(&self, key: &str, f: F) -> impl Future<Output = Res<T>> + Send + use<T, F>
@@ -498,12 +499,8 @@ impl DirStore {
 
 impl ObjectStore for DirStore {
     fn put_once(&self, key: &str, body: Bytes) -> impl Future<Output = Res<Put>> + Send {
-        let dirty = self.dirty.clone();
-        self.blocking(key, move |root, key| {
-            let put = DirStore::put_once_blocking(root, key, &body)?;
-            DirStore::touched(&dirty, root, key)?;
-            Ok(put)
-        })
+        let w = self.writer();
+        self.blocking(key, move |_, key| w.put_once(key, &body))
     }
 
     fn sync(&self) -> impl Future<Output = Res<()>> + Send {
@@ -522,17 +519,18 @@ impl ObjectStore for DirStore {
     }
 
     fn put_latest(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send {
-        self.blocking(key, move |root, key| {
-            DirStore::overwrite_blocking(root, key, &body, true, false)
-        })
+        let w = self.writer();
+        self.blocking(key, move |_, key| w.put_latest(key, &body))
     }
 
     fn replace(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send {
-        self.overwrite(key, body, false)
+        let w = self.writer();
+        self.blocking(key, move |_, key| w.replace(key, &body))
     }
 
     fn put_unlocked(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send {
-        self.overwrite(key, body, true)
+        let w = self.writer();
+        self.blocking(key, move |_, key| w.put_unlocked(key, &body))
     }
 
     fn get(&self, key: &str) -> impl Future<Output = Res<Option<Vec<u8>>>> + Send {
@@ -571,6 +569,50 @@ impl ObjectStore for DirStore {
 
     fn describe(&self) -> String {
         format!("directory {}", self.root.display())
+    }
+
+    fn local(&self) -> Option<DirWriter> {
+        Some(self.writer())
+    }
+}
+
+/// A [`DirStore`]'s writes as blocking calls, made on the caller's thread
+/// (see [`ObjectStore::local`]); the same durability: `put_latest` at once,
+/// the others by the store's next [`ObjectStore::sync`].
+#[derive(Clone)]
+pub struct DirWriter {
+    root: PathBuf,
+    dirty: Dirty,
+}
+
+impl DirWriter {
+    /// [`ObjectStore::put_once`].
+    pub fn put_once(&self, key: &str, body: &[u8]) -> Res<Put> {
+        let put = DirStore::put_once_blocking(&self.root, key, body)?;
+        DirStore::touched(&self.dirty, &self.root, key)?;
+        Ok(put)
+    }
+
+    /// [`ObjectStore::put_latest`].
+    pub fn put_latest(&self, key: &str, body: &[u8]) -> Res<()> {
+        DirStore::overwrite_blocking(&self.root, key, body, true, false)
+    }
+
+    /// [`ObjectStore::put_unlocked`]: the name is expected to be free.
+    pub fn put_unlocked(&self, key: &str, body: &[u8]) -> Res<()> {
+        self.overwrite(key, body, true)
+    }
+
+    /// [`ObjectStore::replace`].
+    pub fn replace(&self, key: &str, body: &[u8]) -> Res<()> {
+        self.overwrite(key, body, false)
+    }
+
+    /// Writes `body` over `key`, durable by the next [`ObjectStore::sync`];
+    /// `fresh`: the name is expected to be free.
+    fn overwrite(&self, key: &str, body: &[u8], fresh: bool) -> Res<()> {
+        DirStore::overwrite_blocking(&self.root, key, body, false, fresh)?;
+        DirStore::touched(&self.dirty, &self.root, key)
     }
 }
 

@@ -195,20 +195,24 @@ async fn start_mirroring(
     use crate::mirror::Mirror;
     use crate::objects::{DirStore, ObjectStore, S3Store};
     let (mut followers, stop) = Followers::new();
+    /// One pool for every log's mirror, niced as RocksDB's flushes are
+    /// (see mirror::Mirror::builder).
+    fn pool(threads: usize) -> anyhow::Result<Arc<crate::niced::Niced>> {
+        Ok(Arc::new(
+            crate::niced::Niced::new("mirror", threads, 10)
+                .context("starting the mirror's threads")?,
+        ))
+    }
     fn spawn<S: ObjectStore>(
         store: Arc<S>,
         payload_store: Arc<S>,
         logs: &[Arc<Log>],
         metrics: &Arc<Metrics>,
         concurrency: usize,
+        builder: Arc<crate::niced::Niced>,
         stop: &tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
         tracing::info!(store = %store.describe(), "mirroring logs");
-        // One pool for every log's mirror: two threads, niced as RocksDB's
-        // flushes are (see mirror::Mirror::builder).
-        let builder = Arc::new(
-            crate::niced::Niced::new("mirror", 2, 10).context("starting the mirror's threads")?,
-        );
         Ok(logs
             .iter()
             .map(|log| {
@@ -229,15 +233,16 @@ async fn start_mirroring(
         MirrorBackend::None => Vec::new(),
         MirrorBackend::Dir => {
             let dir = config.mirror_dir();
-            // The file writes niced too, one thread per object in flight.
-            let io = crate::niced::Niced::new("mirror-io", n.max(1), 10)
-                .context("starting the mirror's threads")?;
+            // Each unit of a round (a tile's three objects) is built and
+            // written on one niced thread; the store's own calls (the
+            // round's sync, the checkpoint) run on the same pool.
+            let pool = pool(crate::mirror::units_at_once(n).max(2))?;
             let store = Arc::new(
                 DirStore::new(&dir)
                     .with_context(|| format!("mirror directory {}", dir.display()))?
-                    .on_pool(Arc::new(io)),
+                    .on_pool(pool.clone()),
             );
-            spawn(store.clone(), store, &logs, metrics, n, &stop)?
+            spawn(store.clone(), store, &logs, metrics, n, pool, &stop)?
         }
         MirrorBackend::S3 => {
             let s3 = &config.mirror.s3;
@@ -251,7 +256,7 @@ async fn start_mirroring(
                         .await?,
                 )
             };
-            spawn(store, payloads, &logs, metrics, n, &stop)?
+            spawn(store, payloads, &logs, metrics, n, pool(2)?, &stop)?
         }
     };
     Ok(followers)
