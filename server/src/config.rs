@@ -246,7 +246,8 @@ pub struct MirrorConfig {
     /// docs/mirror.md). After 30 s without it the append answers
     /// UNAVAILABLE; a retry with the same event_id waits again.
     pub ack_after_mirror: bool,
-    /// Objects written at once per log.
+    /// Work in flight per log: a third as many tiles (rounded up) are built
+    /// and written at once (see `mirror::units_at_once`).
     pub concurrency: usize,
     pub s3: S3MirrorConfig,
 }
