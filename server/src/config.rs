@@ -247,7 +247,9 @@ pub struct MirrorConfig {
     /// UNAVAILABLE; a retry with the same event_id waits again.
     pub ack_after_mirror: bool,
     /// Work in flight per log: a third as many tiles (rounded up) are built
-    /// and written at once (see `mirror::units_at_once`).
+    /// and written at once, each tile's objects (entry bundle, level-0 tile,
+    /// payload bundle) one after another. A `dir` mirror does each on a
+    /// thread of its own (a pool of that many threads, at least two).
     pub concurrency: usize,
     pub s3: S3MirrorConfig,
 }
