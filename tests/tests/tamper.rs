@@ -141,6 +141,26 @@ async fn each_kind_of_tampering_in_a_bundle_is_named_with_its_first_index() {
         "swapped entries",
     );
 
+    // Two entries swapped across the checkpoint between their groups: the
+    // look-ahead for a swap passes over checkpoints.
+    let mut t = Items::parse(&original.bytes());
+    let across = (1..t.body.len() - 1)
+        .find_map(|p| match (&t.body[p - 1], &t.body[p], &t.body[p + 1]) {
+            (Item::Entry(a), Item::Checkpoint(_), Item::Entry(b)) if b.index == a.index + 1 => {
+                Some((p - 1, p + 1, a.index))
+            }
+            _ => None,
+        })
+        .expect("a checkpoint between two groups (one is signed per group)");
+    t.body.swap(across.0, across.1);
+    let r = t.audit(&key);
+    assert_first(
+        &r,
+        TamperKind::Reordered,
+        across.2,
+        "entries swapped across a checkpoint",
+    );
+
     // The tail cut off (its checkpoints still vouch for it).
     let mut t = Items::parse(&original.bytes());
     t.body

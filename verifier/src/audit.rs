@@ -849,6 +849,11 @@ impl Auditor<'_> {
 const READ_BATCH: usize = 512;
 
 /// What the reading thread hands over.
+/// Checkpoints held back after an entry while looking for the next entry
+/// (a bundle has one between groups; past this many the entry is checked
+/// without the look-ahead).
+const MAX_DEFERRED: usize = 64;
+
 enum Read {
     Entry(EntryRecord, Result<EntryHead, EntryError>),
     Other(Item),
@@ -977,11 +982,21 @@ pub fn audit_stream(
             }
         });
         let mut held: Option<(EntryRecord, Result<EntryHead, EntryError>)> = None;
+        // Checkpoints read after the held entry, checked once it is: the
+        // look-ahead for a swap is the next entry, past the checkpoints a
+        // bundle puts between two groups.
+        let mut deferred: Vec<Read> = Vec::new();
         let mut ended = false;
         for msg in rx.into_iter().flatten() {
-            // One entry of look-ahead: a swap shows in the pair.
             let next_claim = match &msg {
                 Read::Entry(_, Ok(h)) => Some(h.index),
+                Read::Entry(_, Err(_)) => None,
+                Read::Other(Item::Checkpoint(_))
+                    if held.is_some() && deferred.len() < MAX_DEFERRED =>
+                {
+                    deferred.push(msg);
+                    continue;
+                }
                 _ => None,
             };
             if let Some((rec, rec_head)) = held.take() {
@@ -990,33 +1005,35 @@ pub fn audit_stream(
                     progress(a.report.entries, total);
                 }
             }
-            match msg {
-                Read::Entry(e, head) => held = Some((e, head)),
-                Read::Other(Item::Entry(e)) => {
-                    // The reading thread decodes entries itself; not reached.
-                    let head = decode_head(&e.entry);
-                    held = Some((e, head));
+            for m in std::mem::take(&mut deferred).into_iter().chain([msg]) {
+                match m {
+                    Read::Entry(e, head) => held = Some((e, head)),
+                    Read::Other(Item::Entry(e)) => {
+                        // The reading thread decodes entries itself; not reached.
+                        let head = decode_head(&e.entry);
+                        held = Some((e, head));
+                    }
+                    Read::Other(Item::Checkpoint(c)) => a.checkpoint(&c),
+                    Read::Other(Item::RedactionProof(p)) => a.redaction_proof(&p),
+                    Read::Other(Item::End(end)) => {
+                        a.end(&end);
+                        ended = true;
+                    }
+                    Read::Other(Item::Header(_)) => {
+                        a.find(TamperKind::Malformed, a.range.size(), "a second header")
+                    }
+                    Read::Broken(why) => {
+                        broken = true;
+                        let at = a.range.size();
+                        a.find(
+                            TamperKind::Malformed,
+                            at,
+                            format!("after entry position {at}: {why}"),
+                        );
+                    }
+                    Read::Failed(e) => return Err(e),
+                    Read::Done => {}
                 }
-                Read::Other(Item::Checkpoint(c)) => a.checkpoint(&c),
-                Read::Other(Item::RedactionProof(p)) => a.redaction_proof(&p),
-                Read::Other(Item::End(end)) => {
-                    a.end(&end);
-                    ended = true;
-                }
-                Read::Other(Item::Header(_)) => {
-                    a.find(TamperKind::Malformed, a.range.size(), "a second header")
-                }
-                Read::Broken(why) => {
-                    broken = true;
-                    let at = a.range.size();
-                    a.find(
-                        TamperKind::Malformed,
-                        at,
-                        format!("after entry position {at}: {why}"),
-                    );
-                }
-                Read::Failed(e) => return Err(e),
-                Read::Done => {}
             }
         }
         if !ended && !broken {
