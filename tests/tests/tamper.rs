@@ -80,6 +80,28 @@ async fn each_kind_of_tampering_in_a_bundle_is_named_with_its_first_index() {
         "modified entry",
     );
 
+    // The last entry of a group modified: the checkpoint right after it
+    // fails, and the next entry's link names the entry.
+    let across = (1..original.body.len() - 1)
+        .find_map(|p| match &original.body[p - 1..=p + 1] {
+            [Item::Entry(a), Item::Checkpoint(_), Item::Entry(b)] if b.index == a.index + 1 => {
+                Some((p - 1, p + 1, a.index))
+            }
+            _ => None,
+        })
+        .expect("a checkpoint between two groups (one is signed per group)");
+    let mut t = Items::parse(&original.bytes());
+    let e = t.entry_mut(across.2);
+    let mut entry = LedgerEntry::decode(e.entry.as_slice()).unwrap();
+    entry.event.as_mut().unwrap().agent_id = "someone-else".into();
+    e.entry = entry.encode_to_vec();
+    assert_first(
+        &t.audit(&key),
+        TamperKind::ModifiedEntry,
+        across.2,
+        "modified last entry of a group",
+    );
+
     // Modified payload.
     let mut t = Items::parse(&original.bytes());
     t.entry_mut(120).payload = br#"{"round":9,"i":9}"#.to_vec();
@@ -144,14 +166,6 @@ async fn each_kind_of_tampering_in_a_bundle_is_named_with_its_first_index() {
     // Two entries swapped across the checkpoint between their groups: the
     // look-ahead for a swap passes over checkpoints.
     let mut t = Items::parse(&original.bytes());
-    let across = (1..t.body.len() - 1)
-        .find_map(|p| match (&t.body[p - 1], &t.body[p], &t.body[p + 1]) {
-            (Item::Entry(a), Item::Checkpoint(_), Item::Entry(b)) if b.index == a.index + 1 => {
-                Some((p - 1, p + 1, a.index))
-            }
-            _ => None,
-        })
-        .expect("a checkpoint between two groups (one is signed per group)");
     t.body.swap(across.0, across.1);
     let r = t.audit(&key);
     assert_first(

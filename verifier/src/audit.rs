@@ -163,6 +163,9 @@ struct Auditor<'k> {
     /// Largest size at which a checkpoint of the bundle matched (`None`:
     /// none did, which `verified_size` = 0 cannot tell from size 0).
     signed_to: Option<u64>,
+    /// While the checkpoints after an entry are checked: the hash the next
+    /// entry of the file is chained to, when it decodes.
+    next_link: Option<Hash>,
 }
 
 /// Whether a checkpoint item's convenience fields say what its note says.
@@ -477,9 +480,27 @@ impl Auditor<'_> {
                 ),
             );
         } else if self.broken_at.is_none() {
-            // The chain held but the signed root differs: entries between
-            // the last good checkpoint and this one were rewritten with a
-            // consistent chain, or the checkpoint belongs to another history.
+            // The chain held up to the last entry, whose successor is the
+            // one entry not yet checked against it: if the next entry is
+            // chained to another hash, that last entry was modified.
+            if let (Source::InPlace, Some(link), Some(last)) =
+                (source, self.next_link, self.recent[0])
+                && link != last
+                && size > self.last_good
+            {
+                let at = size - 1;
+                self.structural(
+                    TamperKind::ModifiedEntry,
+                    at,
+                    format!(
+                        "entry {at} hashes to {last}, but entry {size} was chained to {link} (and the root signed at size {size} differs)"
+                    ),
+                );
+                return;
+            }
+            // Else entries between the last good checkpoint and this one
+            // were rewritten with a consistent chain, or the checkpoint
+            // belongs to another history.
             let from = self.last_good;
             self.structural(
                 TamperKind::ModifiedEntry,
@@ -943,6 +964,7 @@ pub fn audit_stream(
         redaction_proofs: 0,
         in_evidence: false,
         signed_to: None,
+        next_link: None,
         header,
     };
     if !check_header(&mut a) {
@@ -1005,7 +1027,19 @@ pub fn audit_stream(
                     progress(a.report.entries, total);
                 }
             }
-            for m in std::mem::take(&mut deferred).into_iter().chain([msg]) {
+            // The held-back checkpoints are checked knowing what the next
+            // entry is chained to; nothing else is.
+            let link = match &msg {
+                Read::Entry(_, Ok(h)) => Hash::from_slice(&h.prev_leaf_hash),
+                _ => None,
+            };
+            let deferred_now = deferred.len();
+            for (i, m) in std::mem::take(&mut deferred)
+                .into_iter()
+                .chain([msg])
+                .enumerate()
+            {
+                a.next_link = if i < deferred_now { link } else { None };
                 match m {
                     Read::Entry(e, head) => held = Some((e, head)),
                     Read::Other(Item::Entry(e)) => {
