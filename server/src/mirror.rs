@@ -391,8 +391,9 @@ pub struct Mirror<S: ObjectStore> {
     pub metrics: Arc<Metrics>,
     /// Objects written at once.
     pub concurrency: usize,
-    /// Where objects are built from the store: low-priority threads, so
-    /// that under full ingest the mirror takes idle CPU, not the acks'.
+    /// Where objects are built from the store (and, for a directory
+    /// store, written): low-priority threads, so that under full ingest the
+    /// mirror takes idle CPU first, not the acks'.
     pub builder: Arc<crate::niced::Niced>,
 }
 
