@@ -675,47 +675,19 @@ mod tests {
         let store = DirStore::new(dir.path()).unwrap();
         let w = store.local().expect("a directory writes locally");
         let read = |key: &str| std::fs::read(dir.path().join(key)).unwrap();
-        write_local(
-            &w,
-            &w,
-            "log",
-            Object::Once("o/tile/0/000".into(), b"tile".to_vec()),
-        )
-        .unwrap();
+        let write = |o: Object| write_local(&w, &w, "log", o).unwrap();
+        let once = |body: &[u8]| Object::Once("o/tile/0/000".into(), body.to_vec());
+        write(once(b"tile"));
         assert_eq!(read("o/tile/0/000"), b"tile");
         // The same bytes again (a retried round) are fine; other bytes
         // beyond the mirrored checkpoint come from a lost history and are
         // replaced, as through the store's calls.
-        write_local(
-            &w,
-            &w,
-            "log",
-            Object::Once("o/tile/0/000".into(), b"tile".to_vec()),
-        )
-        .unwrap();
-        write_local(
-            &w,
-            &w,
-            "log",
-            Object::Once("o/tile/0/000".into(), b"other".to_vec()),
-        )
-        .unwrap();
+        write(once(b"tile"));
+        write(once(b"other"));
         assert_eq!(read("o/tile/0/000"), b"other");
-        write_local(
-            &w,
-            &w,
-            "log",
-            Object::Payloads("p/0".into(), b"one".to_vec()),
-        )
-        .unwrap();
+        write(Object::Payloads("p/0".into(), b"one".to_vec()));
         assert_eq!(read("p/0"), b"one");
-        write_local(
-            &w,
-            &w,
-            "log",
-            Object::Replace("p/0".into(), b"two".to_vec()),
-        )
-        .unwrap();
+        write(Object::Replace("p/0".into(), b"two".to_vec()));
         assert_eq!(read("p/0"), b"two");
         // Durable by the store's next sync, which knows of the writes.
         store.sync().await.unwrap();

@@ -68,11 +68,15 @@ async fn each_kind_of_tampering_in_a_bundle_is_named_with_its_first_index() {
     assert!(clean.checkpoints_checked >= 10);
 
     // Modified entry bytes (still a well-formed entry).
-    let mut t = Items::parse(&original.bytes());
-    let e = t.entry_mut(100);
-    let mut entry = LedgerEntry::decode(e.entry.as_slice()).unwrap();
-    entry.event.as_mut().unwrap().agent_id = "someone-else".into();
-    e.entry = entry.encode_to_vec();
+    let modified = |index: u64| {
+        let mut t = Items::parse(&original.bytes());
+        let e = t.entry_mut(index);
+        let mut entry = LedgerEntry::decode(e.entry.as_slice()).unwrap();
+        entry.event.as_mut().unwrap().agent_id = "someone-else".into();
+        e.entry = entry.encode_to_vec();
+        t
+    };
+    let t = modified(100);
     assert_first(
         &t.audit(&key),
         TamperKind::ModifiedEntry,
@@ -90,11 +94,7 @@ async fn each_kind_of_tampering_in_a_bundle_is_named_with_its_first_index() {
             _ => None,
         })
         .expect("a checkpoint between two groups (one is signed per group)");
-    let mut t = Items::parse(&original.bytes());
-    let e = t.entry_mut(across.2);
-    let mut entry = LedgerEntry::decode(e.entry.as_slice()).unwrap();
-    entry.event.as_mut().unwrap().agent_id = "someone-else".into();
-    e.entry = entry.encode_to_vec();
+    let t = modified(across.2);
     assert_first(
         &t.audit(&key),
         TamperKind::ModifiedEntry,
