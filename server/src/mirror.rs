@@ -389,7 +389,8 @@ pub struct Mirror<S: ObjectStore> {
     pub payload_store: Arc<S>,
     pub log: Arc<Log>,
     pub metrics: Arc<Metrics>,
-    /// Objects written at once.
+    /// `mirror.concurrency`: [`units_at_once`] of it are built and written
+    /// at once.
     pub concurrency: usize,
     /// Where objects are built from the store (and, for a directory
     /// store, written): low-priority threads, so that under full ingest the

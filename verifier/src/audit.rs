@@ -1012,7 +1012,6 @@ pub fn audit_stream(
         for msg in rx.into_iter().flatten() {
             let next_claim = match &msg {
                 Read::Entry(_, Ok(h)) => Some(h.index),
-                Read::Entry(_, Err(_)) => None,
                 Read::Other(Item::Checkpoint(_))
                     if held.is_some() && deferred.len() < MAX_DEFERRED =>
                 {
