@@ -361,12 +361,13 @@ fn write_local(
     o: Object,
 ) -> Result<(), ObjectError> {
     match o {
-        Object::Once(key, body) => match objects.put_once(&key, &body) {
+        Object::Once(key, body) => match objects.put_once_in_place(&key, &body) {
             Ok(_) => Ok(()),
             // See put_units: an object beyond the mirrored checkpoint left
-            // by a lost history is replaced.
+            // by a lost history is replaced, and so is one a crash left
+            // incomplete (written in place).
             Err(ObjectError::Conflict { key }) => {
-                tracing::warn!(log = %log, key, "replacing an object left beyond the mirrored checkpoint by a lost history");
+                tracing::warn!(log = %log, key, "replacing an object left beyond the mirrored checkpoint by a lost history or an interrupted write");
                 objects.put_latest(&key, &body)
             }
             Err(e) => Err(e),
@@ -686,8 +687,30 @@ mod tests {
         write(once(b"tile"));
         write(once(b"other"));
         assert_eq!(read("o/tile/0/000"), b"other");
+        // Written in place, whole blocks by direct I/O and the rest through
+        // the page cache: what a crash left of it is replaced too.
+        let big: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::create_dir_all(dir.path().join("o/tile/entries")).unwrap();
+        std::fs::write(dir.path().join("o/tile/entries/000"), &big[..4096]).unwrap();
+        write(Object::Once("o/tile/entries/000".into(), big.clone()));
+        assert_eq!(read("o/tile/entries/000"), big);
+        write(Object::Once("o/tile/entries/001".into(), big.clone()));
+        assert_eq!(read("o/tile/entries/001"), big);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("o/tile/entries/001"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o444, "write-once objects are read-only");
+        }
         write(Object::Payloads("p/0".into(), b"one".to_vec()));
         assert_eq!(read("p/0"), b"one");
+        // A payload bundle expected new but found (a retried round) is
+        // replaced.
+        write(Object::Payloads("p/0".into(), b"uno".to_vec()));
+        assert_eq!(read("p/0"), b"uno");
         write(Object::Replace("p/0".into(), b"two".to_vec()));
         assert_eq!(read("p/0"), b"two");
         // Durable by the store's next sync, which knows of the writes.

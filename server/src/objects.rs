@@ -255,6 +255,23 @@ impl DirStore {
         let mut rnd = [0u8; 8];
         getrandom::fill(&mut rnd).map_err(|e| ObjectError::Store(e.to_string()))?;
         let tmp = dir.join(format!(".tmp-{}", hex::encode(rnd)));
+        if DirStore::create(&tmp, body, read_only, sync_now)? {
+            Ok(tmp)
+        } else {
+            Err(ObjectError::Store(format!(
+                "temporary file {} exists",
+                tmp.display()
+            )))
+        }
+    }
+
+    /// Creates the file `path` holding `body` (fsync'd if `sync_now`),
+    /// creating its directory if need be; false if the name is taken. A
+    /// failed write removes the file again.
+    fn create(path: &Path, body: &[u8], read_only: bool, sync_now: bool) -> Res<bool> {
+        let dir = path
+            .parent()
+            .ok_or_else(|| ObjectError::Store("bad key".into()))?;
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         // Created read-only where the mode can be given (the open file
@@ -264,8 +281,11 @@ impl DirStore {
             &mut options,
             if read_only { 0o444 } else { 0o644 },
         );
-        let mut f =
-            in_dir(dir, || options.open(&tmp)).map_err(|e| io("creating object file", e))?;
+        let mut f = match in_dir(dir, || options.open(path)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(io("creating object file", e)),
+        };
         let written = (|| {
             DirStore::fill(&mut f, body, sync_now)?;
             if read_only && cfg!(not(unix)) {
@@ -274,16 +294,16 @@ impl DirStore {
                     .map_err(|e| io("object metadata", e))?
                     .permissions();
                 perm.set_readonly(true);
-                std::fs::set_permissions(&tmp, perm)
+                std::fs::set_permissions(path, perm)
                     .map_err(|e| io("making object read-only", e))?;
             }
             Ok(())
         })();
         if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(path);
             return Err(e);
         }
-        Ok(tmp)
+        Ok(true)
     }
 
     /// Writes `body` into the new file `f`, fsync'd if `sync_now`, else
@@ -308,14 +328,11 @@ impl DirStore {
         Ok(())
     }
 
-    /// Links a new write-once file into place; its directory is synced by
-    /// the next [`ObjectStore::sync`].
+    /// Links a new write-once file into place, so that it appears whole
+    /// or not at all; its directory is synced by the next
+    /// [`ObjectStore::sync`].
     fn put_once_blocking(root: &Path, key: &str, body: &[u8]) -> Res<Put> {
         let path = root.join(key);
-        #[cfg(target_os = "linux")]
-        if let Some(linked) = DirStore::link_unnamed(&path, body, true)? {
-            return DirStore::linked(linked, &path, key, body);
-        }
         let tmp = DirStore::temp_beside(&path, body, true, !SYNC_BY_FILESYSTEM)?;
         let linked = std::fs::hard_link(&tmp, &path);
         let _ = std::fs::remove_file(&tmp);
@@ -341,65 +358,6 @@ impl DirStore {
         }
     }
 
-    /// Writes an object as an unnamed file (`O_TMPFILE`, read-only if
-    /// `read_only`) and links it into place unless the name is taken: no
-    /// temporary name to create and remove. `None` where
-    /// the file system or the system cannot (no `O_TMPFILE`, no `/proc`);
-    /// the caller then goes by a temporary name, and so does every later
-    /// object.
-    #[cfg(target_os = "linux")]
-    fn link_unnamed(path: &Path, body: &[u8], read_only: bool) -> Res<Option<std::io::Result<()>>> {
-        use rustix::fs::{AtFlags, CWD, Mode, OFlags};
-        use rustix::io::Errno;
-        use std::sync::atomic::Ordering;
-        static REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-        if REFUSED.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
-        let dir = path
-            .parent()
-            .ok_or_else(|| ObjectError::Store("bad key".into()))?;
-        let opened = in_dir(dir, || {
-            rustix::fs::open(
-                dir,
-                OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
-                Mode::from_raw_mode(if read_only { 0o444 } else { 0o644 }),
-            )
-            .map_err(std::io::Error::from)
-        });
-        // How Linux says a file system has no unnamed files.
-        let unsupported = [Errno::OPNOTSUPP, Errno::ISDIR, Errno::INVAL];
-        let fd = match opened {
-            Ok(fd) => fd,
-            Err(e)
-                if unsupported
-                    .iter()
-                    .any(|u| e.raw_os_error() == Some(u.raw_os_error())) =>
-            {
-                tracing::info!("unnamed files refused ({e}); writing objects by temporary names");
-                REFUSED.store(true, Ordering::Relaxed);
-                return Ok(None);
-            }
-            Err(e) => return Err(io("creating object file", e)),
-        };
-        let mut f = std::fs::File::from(fd);
-        DirStore::fill(&mut f, body, false)?;
-        let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f));
-        match rustix::fs::linkat(CWD, proc.as_str(), CWD, path, AtFlags::SYMLINK_FOLLOW) {
-            Ok(()) => Ok(Some(Ok(()))),
-            Err(Errno::EXIST) => Ok(Some(Err(std::io::ErrorKind::AlreadyExists.into()))),
-            // No `/proc`, or none this process may use.
-            Err(e @ (Errno::NOENT | Errno::ACCESS | Errno::PERM)) => {
-                tracing::info!(
-                    "linking unnamed files refused ({e}); writing objects by temporary names"
-                );
-                REFUSED.store(true, Ordering::Relaxed);
-                Ok(None)
-            }
-            Err(e) => Err(io("linking object into place", e.into())),
-        }
-    }
-
     /// Renames a new file over `key`: durable at once, or by the next
     /// [`ObjectStore::sync`].
     fn overwrite_blocking(
@@ -412,13 +370,10 @@ impl DirStore {
         let path = root.join(key);
         let sync_now = durable_now || !SYNC_BY_FILESYSTEM;
         // A name expected to be free (a payload bundle written for the
-        // first time) is linked like a write-once object; if it is taken
+        // first time) is written in place, as the mirror's write-once
+        // objects are (see `DirWriter::put_once_in_place`); if it is taken
         // after all (a round retried), it is replaced by a rename.
-        #[cfg(target_os = "linux")]
-        if fresh
-            && !sync_now
-            && let Some(Ok(())) = DirStore::link_unnamed(&path, body, false)?
-        {
+        if fresh && !sync_now && DirStore::create(&path, body, false, false)? {
             return Ok(());
         }
         let tmp = DirStore::temp_beside(&path, body, false, sync_now)?;
@@ -589,6 +544,30 @@ impl DirWriter {
     /// [`ObjectStore::put_once`].
     pub fn put_once(&self, key: &str, body: &[u8]) -> Res<Put> {
         let put = DirStore::put_once_blocking(&self.root, key, body)?;
+        DirStore::touched(&self.dirty, &self.root, key)?;
+        Ok(put)
+    }
+
+    /// [`ObjectStore::put_once`] for an object no published checkpoint
+    /// covers yet (the mirror's): created under its own name and written in
+    /// place, which costs the file system a fifth less than writing an
+    /// unnamed file and linking it (measured: about 80 against 100 µs of
+    /// kernel time per object). While it is written, and after a crash
+    /// until the mirror's next round replaces it, the object may be
+    /// incomplete; readers go by the published checkpoint, which is written
+    /// only once everything it covers is whole and durable.
+    pub fn put_once_in_place(&self, key: &str, body: &[u8]) -> Res<Put> {
+        let path = self.root.join(key);
+        let put = if DirStore::create(&path, body, true, !SYNC_BY_FILESYSTEM)? {
+            Put::Created
+        } else {
+            DirStore::linked(
+                Err(std::io::ErrorKind::AlreadyExists.into()),
+                &path,
+                key,
+                body,
+            )?
+        };
         DirStore::touched(&self.dirty, &self.root, key)?;
         Ok(put)
     }
