@@ -327,14 +327,14 @@ impl Store {
         // mean fewer, bigger flushes under load.
         opts.set_write_buffer_size(64 << 20);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        // Compactions run niced: they can wait for idle CPU. Flushes cannot:
-        // niced (as they were), the one flush thread fell behind at full
-        // ingest, more so beside the mirror's threads (nice 10), memtables
-        // piled up and RocksDB slowed or stopped every write for a few
-        // hundred milliseconds while one core stood idle; a flush's CPU
-        // (about 0.1 s for a 64 MiB memtable) is owed either way.
+        // Flushes and compactions run niced: on a small machine a 64 MiB
+        // memtable flush otherwise takes a core away from the sequencer and
+        // the gRPC threads for a few hundred milliseconds, and acks wait.
+        // (Flushes at normal priority ended RocksDB's write slowdowns at full
+        // ingest but cost 6-13% of the sustained rate over 30 s.)
         let mut env = rocksdb::Env::new()?;
         env.lower_thread_pool_cpu_priority();
+        env.lower_high_priority_thread_pool_cpu_priority();
         env.lower_thread_pool_io_priority();
         opts.set_env(&env);
 
@@ -359,10 +359,14 @@ impl Store {
                 16 << 20
             });
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
-            // Four memtables, not RocksDB's two: one flush thread flushes
-            // every column in turn, and a column whose second memtable fills
-            // before its first is flushed stops every write. The extra
-            // memtables are used only while a flush is behind.
+            // Four memtables, not RocksDB's two: one flush thread (niced)
+            // flushes every column in turn, and at full ingest a column
+            // whose second memtable filled before its first was flushed
+            // stopped every write for a few hundred milliseconds (one to six
+            // times in each 10 s saturation phase measured, the dedup column
+            // most often). With four, RocksDB slows writes instead while
+            // three wait. The extra memtables are used only while a flush is
+            // behind.
             o.set_max_write_buffer_number(4);
             if *name == cf::DEDUP {
                 // Point look-ups for every append: a bloom filter makes the
