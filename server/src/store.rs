@@ -330,8 +330,10 @@ impl Store {
         // Flushes and compactions run niced: on a small machine a 64 MiB
         // memtable flush otherwise takes a core away from the sequencer and
         // the gRPC threads for a few hundred milliseconds, and acks wait.
-        // (Flushes at normal priority ended RocksDB's write slowdowns at full
-        // ingest but cost 6-13% of the sustained rate over 30 s.)
+        // At full ingest the flush falls behind and RocksDB stops writes
+        // now and then while it catches up; neither flushing at normal
+        // priority nor more memtables made the sustained rate any better
+        // (docs/design.md).
         let mut env = rocksdb::Env::new()?;
         env.lower_thread_pool_cpu_priority();
         env.lower_high_priority_thread_pool_cpu_priority();
@@ -359,15 +361,6 @@ impl Store {
                 16 << 20
             });
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
-            // Four memtables, not RocksDB's two: one flush thread (niced)
-            // flushes every column in turn, and at full ingest a column
-            // whose second memtable filled before its first was flushed
-            // stopped every write for a few hundred milliseconds (one to six
-            // times in each 10 s saturation phase measured, the dedup column
-            // most often). With four, RocksDB slows writes instead while
-            // three wait. The extra memtables are used only while a flush is
-            // behind.
-            o.set_max_write_buffer_number(4);
             if *name == cf::DEDUP {
                 // Point look-ups for every append: a bloom filter makes the
                 // common miss cheap.
