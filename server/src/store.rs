@@ -322,6 +322,15 @@ impl Store {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
+        // Two flush threads (and one for compactions), not the one RocksDB
+        // derives from two jobs: at full ingest the niced flush falls
+        // behind and RocksDB stops every write while it catches up; with
+        // two, a small column's flush no longer waits behind a large one.
+        // The setting is deprecated in favour of `max_background_jobs`, but
+        // RocksDB still honours it, and no job count gives two flushes
+        // without six compactions.
+        #[allow(deprecated)]
+        opts.set_max_background_flushes(2);
         opts.set_bytes_per_sync(1 << 20);
         // Appends arrive in key order in most column families; larger memtables
         // mean fewer, bigger flushes under load.
@@ -330,10 +339,9 @@ impl Store {
         // Flushes and compactions run niced: on a small machine a 64 MiB
         // memtable flush otherwise takes a core away from the sequencer and
         // the gRPC threads for a few hundred milliseconds, and acks wait.
-        // At full ingest the flush falls behind and RocksDB stops writes
-        // now and then while it catches up; neither flushing at normal
-        // priority nor more memtables made the sustained rate any better
-        // (docs/design.md).
+        // At full ingest the flushes fall behind and RocksDB stops writes
+        // now and then while they catch up; flushing at normal priority and
+        // more memtables were measured and did not help (docs/design.md).
         let mut env = rocksdb::Env::new()?;
         env.lower_thread_pool_cpu_priority();
         env.lower_high_priority_thread_pool_cpu_priority();
