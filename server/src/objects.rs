@@ -76,12 +76,14 @@ pub trait ObjectStore: Send + Sync + 'static {
     }
 }
 
-/// A local directory. Write-once files are written read-only, as unnamed
-/// files (`O_TMPFILE`, on Linux where the file system has them) or under a
-/// temporary name, and linked into place (which fails if the name exists);
-/// overwritten files are renamed over the old one, or linked where the
-/// name is still free. Their bytes go by direct I/O where the file system
-/// allows it (see `write_new`).
+/// A local directory. Write-once files are written read-only under a
+/// temporary name and linked into place (which fails if the name exists),
+/// so they appear whole or not at all; the mirror's write-once objects,
+/// which no published checkpoint covers yet, are created under their own
+/// names instead (see [`DirWriter::put_once_in_place`]). Overwritten files
+/// are renamed over the old one, or created in place where the name is
+/// still free. Their bytes go by direct I/O where the file system allows it
+/// (see `write_new`).
 ///
 /// Durability: `put_latest` is durable when it returns (file and directory
 /// fsync'd). The other writes are made durable by the next
@@ -345,16 +347,22 @@ impl DirStore {
         match linked {
             Ok(()) => Ok(Put::Created),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let existing = std::fs::read(path).map_err(|e| io("reading object", e))?;
-                if existing == body {
-                    Ok(Put::AlreadyThere)
-                } else {
-                    Err(ObjectError::Conflict {
-                        key: key.to_string(),
-                    })
-                }
+                DirStore::existing(path, key, body)
             }
             Err(e) => Err(io("linking object into place", e)),
+        }
+    }
+
+    /// A write-once object found already at `path`: fine only if it holds
+    /// the same bytes.
+    fn existing(path: &Path, key: &str, body: &[u8]) -> Res<Put> {
+        let existing = std::fs::read(path).map_err(|e| io("reading object", e))?;
+        if existing == body {
+            Ok(Put::AlreadyThere)
+        } else {
+            Err(ObjectError::Conflict {
+                key: key.to_string(),
+            })
         }
     }
 
@@ -561,12 +569,7 @@ impl DirWriter {
         let put = if DirStore::create(&path, body, true, !SYNC_BY_FILESYSTEM)? {
             Put::Created
         } else {
-            DirStore::linked(
-                Err(std::io::ErrorKind::AlreadyExists.into()),
-                &path,
-                key,
-                body,
-            )?
+            DirStore::existing(&path, key, body)?
         };
         DirStore::touched(&self.dirty, &self.root, key)?;
         Ok(put)
