@@ -353,7 +353,10 @@ pub fn units_at_once(concurrency: usize) -> usize {
 }
 
 /// Writes `o` to a directory mirror, on the calling thread, as
-/// [`Mirror::put_units`] does through the [`ObjectStore`] calls.
+/// [`Mirror::put_units`] does through the [`ObjectStore`] calls, except
+/// that write-once objects are created in place under their names
+/// ([`DirWriter::put_once_in_place`]: none is covered by a published
+/// checkpoint yet).
 fn write_local(
     objects: &DirWriter,
     payloads: &DirWriter,
