@@ -127,10 +127,12 @@ struct MirrorArgs {
     /// Skip the saturation phases (an S3 emulator cannot absorb them).
     #[arg(long)]
     no_saturation: bool,
-    /// Saturation pairs (mirror off, then on), run one after the other; the
-    /// ratio reported is the median of the pairs' ratios, since on a shared
-    /// machine the rate of one phase can swing by a tenth.
-    #[arg(long, default_value_t = 3)]
+    /// Saturation pairs (a phase with the mirror off and one with it on),
+    /// run one after the other, the order alternating: off first in the
+    /// first pair, on first in the second, and so on. The ratio reported is
+    /// the median of the pairs' ratios, since on a shared machine the rate
+    /// of one phase can swing by a tenth.
+    #[arg(long, default_value_t = 4)]
     pairs: usize,
 }
 

@@ -1,6 +1,7 @@
 //! The mirror's figures, each phase on a fresh ledgerd started here:
 //!
-//! 1. ingest at saturation with the mirror off, then on (the ratio);
+//! 1. ingest at saturation with the mirror off and on, in pairs whose
+//!    order alternates (the ratio);
 //! 2. the mirror's lag at a fixed rate (sampled from the server's
 //!    `ledger_mirror_lag_seconds` every 100 ms: p50/p99);
 //! 3. ack latency with `mirror.ack_after_mirror` at a fixed rate;
@@ -97,6 +98,16 @@ fn percentile(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
+/// The median (of an even count, the mean of the middle two).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|x, y| x.total_cmp(y));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// Waits for the mirror to hold every committed entry; returns how long.
 fn wait_caught_up(metrics: &str, limit: Duration) -> Result<Duration> {
     let started = Instant::now();
@@ -113,37 +124,60 @@ fn wait_caught_up(metrics: &str, limit: Duration) -> Result<Duration> {
     }
 }
 
-/// Saturation with the mirror off, then on; returns the ratio.
+/// Saturation with the mirror off, the other with it on, in that order or,
+/// with `on_first`, the other way round; returns the ratio (on / off).
+/// Alternating the order from pair to pair keeps a drift of the machine's
+/// speed during a run (this shared machine's can move by a third within
+/// an hour) from counting against whichever phase always runs second.
 /// Each phase has its own data directory under `pairs`, removed when the
 /// run ends: a phase that started by deleting the one before it would pay
 /// the file system's cost of that (see `run`).
-async fn saturation_pair(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) -> Result<f64> {
-    let off = {
-        let s = spawn_server_with(
-            &pairs.join(format!("{run}-off")),
-            true,
-            Some("[anchor]\nbackend = \"none\"\n"),
-        )?;
-        let p = saturation(a, &s.grpc, format!("{run}-off")).await?;
-        report("mirror off", &p)
-    };
-    let on = {
-        let cfg = mirror_config(a, dir, &format!("{run}-sat"), false);
-        let s = spawn_server_with(&pairs.join(format!("{run}-on")), true, Some(&cfg))?;
-        let p = saturation(a, &s.grpc, format!("{run}-on")).await?;
-        let r = report("mirror on", &p);
-        let caught = wait_caught_up(&s.metrics, Duration::from_secs(600))?;
-        // Entries the mirror had to read back from the store because its
-        // in-memory feed no longer held them (it fell that far behind).
-        let read_back = metric(&s.metrics, "ledger_mirror_read_back_entries_total")?;
-        println!(
-            "             mirror caught up {:.1} s after the load stopped; {read_back:.0} entries read back from the store",
-            caught.as_secs_f64()
-        );
-        r
-    };
+async fn saturation_pair(
+    a: &MirrorArgs,
+    dir: &Path,
+    pairs: &Path,
+    run: &str,
+    on_first: bool,
+) -> Result<f64> {
+    let (mut off, mut on) = (0.0, 0.0);
+    for mirrored in [on_first, !on_first] {
+        if mirrored {
+            on = saturation_on(a, dir, pairs, run).await?;
+        } else {
+            off = saturation_off(a, pairs, run).await?;
+        }
+    }
     println!("ratio        {:>10.2}   mirror on / off", on / off);
     Ok(on / off)
+}
+
+/// One saturation phase with the mirror off; events/s.
+async fn saturation_off(a: &MirrorArgs, pairs: &Path, run: &str) -> Result<f64> {
+    let s = spawn_server_with(
+        &pairs.join(format!("{run}-off")),
+        true,
+        Some("[anchor]\nbackend = \"none\"\n"),
+    )?;
+    let p = saturation(a, &s.grpc, format!("{run}-off")).await?;
+    Ok(report("mirror off", &p))
+}
+
+/// One saturation phase with the mirror on; events/s. Waits for the
+/// mirror to catch up after it (the wait is not counted).
+async fn saturation_on(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) -> Result<f64> {
+    let cfg = mirror_config(a, dir, &format!("{run}-sat"), false);
+    let s = spawn_server_with(&pairs.join(format!("{run}-on")), true, Some(&cfg))?;
+    let p = saturation(a, &s.grpc, format!("{run}-on")).await?;
+    let r = report("mirror on", &p);
+    let caught = wait_caught_up(&s.metrics, Duration::from_secs(600))?;
+    // Entries the mirror had to read back from the store because its
+    // in-memory feed no longer held them (it fell that far behind).
+    let read_back = metric(&s.metrics, "ledger_mirror_read_back_entries_total")?;
+    println!(
+        "             mirror caught up {:.1} s after the load stopped; {read_back:.0} entries read back from the store",
+        caught.as_secs_f64()
+    );
+    Ok(r)
 }
 
 pub async fn run(a: MirrorArgs) -> Result<()> {
@@ -177,18 +211,20 @@ pub async fn run(a: MirrorArgs) -> Result<()> {
         a.load.streams, a.load.event_bytes, a.seconds
     );
 
-    // 1. Throughput, mirror off then on, in pairs (each "on" mirror is
-    // kept until the run ends, so no pair pays for deleting another's).
+    // 1. Throughput, in pairs of a mirror-off and a mirror-on phase, the
+    // order alternating (off first in the first pair); each "on" mirror is
+    // kept until the run ends, so no pair pays for deleting another's.
     if !a.no_saturation {
         let mut ratios = Vec::new();
         for n in 0..a.pairs.max(1) {
-            ratios.push(saturation_pair(&a, &dir, &pairs, &format!("{run}-{n}")).await?);
+            let on_first = n % 2 == 1;
+            ratios.push(saturation_pair(&a, &dir, &pairs, &format!("{run}-{n}"), on_first).await?);
         }
         if ratios.len() > 1 {
             let all: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
             println!(
                 "ratio median {:>10.3}   mirror on / off over {} pairs ({})",
-                percentile(&mut ratios, 0.5),
+                median(&mut ratios),
                 all.len(),
                 all.join(", ")
             );
