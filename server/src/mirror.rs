@@ -407,7 +407,11 @@ impl<S: ObjectStore> Mirror<S> {
     async fn publish(&self, from: u64, cp: &Arc<SignedCheckpoint>) -> Result<(), ObjectError> {
         let to = cp.checkpoint.size;
         let erased = std::sync::Mutex::new(BTreeSet::new());
-        self.put_units(units(from, to), from, to, &erased).await?;
+        // Entries the feed holds are released as their tiles are written
+        // (the partial tile's stay: the next round rewrites it).
+        let written_below = Some(to / TILE_WIDTH * TILE_WIDTH);
+        self.put_units(units(from, to), from, to, &erased, written_below)
+            .await?;
         let erased: Vec<Unit> = erased
             .into_inner()
             .map_err(|_| ObjectError::Store("lock poisoned".into()))?
@@ -415,7 +419,7 @@ impl<S: ObjectStore> Mirror<S> {
             .map(Unit::Erased)
             .collect();
         if !erased.is_empty() {
-            self.put_units(erased, from, to, &Default::default())
+            self.put_units(erased, from, to, &Default::default(), None)
                 .await?;
         }
         self.store.sync().await?;
@@ -428,18 +432,36 @@ impl<S: ObjectStore> Mirror<S> {
             .await
     }
 
-    /// Builds and writes `units`, a few at a time.
+    /// Builds and writes `units`, a few at a time. With `release_below`,
+    /// tells the feed, as the units are written, that the mirror no longer
+    /// needs the entries before the first tile not yet written (and never
+    /// those from `release_below` on): a round that covers more than the
+    /// feed holds frees it for the entries committed meanwhile, which the
+    /// next round would otherwise read back from the store. Should the
+    /// round fail, the next reads back what was released.
     async fn put_units(
         &self,
         units: Vec<Unit>,
         from: u64,
         to: u64,
         erased: &std::sync::Mutex<BTreeSet<u64>>,
+        release_below: Option<u64>,
     ) -> Result<(), ObjectError> {
         // A directory's writes are made where the objects were built.
         let local = &self.store.local().zip(self.payload_store.local());
-        stream::iter(units)
-            .map(|unit| async move {
+        // The first entry of each unit's tile, and which units are done.
+        let firsts: Vec<Option<u64>> = units
+            .iter()
+            .map(|u| match u {
+                Unit::Tile(n) => Some(n * TILE_WIDTH),
+                _ => None,
+            })
+            .collect();
+        let mut done = vec![false; units.len()];
+        let mut next = 0;
+        let feed = self.log.mirror_feed().filter(|_| release_below.is_some());
+        let mut written = stream::iter(units.into_iter().enumerate())
+            .map(|(at, unit)| async move {
                 let (store, origin) = (self.log.store.clone(), self.log.origin.clone());
                 let feed = self.log.mirror_feed().cloned();
                 let (local, log) = (local.clone(), self.log.id.clone());
@@ -502,11 +524,22 @@ impl<S: ObjectStore> Mirror<S> {
                         }
                     }
                 }
-                Ok::<(), ObjectError>(())
+                Ok::<usize, ObjectError>(at)
             })
-            .buffer_unordered(units_at_once(self.concurrency))
-            .try_collect::<Vec<()>>()
-            .await?;
+            .buffer_unordered(units_at_once(self.concurrency));
+        while let Some(at) = written.try_next().await? {
+            done[at] = true;
+            let before = next;
+            while done.get(next) == Some(&true) {
+                next += 1;
+            }
+            if let (Some(feed), Some(below)) = (feed, release_below)
+                && next > before
+            {
+                let first = firsts.get(next).copied().flatten().unwrap_or(below);
+                feed.release(first.min(below));
+            }
+        }
         Ok(())
     }
 

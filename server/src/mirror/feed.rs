@@ -3,8 +3,9 @@
 //! from RocksDB to build their bundles. The sequencer pushes each durable
 //! group and erases the payloads redactions drop; the mirror takes the
 //! entries of a tile when the feed holds all of them and releases what it
-//! has published. Bounded by bytes: past the bound the oldest entries go,
-//! and the mirror reads those from the store, as it does after a restart.
+//! has published. Bounded by bytes: past the bound newly committed entries
+//! are not held until the mirror releases some, and the mirror reads those
+//! from the store, as it does after a restart.
 //! The store stays the record; the feed only saves reading it back.
 
 use bytes::Bytes;
@@ -34,7 +35,6 @@ impl Held {
 struct Run {
     first: u64,
     held: VecDeque<Held>,
-    bytes: usize,
 }
 
 impl Run {
@@ -42,17 +42,22 @@ impl Run {
         self.first + self.held.len() as u64
     }
 
-    fn pop_front(&mut self) {
-        if let Some(h) = self.held.pop_front() {
-            self.bytes -= h.weight();
-            self.first += 1;
-        }
+    fn contains(&self, index: u64) -> bool {
+        self.first <= index && index < self.end()
     }
+}
+
+/// What the feed holds: runs of consecutive entries in index order, with a
+/// gap between two runs where groups found the feed full.
+#[derive(Default)]
+struct Runs {
+    runs: VecDeque<Run>,
+    bytes: usize,
 }
 
 /// Recently committed entries, shared by a log's sequencer and its mirror.
 pub struct Feed {
-    run: Mutex<Run>,
+    held: Mutex<Runs>,
     max_bytes: usize,
 }
 
@@ -63,46 +68,56 @@ pub const FEED_BYTES: usize = 64 << 20;
 impl Feed {
     pub fn new(max_bytes: usize) -> Feed {
         Feed {
-            run: Mutex::new(Run::default()),
+            held: Mutex::new(Runs::default()),
             max_bytes,
         }
     }
 
     /// The sequencer: the entries of a durable group, the first at index
-    /// `first`. A group that does not follow the held entries replaces them.
+    /// `first`. A group that would take the feed past its bound is not
+    /// held: the entries the feed holds are the oldest the mirror has not
+    /// released, the ones it needs next, and it reads the group back from
+    /// the store when it gets there. (Dropping the oldest instead would
+    /// leave a mirror that fell a bound behind reading back everything
+    /// until the load eased, each entry read back costing it more than the
+    /// ones handed over, so that it fell further behind.)
     pub fn push(&self, first: u64, group: Vec<Held>) {
-        let Ok(mut run) = self.run.lock() else { return };
+        let Ok(mut held) = self.held.lock() else {
+            return;
+        };
         if group.is_empty() {
             return;
         }
-        if run.end() != first || run.held.is_empty() {
-            *run = Run {
+        if held.runs.back().is_some_and(|r| first < r.end()) {
+            // Indexes never go back while a log runs; start again if they do.
+            *held = Runs::default();
+        }
+        let weight: usize = group.iter().map(Held::weight).sum();
+        if held.bytes + weight > self.max_bytes {
+            return;
+        }
+        held.bytes += weight;
+        match held.runs.back_mut() {
+            Some(run) if run.end() == first => run.held.extend(group),
+            _ => held.runs.push_back(Run {
                 first,
-                ..Run::default()
-            };
-        }
-        for h in group {
-            run.bytes += h.weight();
-            run.held.push_back(h);
-        }
-        while run.bytes > self.max_bytes && !run.held.is_empty() {
-            run.pop_front();
+                held: group.into(),
+            }),
         }
     }
 
     /// The sequencer, once a redaction of entry `index` is durable: its
     /// payload is gone from the record, so from the feed too.
     pub fn erase(&self, index: u64) {
-        let Ok(mut run) = self.run.lock() else { return };
-        if index < run.first {
-            return;
-        }
-        let at = (index - run.first) as usize;
-        let Some(h) = run.held.get_mut(at) else {
+        let Ok(mut held) = self.held.lock() else {
             return;
         };
-        if let Some((_, p)) = h.payload.take() {
-            run.bytes -= SALT_LEN + p.len();
+        let Runs { runs, bytes } = &mut *held;
+        let Some(run) = runs.iter_mut().find(|r| r.contains(index)) else {
+            return;
+        };
+        if let Some((_, p)) = run.held[(index - run.first) as usize].payload.take() {
+            *bytes -= SALT_LEN + p.len();
         }
     }
 
@@ -117,10 +132,14 @@ impl Feed {
         end: u64,
         f: impl FnOnce(std::collections::vec_deque::Iter<'_, Held>) -> T,
     ) -> Option<T> {
-        let run = self.run.lock().ok()?;
-        if start < run.first || end > run.end() || start > end {
+        let held = self.held.lock().ok()?;
+        if start > end {
             return None;
         }
+        let run = held
+            .runs
+            .iter()
+            .find(|r| r.first <= start && end <= r.end())?;
         let from = (start - run.first) as usize;
         let to = (end - run.first) as usize;
         Some(f(run.held.range(from..to)))
@@ -135,17 +154,29 @@ impl Feed {
 
     /// The mirror: it no longer needs the entries before `index`.
     pub fn release(&self, index: u64) {
-        let Ok(mut run) = self.run.lock() else { return };
-        while run.first < index && !run.held.is_empty() {
-            run.pop_front();
+        let Ok(mut held) = self.held.lock() else {
+            return;
+        };
+        let Runs { runs, bytes } = &mut *held;
+        while let Some(run) = runs.front_mut() {
+            while run.first < index
+                && let Some(h) = run.held.pop_front()
+            {
+                *bytes -= h.weight();
+                run.first += 1;
+            }
+            if !run.held.is_empty() {
+                break;
+            }
+            runs.pop_front();
         }
     }
 
     /// Entries held, and their weight in bytes.
     pub fn held(&self) -> (usize, usize) {
-        self.run
-            .lock()
-            .map_or((0, 0), |run| (run.held.len(), run.bytes))
+        self.held.lock().map_or((0, 0), |held| {
+            (held.runs.iter().map(|r| r.held.len()).sum(), held.bytes)
+        })
     }
 }
 
@@ -182,13 +213,22 @@ mod tests {
     }
 
     #[test]
-    fn a_group_after_a_gap_starts_the_feed_again() {
+    fn a_group_after_a_gap_is_held_as_a_run_of_its_own() {
         let f = Feed::new(FEED_BYTES);
         f.push(0, group(0, 5));
         f.push(8, group(8, 10));
-        assert_eq!(f.range(0, 5), None);
+        assert_eq!(f.range(0, 5), Some(group(0, 5)));
         assert_eq!(f.range(8, 10), Some(group(8, 10)));
-        assert_eq!(f.held().0, 2);
+        assert_eq!(f.range(4, 9), None, "entries 5 to 7 are not held");
+        assert_eq!(f.held().0, 7);
+        f.erase(9);
+        assert_eq!(f.range(9, 10).unwrap()[0].payload, None);
+        f.release(9);
+        assert_eq!(f.range(8, 9), None, "released across the gap");
+        assert_eq!(f.held().0, 1);
+        f.push(3, group(3, 4));
+        assert_eq!(f.range(9, 10), None, "indexes went back: started again");
+        assert_eq!(f.range(3, 4), Some(group(3, 4)));
     }
 
     #[test]
@@ -207,15 +247,24 @@ mod tests {
     }
 
     #[test]
-    fn past_its_bound_the_feed_drops_the_oldest_entries() {
+    fn past_its_bound_the_feed_keeps_the_oldest_entries() {
         let one = held(0, true).weight();
-        let f = Feed::new(one * 3);
+        let f = Feed::new(one * 4);
         f.push(0, group(0, 2));
-        f.push(2, group(2, 6));
+        f.push(2, group(2, 4));
+        f.push(4, group(4, 6));
+        assert_eq!(f.range(0, 4), Some(group(0, 4)), "the oldest stay");
+        assert_eq!(f.range(4, 5), None, "a group past the bound is not held");
         let (n, bytes) = f.held();
-        assert!(bytes <= one * 3, "{bytes}");
-        assert!(n >= 2, "{n}");
-        assert_eq!(f.range(0, 1), None, "the oldest went first");
-        assert_eq!(f.range(6 - n as u64, 6), Some(group(6 - n as u64, 6)));
+        assert_eq!(n, 4);
+        assert!(bytes <= one * 4, "{bytes}");
+        // Released entries make room for the next group, after a gap.
+        f.release(3);
+        f.push(6, group(6, 8));
+        assert_eq!(f.range(3, 4), Some(group(3, 4)));
+        assert_eq!(f.range(6, 8), Some(group(6, 8)));
+        assert_eq!(f.range(3, 8), None);
+        f.release(100);
+        assert_eq!(f.held(), (0, 0));
     }
 }

@@ -11,7 +11,7 @@
 //! The mirror is a scratch directory, or S3 with `--s3-endpoint` and
 //! `--bucket` (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
 
-use super::{Load, MirrorArgs, Phase, Until, drive, report, run_id, spawn_server_with};
+use super::{Load, MirrorArgs, Phase, Spawned, Until, drive, report, run_id, spawn_server_with};
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::process::Command;
@@ -77,12 +77,17 @@ fn gen_for(load: &Load, run: String) -> super::Gen {
     super::wire::bench_events(run, load.event_bytes)
 }
 
-/// Drives at saturation for `a.seconds`.
-async fn saturation(a: &MirrorArgs, grpc: &str, run: String) -> Result<Phase> {
-    let ch = channels(grpc, a.load.connections).await?;
+/// Drives server `s` at saturation for `a.seconds` (measuring its CPU by
+/// thread group, the mirror's threads among them).
+async fn saturation(a: &MirrorArgs, s: &Spawned, run: String) -> Result<Phase> {
+    let ch = channels(&s.grpc, a.load.connections).await?;
+    let load = Load {
+        server_pid: Some(s.child.id()),
+        ..a.load.clone()
+    };
     drive(
         &ch,
-        &a.load,
+        &load,
         gen_for(&a.load, run),
         Until::Elapsed(Duration::from_secs(a.seconds)),
         None,
@@ -158,7 +163,7 @@ async fn saturation_off(a: &MirrorArgs, pairs: &Path, run: &str) -> Result<f64> 
         true,
         Some("[anchor]\nbackend = \"none\"\n"),
     )?;
-    let p = saturation(a, &s.grpc, format!("{run}-off")).await?;
+    let p = saturation(a, &s, format!("{run}-off")).await?;
     Ok(report("mirror off", &p))
 }
 
@@ -167,7 +172,7 @@ async fn saturation_off(a: &MirrorArgs, pairs: &Path, run: &str) -> Result<f64> 
 async fn saturation_on(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) -> Result<f64> {
     let cfg = mirror_config(a, dir, &format!("{run}-sat"), false);
     let s = spawn_server_with(&pairs.join(format!("{run}-on")), true, Some(&cfg))?;
-    let p = saturation(a, &s.grpc, format!("{run}-on")).await?;
+    let p = saturation(a, &s, format!("{run}-on")).await?;
     let r = report("mirror on", &p);
     let caught = wait_caught_up(&s.metrics, Duration::from_secs(600))?;
     // Entries the mirror had to read back from the store because its
