@@ -72,6 +72,9 @@ pub struct Metrics {
     /// Entries the mirror read back from the store because the sequencer's
     /// in-memory feed no longer (or never) held them.
     pub mirror_read_back: Family<LogLabel, Counter>,
+    /// Units of the mirror's work run at normal priority because its feed
+    /// was more than half full.
+    pub mirror_urgent_units: Family<LogLabel, Counter>,
 }
 
 fn batch_buckets() -> Histogram {
@@ -109,6 +112,7 @@ impl Metrics {
         let mirror_delay_seconds: HistogramFamily = Family::new_with_constructor(delay_buckets);
         let mirror_failures = Family::<LogLabel, Counter>::default();
         let mirror_read_back = Family::<LogLabel, Counter>::default();
+        let mirror_urgent_units = Family::<LogLabel, Counter>::default();
         registry.register(
             "mirrored_tree_size",
             "Tree size of the latest checkpoint published to the object-storage mirror",
@@ -138,6 +142,11 @@ impl Metrics {
             "mirror_read_back_entries",
             "Entries the mirror read back from the store to publish them, because its in-memory feed from the sequencer no longer held them (after a restart, or a mirror far behind)",
             mirror_read_back.clone(),
+        );
+        registry.register(
+            "mirror_urgent_units",
+            "Units of the mirror's work (a tile's objects, or the tiles above level 0) built and written at normal CPU priority instead of at nice 10, because the mirror had fallen half its in-memory feed behind",
+            mirror_urgent_units.clone(),
         );
         registry.register(
             "indexed_tree_size",
@@ -220,6 +229,7 @@ impl Metrics {
             mirror_lag_seconds,
             mirror_delay_seconds,
             mirror_failures,
+            mirror_urgent_units,
             mirror_read_back,
         })
     }

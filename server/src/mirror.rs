@@ -398,7 +398,9 @@ pub struct Mirror<S: ObjectStore> {
     pub concurrency: usize,
     /// Where objects are built from the store (and, for a directory
     /// store, written): low-priority threads, so that under full ingest the
-    /// mirror takes idle CPU first, not the acks'.
+    /// mirror takes idle CPU first, not the acks'; and the pool's
+    /// normal-priority threads once the mirror has fallen half its feed
+    /// behind (see `put_units`).
     pub builder: Arc<crate::niced::Niced>,
 }
 
@@ -464,6 +466,16 @@ impl<S: ObjectStore> Mirror<S> {
             .map(|(at, unit)| async move {
                 let (store, origin) = (self.log.store.clone(), self.log.origin.clone());
                 let feed = self.log.mirror_feed().cloned();
+                // Half a feed behind, the mirror stops giving way: past a
+                // full one it would read entries back from the store, at
+                // several times the cost, and fall further behind.
+                let urgent = feed.as_ref().is_some_and(|f| f.pressed());
+                if urgent {
+                    self.metrics
+                        .mirror_urgent_units
+                        .get_or_create(&self.log.id.as_str().into())
+                        .inc();
+                }
                 let (local, log) = (local.clone(), self.log.id.clone());
                 let Built {
                     objects,
@@ -471,7 +483,7 @@ impl<S: ObjectStore> Mirror<S> {
                     read_back,
                 } = self
                     .builder
-                    .run(move || {
+                    .run_at(urgent, move || {
                         let mut built = build(&store, feed.as_deref(), &origin, unit, from, to)
                             .map_err(|e| ObjectError::Store(format!("reading the store: {e}")))?;
                         if let Some((objects, payloads)) = local {
@@ -624,6 +636,10 @@ impl<S: ObjectStore> Mirror<S> {
             .set(self.log.mirrored_size() as i64);
         self.metrics
             .mirror_read_back
+            .get_or_create(&self.log.id.as_str().into())
+            .inc_by(0);
+        self.metrics
+            .mirror_urgent_units
             .get_or_create(&self.log.id.as_str().into())
             .inc_by(0);
         loop {

@@ -128,13 +128,20 @@ async fn a_directory_mirror_catches_up_serves_the_live_bytes_and_finds_tampering
     );
     assert!(scraped.contains("ledger_mirrored_tree_size{log=\"default\"} 700"));
     // Every entry was published from the sequencer's feed, none read back.
-    let read_back = |scraped: &str| {
+    let counter = |scraped: &str, name: &str| {
         scraped
             .lines()
-            .find_map(|l| l.strip_prefix("ledger_mirror_read_back_entries_total{log=\"default\"} "))
+            .find_map(|l| l.strip_prefix(&format!("{name}{{log=\"default\"}} ")))
             .map(|v| v.parse::<u64>().unwrap())
     };
+    let read_back = |scraped: &str| counter(scraped, "ledger_mirror_read_back_entries_total");
     assert_eq!(read_back(&scraped), Some(0), "{scraped}");
+    // A mirror that keeps up gives way to ingest throughout.
+    assert_eq!(
+        counter(&scraped, "ledger_mirror_urgent_units_total"),
+        Some(0),
+        "{scraped}"
+    );
 
     // Every object but the payload bundles is what the live read API serves
     // for the same path, byte for byte.

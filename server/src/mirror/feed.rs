@@ -172,6 +172,14 @@ impl Feed {
         }
     }
 
+    /// Whether the feed is at least half full: a mirror that falls further
+    /// behind will soon have to read entries back from the store.
+    pub fn pressed(&self) -> bool {
+        self.held
+            .lock()
+            .is_ok_and(|held| held.bytes.saturating_mul(2) >= self.max_bytes)
+    }
+
     /// Entries held, and their weight in bytes.
     pub fn held(&self) -> (usize, usize) {
         self.held.lock().map_or((0, 0), |held| {
@@ -258,6 +266,7 @@ mod tests {
         let (n, bytes) = f.held();
         assert_eq!(n, 4);
         assert!(bytes <= one * 4, "{bytes}");
+        assert!(f.pressed(), "more than half full");
         // Released entries make room for the next group, after a gap.
         f.release(3);
         f.push(6, group(6, 8));
@@ -266,5 +275,6 @@ mod tests {
         assert_eq!(f.range(3, 8), None);
         f.release(100);
         assert_eq!(f.held(), (0, 0));
+        assert!(!f.pressed());
     }
 }
