@@ -134,6 +134,10 @@ struct MirrorArgs {
     /// of one phase can swing by a tenth.
     #[arg(long, default_value_t = 4)]
     pairs: usize,
+    /// Seconds of a saturation phase with the mirror on before the pairs,
+    /// not counted (0: none).
+    #[arg(long, default_value_t = 5)]
+    warmup: u64,
 }
 
 #[derive(Args, Clone)]
