@@ -249,7 +249,9 @@ pub struct MirrorConfig {
     /// Work in flight per log: a third as many tiles (rounded up) are built
     /// and written at once, each tile's objects (entry bundle, level-0 tile,
     /// payload bundle) one after another. A `dir` mirror does each on a
-    /// thread of its own (a pool of that many threads, at least two).
+    /// thread of its own (a pool of that many threads at nice 10, at least
+    /// two, and as many at normal priority for when the mirror has fallen
+    /// half its in-memory feed behind).
     pub concurrency: usize,
     pub s3: S3MirrorConfig,
 }
