@@ -77,9 +77,9 @@ fn gen_for(load: &Load, run: String) -> super::Gen {
     super::wire::bench_events(run, load.event_bytes)
 }
 
-/// Drives server `s` at saturation for `a.seconds` (measuring its CPU by
+/// Drives server `s` at saturation for `seconds` (measuring its CPU by
 /// thread group, the mirror's threads among them).
-async fn saturation(a: &MirrorArgs, s: &Spawned, run: String) -> Result<Phase> {
+async fn saturation(a: &MirrorArgs, s: &Spawned, run: String, seconds: u64) -> Result<Phase> {
     let ch = channels(&s.grpc, a.load.connections).await?;
     let load = Load {
         server_pid: Some(s.child.id()),
@@ -89,7 +89,7 @@ async fn saturation(a: &MirrorArgs, s: &Spawned, run: String) -> Result<Phase> {
         &ch,
         &load,
         gen_for(&a.load, run),
-        Until::Elapsed(Duration::from_secs(a.seconds)),
+        Until::Elapsed(Duration::from_secs(seconds)),
         None,
     )
     .await
@@ -163,7 +163,7 @@ async fn saturation_off(a: &MirrorArgs, pairs: &Path, run: &str) -> Result<f64> 
         true,
         Some("[anchor]\nbackend = \"none\"\n"),
     )?;
-    let p = saturation(a, &s, format!("{run}-off")).await?;
+    let p = saturation(a, &s, format!("{run}-off"), a.seconds).await?;
     Ok(report("mirror off", &p))
 }
 
@@ -172,7 +172,7 @@ async fn saturation_off(a: &MirrorArgs, pairs: &Path, run: &str) -> Result<f64> 
 async fn saturation_on(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) -> Result<f64> {
     let cfg = mirror_config(a, dir, &format!("{run}-sat"), false);
     let s = spawn_server_with(&pairs.join(format!("{run}-on")), true, Some(&cfg))?;
-    let p = saturation(a, &s, format!("{run}-on")).await?;
+    let p = saturation(a, &s, format!("{run}-on"), a.seconds).await?;
     let r = report("mirror on", &p);
     let caught = wait_caught_up(&s.metrics, Duration::from_secs(600))?;
     // Entries the mirror had to read back from the store because its
@@ -229,15 +229,7 @@ pub async fn run(a: MirrorArgs) -> Result<()> {
                 true,
                 Some(&mirror_config(&a, &dir, &format!("{run}-warmup"), false)),
             )?;
-            let ch = channels(&s.grpc, a.load.connections).await?;
-            let p = drive(
-                &ch,
-                &a.load,
-                gen_for(&a.load, format!("{run}-warmup")),
-                Until::Elapsed(Duration::from_secs(a.warmup)),
-                None,
-            )
-            .await?;
+            let p = saturation(&a, &s, format!("{run}-warmup"), a.warmup).await?;
             report("warm-up", &p);
             println!("             (mirror on, not counted)");
         }
