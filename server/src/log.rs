@@ -55,6 +55,9 @@ pub struct LogSettings {
     pub ack_after_mirror: bool,
     /// The indexer's rest between catch-ups ([`crate::indexer::PACE`]).
     pub index_pace: Duration,
+    /// Bound of the mirror's in-memory feed
+    /// ([`crate::mirror::feed::FEED_BYTES`]).
+    pub feed_bytes: usize,
 }
 
 /// How long an ack waits for the mirror (with `ack_after_mirror`).
@@ -154,11 +157,9 @@ impl Log {
             .with_context(|| format!("opening the store of log {}", settings.id))?;
         let store = writer.store().clone();
         let verifier = signer.verifier();
-        let feed = settings.mirrored.then(|| {
-            Arc::new(crate::mirror::feed::Feed::new(
-                crate::mirror::feed::FEED_BYTES,
-            ))
-        });
+        let feed = settings
+            .mirrored
+            .then(|| Arc::new(crate::mirror::feed::Feed::new(settings.feed_bytes)));
         let (sequencer, feeds) = Sequencer::recover(
             &settings.origin,
             writer,
@@ -753,6 +754,7 @@ mod tests {
             mirrored: false,
             ack_after_mirror: false,
             index_pace: crate::indexer::PACE,
+            feed_bytes: crate::mirror::feed::FEED_BYTES,
         }
     }
 

@@ -722,6 +722,114 @@ mod tests {
         assert!(!tile_exists(t(0, 0, 0), 5));
     }
 
+    /// A log whose feed holds at most `feed_bytes`, every group signed.
+    fn mirrored_log(dir: &std::path::Path, feed_bytes: usize) -> Arc<Log> {
+        let settings = crate::log::LogSettings {
+            id: "default".into(),
+            origin: "test.example/log".into(),
+            dir: dir.join("log"),
+            key_file: dir.join("log.key"),
+            queue_events: 1024,
+            queue_bytes: 64 << 20,
+            max_batch: 1024,
+            checkpoint_interval: Duration::ZERO,
+            limits: Default::default(),
+            mirrored: true,
+            ack_after_mirror: false,
+            index_pace: crate::indexer::PACE,
+            feed_bytes,
+        };
+        Log::open(settings, Metrics::new()).unwrap()
+    }
+
+    fn event(n: u64) -> ledger_proto::v1::AuditEvent {
+        ledger_proto::v1::AuditEvent {
+            event_id: format!("e-{n}"),
+            correlation_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            span_id: format!("{:016x}", n + 1),
+            agent_id: "agent-7".into(),
+            kind: ledger_proto::v1::EventKind::ToolCall as i32,
+            tool_name: "sql.execute".into(),
+            risk_tier: ledger_proto::v1::RiskTier::High as i32,
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000 + n as i64,
+                nanos: 0,
+            }),
+            payload: format!("{{\"n\":{n}}}").into_bytes(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mirror_half_a_feed_behind_stops_giving_way_and_reads_back_only_what_the_feed_refused()
+     {
+        use crate::objects::DirStore;
+        let dir = tempfile::tempdir().unwrap();
+        // Room for more than one tile's entries, not two.
+        let one = {
+            let probe = mirrored_log(&dir.path().join("probe"), crate::mirror::feed::FEED_BYTES);
+            probe.append(Some(event(0)), "t".into()).await.unwrap();
+            let (_, bytes) = probe.mirror_feed().unwrap().held();
+            probe.shutdown().await;
+            bytes
+        };
+        let log = mirrored_log(dir.path(), one * 400);
+        for n in 0..600 {
+            log.append(Some(event(n)), "t".into()).await.unwrap();
+        }
+        let feed = log.mirror_feed().unwrap().clone();
+        let (held, _) = feed.held();
+        assert!(
+            (256..512).contains(&held),
+            "the oldest {held} entries are held"
+        );
+        assert!(feed.range(0, 256).is_some(), "the first tile is held");
+        assert!(feed.pressed());
+
+        let store = Arc::new(DirStore::new(&dir.path().join("mirror")).unwrap());
+        let mirror = Mirror {
+            store: store.clone(),
+            payload_store: store,
+            log: log.clone(),
+            metrics: Metrics::new(),
+            concurrency: 3,
+            builder: Arc::new(crate::niced::Niced::new("test-mirror", 1, 10).unwrap()),
+        };
+        assert!(mirror.round().await.unwrap());
+        assert_eq!(log.mirrored_size(), 600);
+        let label = &"default".into();
+        // Tile 0 came from the feed; tile 1 (partly held) and the partial
+        // tile 2 (refused) were read back.
+        assert_eq!(
+            mirror.metrics.mirror_read_back.get_or_create(label).get(),
+            344
+        );
+        // The first unit started with the feed more than half full; once
+        // its entries were let go the rest gave way again.
+        let urgent = mirror
+            .metrics
+            .mirror_urgent_units
+            .get_or_create(label)
+            .get();
+        assert_eq!(urgent, 1, "units run urgent");
+        assert_eq!(
+            feed.held().0,
+            0,
+            "everything before the partial tile let go"
+        );
+        // Whichever way built them, the bundles are the store's.
+        let root = dir.path().join("mirror/test.example/log");
+        for (n, width) in [(0, 256), (1, 256), (2, 88)] {
+            let path = entries_path(n, width);
+            assert_eq!(
+                std::fs::read(root.join(&path)).unwrap(),
+                entry_bundle(&log.store, n, width, 600).unwrap().unwrap(),
+                "{path}"
+            );
+        }
+        log.shutdown().await;
+    }
+
     #[tokio::test]
     async fn a_directory_mirror_writes_on_the_building_thread_as_through_the_store() {
         use crate::objects::DirStore;

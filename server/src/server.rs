@@ -81,6 +81,7 @@ pub fn open_logs(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Vec<
                     mirrored: config.mirror.backend != crate::config::MirrorBackend::None,
                     ack_after_mirror: config.mirror.ack_after_mirror,
                     index_pace: crate::indexer::PACE,
+                    feed_bytes: crate::mirror::feed::FEED_BYTES,
                 },
                 metrics.clone(),
             )
