@@ -731,7 +731,7 @@ impl Log {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The log's core in process, on a temp-dir store: idempotency by
     //! digest, receipts, and the start-up check refusing a store that no
     //! longer matches its signed checkpoint.
@@ -739,7 +739,7 @@ mod tests {
     use super::*;
     use ledger_proto::v1::{EventKind, RiskTier};
 
-    fn settings(dir: &Path) -> LogSettings {
+    pub(crate) fn settings(dir: &Path) -> LogSettings {
         LogSettings {
             id: "default".into(),
             origin: "test.example/log".into(),
@@ -1153,7 +1153,7 @@ mod tests {
         assert_eq!(rebuilt, handed_off);
     }
 
-    fn event(id: &str, n: u64) -> AuditEvent {
+    pub(crate) fn event(id: &str, n: u64) -> AuditEvent {
         AuditEvent {
             event_id: id.into(),
             correlation_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),

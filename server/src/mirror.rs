@@ -722,42 +722,19 @@ mod tests {
         assert!(!tile_exists(t(0, 0, 0), 5));
     }
 
-    /// A log whose feed holds at most `feed_bytes`, every group signed.
+    /// A mirrored log whose feed holds at most `feed_bytes`, every group
+    /// signed.
     fn mirrored_log(dir: &std::path::Path, feed_bytes: usize) -> Arc<Log> {
         let settings = crate::log::LogSettings {
-            id: "default".into(),
-            origin: "test.example/log".into(),
-            dir: dir.join("log"),
-            key_file: dir.join("log.key"),
-            queue_events: 1024,
-            queue_bytes: 64 << 20,
-            max_batch: 1024,
-            checkpoint_interval: Duration::ZERO,
-            limits: Default::default(),
             mirrored: true,
-            ack_after_mirror: false,
-            index_pace: crate::indexer::PACE,
             feed_bytes,
+            ..crate::log::tests::settings(dir)
         };
         Log::open(settings, Metrics::new()).unwrap()
     }
 
     fn event(n: u64) -> ledger_proto::v1::AuditEvent {
-        ledger_proto::v1::AuditEvent {
-            event_id: format!("e-{n}"),
-            correlation_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-            span_id: format!("{:016x}", n + 1),
-            agent_id: "agent-7".into(),
-            kind: ledger_proto::v1::EventKind::ToolCall as i32,
-            tool_name: "sql.execute".into(),
-            risk_tier: ledger_proto::v1::RiskTier::High as i32,
-            occurred_at: Some(prost_types::Timestamp {
-                seconds: 1_700_000_000 + n as i64,
-                nanos: 0,
-            }),
-            payload: format!("{{\"n\":{n}}}").into_bytes(),
-            ..Default::default()
-        }
+        crate::log::tests::event(&format!("e-{n}"), n)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
