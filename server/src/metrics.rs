@@ -73,7 +73,7 @@ pub struct Metrics {
     /// in-memory feed no longer (or never) held them.
     pub mirror_read_back: Family<LogLabel, Counter>,
     /// Units of the mirror's work run at normal priority because its feed
-    /// was more than half full.
+    /// was at least half full.
     pub mirror_urgent_units: Family<LogLabel, Counter>,
 }
 

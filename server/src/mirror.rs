@@ -409,8 +409,9 @@ impl<S: ObjectStore> Mirror<S> {
     async fn publish(&self, from: u64, cp: &Arc<SignedCheckpoint>) -> Result<(), ObjectError> {
         let to = cp.checkpoint.size;
         let erased = std::sync::Mutex::new(BTreeSet::new());
-        // Entries the feed holds are released as their tiles are written
-        // (the partial tile's stay: the next round rewrites it).
+        // Entries the feed holds are released as their tiles are written,
+        // all but the partial tile's by the end (the next round rewrites
+        // it).
         let written_below = Some(to / TILE_WIDTH * TILE_WIDTH);
         self.put_units(units(from, to), from, to, &erased, written_below)
             .await?;
@@ -461,7 +462,7 @@ impl<S: ObjectStore> Mirror<S> {
             .collect();
         let mut done = vec![false; units.len()];
         let mut next = 0;
-        let feed = self.log.mirror_feed().filter(|_| release_below.is_some());
+        let release = release_below.zip(self.log.mirror_feed());
         let mut written = stream::iter(units.into_iter().enumerate())
             .map(|(at, unit)| async move {
                 let (store, origin) = (self.log.store.clone(), self.log.origin.clone());
@@ -545,7 +546,7 @@ impl<S: ObjectStore> Mirror<S> {
             while done.get(next) == Some(&true) {
                 next += 1;
             }
-            if let (Some(feed), Some(below)) = (feed, release_below)
+            if let Some((below, feed)) = release
                 && next > before
             {
                 let first = firsts.get(next).copied().flatten().unwrap_or(below);
@@ -603,10 +604,6 @@ impl<S: ObjectStore> Mirror<S> {
             .record_mirrored(cp.clone())
             .await
             .map_err(|e| ObjectError::Store(format!("recording the mirrored size: {e}")))?;
-        if let Some(feed) = self.log.mirror_feed() {
-            // The partial tile's entries stay: the next round rewrites it.
-            feed.release(cp.checkpoint.size / TILE_WIDTH * TILE_WIDTH);
-        }
         let label = self.log.id.as_str().into();
         self.metrics
             .mirrored_size

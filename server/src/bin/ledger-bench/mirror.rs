@@ -144,14 +144,13 @@ async fn saturation_pair(
     run: &str,
     on_first: bool,
 ) -> Result<f64> {
-    let (mut off, mut on) = (0.0, 0.0);
-    for mirrored in [on_first, !on_first] {
-        if mirrored {
-            on = saturation_on(a, dir, pairs, run).await?;
-        } else {
-            off = saturation_off(a, pairs, run).await?;
-        }
-    }
+    let (off, on) = if on_first {
+        let on = saturation_on(a, dir, pairs, run).await?;
+        (saturation_off(a, pairs, run).await?, on)
+    } else {
+        let off = saturation_off(a, pairs, run).await?;
+        (off, saturation_on(a, dir, pairs, run).await?)
+    };
     println!("ratio        {:>10.2}   mirror on / off", on / off);
     Ok(on / off)
 }
