@@ -109,7 +109,7 @@ struct OtlpArgs {
 struct MirrorArgs {
     #[command(flatten)]
     load: Load,
-    /// Seconds of each phase.
+    /// Seconds of the lag and the ack_after_mirror phases.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
     /// Rate of the lag phase, events/s.
@@ -127,14 +127,16 @@ struct MirrorArgs {
     /// Skip the saturation phases (an S3 emulator cannot absorb them).
     #[arg(long)]
     no_saturation: bool,
-    /// Saturation pairs (a phase with the mirror off and one with it on),
-    /// run one after the other, the order alternating: off first in the
-    /// first pair, on first in the second, and so on. The ratio reported is
-    /// the median of the pairs' ratios, since on a shared machine the rate
-    /// of one phase can swing by a tenth.
-    #[arg(long, default_value_t = 4)]
-    pairs: usize,
-    /// Seconds of a saturation phase with the mirror on before the pairs,
+    /// Saturation slices each way: a server with the mirror off and one
+    /// with it on run side by side and take the load in turns (on, off,
+    /// off, on, and again), so that the machine's drift falls on both alike.
+    /// The ratio is the mirror-on side's rate over the mirror-off side's.
+    #[arg(long, default_value_t = 6)]
+    slices: usize,
+    /// Seconds each saturation slice counts (after a second's ramp).
+    #[arg(long, default_value_t = 5)]
+    slice_seconds: u64,
+    /// Seconds of a saturation phase with the mirror on before the slices,
     /// not counted (0: none).
     #[arg(long, default_value_t = 5)]
     warmup: u64,

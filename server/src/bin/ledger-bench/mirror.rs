@@ -1,7 +1,7 @@
 //! The mirror's figures, each phase on a fresh ledgerd started here:
 //!
-//! 1. ingest at saturation with the mirror off and on, in pairs whose
-//!    order alternates (the ratio);
+//! 1. ingest at saturation with the mirror off and on, two servers side by
+//!    side taking the load in turns (the ratio);
 //! 2. the mirror's lag at a fixed rate (sampled from the server's
 //!    `ledger_mirror_lag_seconds` every 100 ms: p50/p99);
 //! 3. ack latency with `mirror.ack_after_mirror` at a fixed rate;
@@ -11,7 +11,10 @@
 //! The mirror is a scratch directory, or S3 with `--s3-endpoint` and
 //! `--bucket` (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
 
-use super::{Load, MirrorArgs, Phase, Spawned, Until, drive, report, run_id, spawn_server_with};
+use super::{
+    Load, MirrorArgs, Phase, Spawned, Until, cpu_per_event, drive, report, run_id,
+    spawn_server_with,
+};
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::process::Command;
@@ -103,16 +106,6 @@ fn percentile(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
-/// The median (of an even count, the mean of the middle two).
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|x, y| x.total_cmp(y));
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 /// Waits for the mirror to hold every committed entry; returns how long.
 fn wait_caught_up(metrics: &str, limit: Duration) -> Result<Duration> {
     let started = Instant::now();
@@ -129,59 +122,101 @@ fn wait_caught_up(metrics: &str, limit: Duration) -> Result<Duration> {
     }
 }
 
-/// Saturation with the mirror off, the other with it on, in that order or,
-/// with `on_first`, the other way round; returns the ratio (on / off).
-/// Alternating the order from pair to pair keeps a drift of the machine's
-/// speed during a run (this shared machine's can move by a third within
-/// an hour) from counting against whichever phase always runs second.
-/// Each phase has its own data directory under `pairs`, removed when the
-/// run ends: a phase that started by deleting the one before it would pay
-/// the file system's cost of that (see `run`).
-async fn saturation_pair(
-    a: &MirrorArgs,
-    dir: &Path,
-    pairs: &Path,
-    run: &str,
-    on_first: bool,
-) -> Result<f64> {
-    let (off, on) = if on_first {
-        let on = saturation_on(a, dir, pairs, run).await?;
-        (saturation_off(a, pairs, run).await?, on)
-    } else {
-        let off = saturation_off(a, pairs, run).await?;
-        (off, saturation_on(a, dir, pairs, run).await?)
+/// Adds slice `p` to `total`: events, time, latencies and CPU.
+fn add_slice(total: &mut Option<Phase>, p: Phase) -> Result<()> {
+    let Some(t) = total else {
+        *total = Some(p);
+        return Ok(());
     };
-    println!("ratio        {:>10.2}   mirror on / off", on / off);
-    Ok(on / off)
+    t.acks += p.acks;
+    t.rejected += p.rejected;
+    t.elapsed += p.elapsed;
+    t.latency.add(&p.latency)?;
+    t.cpu = t.cpu.take().zip(p.cpu).map(|(a, b)| {
+        a.into_iter()
+            .zip(b)
+            .map(|((g, x), (_, y))| (g, x + y))
+            .collect()
+    });
+    Ok(())
 }
 
-/// One saturation phase with the mirror off; events/s.
-async fn saturation_off(a: &MirrorArgs, pairs: &Path, run: &str) -> Result<f64> {
-    let s = spawn_server_with(
+/// Whether slice `k` goes to the mirror-on server: on, off, off, on, and
+/// again, so that each side has as many slices early in a block as late.
+fn on_turn(k: usize) -> bool {
+    matches!(k % 4, 0 | 3)
+}
+
+/// Ingest at saturation with the mirror off and on, side by side: two
+/// fresh servers run at once, each on its own data directory under
+/// `pairs`, and the load goes to one at a time, in slices of
+/// `--slice-seconds` in the order on, off, off, on (repeated), `--slices`
+/// slices each. A drift of the machine's speed (this shared machine's can
+/// move by a quarter within minutes) then falls on both sides alike, where
+/// 10 s phases one after the other each caught a different part of it.
+/// Each slice ramps up for a second before it counts, as every phase does;
+/// after a mirror-on slice the mirror catches up before the next slice
+/// starts (not counted: a mirror-on slice starts, as it ends, with the lag
+/// a mirror keeps under full load). Returns the ratio (on / off) of the
+/// two sides' rates.
+async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) -> Result<f64> {
+    let off = spawn_server_with(
         &pairs.join(format!("{run}-off")),
         true,
         Some("[anchor]\nbackend = \"none\"\n"),
     )?;
-    let p = saturation(a, &s, format!("{run}-off"), a.seconds).await?;
-    Ok(report("mirror off", &p))
-}
-
-/// One saturation phase with the mirror on; events/s. Waits for the
-/// mirror to catch up after it (the wait is not counted).
-async fn saturation_on(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) -> Result<f64> {
     let cfg = mirror_config(a, dir, &format!("{run}-sat"), false);
-    let s = spawn_server_with(&pairs.join(format!("{run}-on")), true, Some(&cfg))?;
-    let p = saturation(a, &s, format!("{run}-on"), a.seconds).await?;
-    let r = report("mirror on", &p);
-    let caught = wait_caught_up(&s.metrics, Duration::from_secs(600))?;
+    let on = spawn_server_with(&pairs.join(format!("{run}-on")), true, Some(&cfg))?;
+    let (mut on_total, mut off_total) = (None, None);
+    // Each block of four slices: (on events, off events).
+    let mut blocks: Vec<(u64, u64)> = Vec::new();
+    for k in 0..2 * a.slices.max(1) {
+        let is_on = on_turn(k);
+        let (s, side) = if is_on { (&on, "on") } else { (&off, "off") };
+        let p = saturation(a, s, format!("{run}-{side}-{k}"), a.slice_seconds).await?;
+        let rate = p.acks as f64 / p.elapsed.as_secs_f64();
+        let cpu = cpu_per_event(&p).map_or(String::new(), |us| {
+            let total: f64 = us.iter().map(|(_, v)| v).sum();
+            let mirror = us.iter().find(|(g, _)| *g == "mirror").map_or(0.0, |m| m.1);
+            format!("   server CPU {total:.1} µs/event, the mirror's {mirror:.1}")
+        });
+        println!("  slice {:>2} {side:<3} {rate:>10.0} events/s{cpu}", k + 1);
+        if k % 4 == 0 {
+            blocks.push((0, 0));
+        }
+        let block = blocks.last_mut().context("a block")?;
+        if is_on {
+            block.0 += p.acks;
+            add_slice(&mut on_total, p)?;
+            wait_caught_up(&on.metrics, Duration::from_secs(600))?;
+        } else {
+            block.1 += p.acks;
+            add_slice(&mut off_total, p)?;
+        }
+    }
+    let (Some(on_total), Some(off_total)) = (on_total, off_total) else {
+        bail!("no slices ran");
+    };
+    let off_rate = report("mirror off", &off_total);
+    let on_rate = report("mirror on", &on_total);
     // Entries the mirror had to read back from the store because its
     // in-memory feed no longer held them (it fell that far behind).
-    let read_back = metric(&s.metrics, "ledger_mirror_read_back_entries_total")?;
+    let read_back = metric(&on.metrics, "ledger_mirror_read_back_entries_total")?;
+    println!("             {read_back:.0} entries read back from the store");
+    // A block's slices are as many each way and as long.
+    let each: Vec<String> = blocks
+        .iter()
+        .filter(|(on, off)| *on > 0 && *off > 0)
+        .map(|(on, off)| format!("{:.3}", *on as f64 / *off as f64))
+        .collect();
     println!(
-        "             mirror caught up {:.1} s after the load stopped; {read_back:.0} entries read back from the store",
-        caught.as_secs_f64()
+        "ratio        {:>10.3}   mirror on / off, {} slices of {} s each way, side by side (blocks of four: {})",
+        on_rate / off_rate,
+        a.slices.max(1),
+        a.slice_seconds,
+        each.join(", ")
     );
-    Ok(r)
+    Ok(on_rate / off_rate)
 }
 
 pub async fn run(a: MirrorArgs) -> Result<()> {
@@ -215,9 +250,9 @@ pub async fn run(a: MirrorArgs) -> Result<()> {
         a.load.streams, a.load.event_bytes, a.seconds
     );
 
-    // 1. Throughput, in pairs of a mirror-off and a mirror-on phase, the
-    // order alternating (off first in the first pair); each "on" mirror is
-    // kept until the run ends, so no pair pays for deleting another's.
+    // 1. Throughput with the mirror off and on, side by side; the mirror
+    // and both data directories are kept until the run ends, so no phase
+    // pays for deleting another's.
     if !a.no_saturation {
         if a.warmup > 0 {
             // The first phase of a run has measured faster than the rest
@@ -232,20 +267,7 @@ pub async fn run(a: MirrorArgs) -> Result<()> {
             report("warm-up", &p);
             println!("             (mirror on, not counted)");
         }
-        let mut ratios = Vec::new();
-        for n in 0..a.pairs.max(1) {
-            let on_first = n % 2 == 1;
-            ratios.push(saturation_pair(&a, &dir, &pairs, &format!("{run}-{n}"), on_first).await?);
-        }
-        if ratios.len() > 1 {
-            let all: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
-            println!(
-                "ratio median {:>10.3}   mirror on / off over {} pairs ({})",
-                median(&mut ratios),
-                all.len(),
-                all.join(", ")
-            );
-        }
+        saturation_sliced(&a, &dir, &pairs, &run).await?;
     }
 
     // 2. Lag at a fixed rate.
@@ -393,4 +415,53 @@ pub async fn run(a: MirrorArgs) -> Result<()> {
         b / m
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hdrhistogram::Histogram;
+
+    #[test]
+    fn slices_go_on_off_off_on_so_each_side_has_as_many_early_as_late() {
+        let order: Vec<bool> = (0..8).map(on_turn).collect();
+        assert_eq!(order, [true, false, false, true, true, false, false, true]);
+        // Within every block of four, the mean position of each side's
+        // slices is the same.
+        for block in order.chunks(4) {
+            let at = |side: bool| -> usize {
+                block
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| **s == side)
+                    .map(|(i, _)| i)
+                    .sum()
+            };
+            assert_eq!(at(true), at(false));
+        }
+    }
+
+    fn slice(acks: u64, secs: u64, latency_us: u64, cpu: f64) -> Phase {
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        latency.record(latency_us).unwrap();
+        Phase {
+            acks,
+            rejected: 0,
+            elapsed: Duration::from_secs(secs),
+            latency,
+            cpu: Some(vec![("sequencer", cpu), ("mirror", cpu / 10.0)]),
+        }
+    }
+
+    #[test]
+    fn slices_add_up_to_one_phase() {
+        let mut total = None;
+        add_slice(&mut total, slice(500, 5, 1_000, 2.0)).unwrap();
+        add_slice(&mut total, slice(700, 5, 9_000, 3.0)).unwrap();
+        let t = total.unwrap();
+        assert_eq!((t.acks, t.elapsed), (1_200, Duration::from_secs(10)));
+        assert_eq!(t.latency.len(), 2);
+        assert!(t.latency.max() >= 9_000 && t.latency.min() <= 1_000);
+        assert_eq!(t.cpu, Some(vec![("sequencer", 5.0), ("mirror", 0.5)]));
+    }
 }
