@@ -168,8 +168,8 @@ async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) 
     let cfg = mirror_config(a, dir, &format!("{run}-sat"), false);
     let on = spawn_server_with(&pairs.join(format!("{run}-on")), true, Some(&cfg))?;
     let (mut on_total, mut off_total) = (None, None);
-    // Each block of four slices: (on events, off events).
-    let mut blocks: Vec<(u64, u64)> = Vec::new();
+    // Each block of four slices: events and seconds, mirror on then off.
+    let mut blocks: Vec<[(u64, f64); 2]> = Vec::new();
     for k in 0..2 * a.slices.max(1) {
         let is_on = on_turn(k);
         let (s, side) = if is_on { (&on, "on") } else { (&off, "off") };
@@ -182,15 +182,16 @@ async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) 
         });
         println!("  slice {:>2} {side:<3} {rate:>10.0} events/s{cpu}", k + 1);
         if k % 4 == 0 {
-            blocks.push((0, 0));
+            blocks.push([(0, 0.0); 2]);
         }
         let block = blocks.last_mut().context("a block")?;
+        let counted = &mut block[usize::from(!is_on)];
+        counted.0 += p.acks;
+        counted.1 += p.elapsed.as_secs_f64();
         if is_on {
-            block.0 += p.acks;
             add_slice(&mut on_total, p)?;
             wait_caught_up(&on.metrics, Duration::from_secs(600))?;
         } else {
-            block.1 += p.acks;
             add_slice(&mut off_total, p)?;
         }
     }
@@ -203,11 +204,10 @@ async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) 
     // in-memory feed no longer held them (it fell that far behind).
     let read_back = metric(&on.metrics, "ledger_mirror_read_back_entries_total")?;
     println!("             {read_back:.0} entries read back from the store");
-    // A block's slices are as many each way and as long.
     let each: Vec<String> = blocks
         .iter()
-        .filter(|(on, off)| *on > 0 && *off > 0)
-        .map(|(on, off)| format!("{:.3}", *on as f64 / *off as f64))
+        .filter(|[on, off]| on.0 > 0 && off.0 > 0)
+        .map(|[on, off]| format!("{:.3}", (on.0 as f64 / on.1) / (off.0 as f64 / off.1)))
         .collect();
     println!(
         "ratio        {:>10.3}   mirror on / off, {} slices of {} s each way, side by side (blocks of four: {})",
@@ -246,8 +246,12 @@ pub async fn run(a: MirrorArgs) -> Result<()> {
         None => format!("directory {}", dir.join("mirror").display()),
     };
     println!(
-        "ledger-bench mirror: {} streams, {}-byte events, {} s per phase, mirror in {where_}",
-        a.load.streams, a.load.event_bytes, a.seconds
+        "ledger-bench mirror: {} streams, {}-byte events, saturation in {} slices of {} s each way, {} s for the lag and ack phases, mirror in {where_}",
+        a.load.streams,
+        a.load.event_bytes,
+        a.slices.max(1),
+        a.slice_seconds,
+        a.seconds
     );
 
     // 1. Throughput with the mirror off and on, side by side; the mirror
