@@ -136,6 +136,11 @@ struct MirrorArgs {
     /// Seconds each saturation slice counts (after a second's ramp).
     #[arg(long, default_value_t = 5)]
     slice_seconds: u64,
+    /// Compare two builds instead, both with the mirror on: the side that
+    /// would have the mirror off runs this ledgerd binary (the ratio is
+    /// then this bench's ledgerd over it). Only the saturation slices run.
+    #[arg(long, conflicts_with = "no_saturation")]
+    compare_with: Option<PathBuf>,
     /// Seconds of a saturation phase with the mirror on before the slices,
     /// not counted (0: none).
     #[arg(long, default_value_t = 5)]
@@ -746,6 +751,15 @@ fn spawn_server(dir: &Path, fresh: bool) -> Result<Spawned> {
 
 /// [`spawn_server`] with a TOML configuration.
 fn spawn_server_with(dir: &Path, fresh: bool, config: Option<&str>) -> Result<Spawned> {
+    let exe = std::env::current_exe()?
+        .parent()
+        .context("exe dir")?
+        .join("ledgerd");
+    spawn_exe(&exe, dir, fresh, config)
+}
+
+/// [`spawn_server_with`], from the ledgerd binary `exe`.
+fn spawn_exe(exe: &Path, dir: &Path, fresh: bool, config: Option<&str>) -> Result<Spawned> {
     let data = dir.join("data");
     if fresh {
         let _ = std::fs::remove_dir_all(&data);
@@ -753,11 +767,7 @@ fn spawn_server_with(dir: &Path, fresh: bool, config: Option<&str>) -> Result<Sp
     std::fs::create_dir_all(dir)?;
     let ready = dir.join("ready.json");
     let _ = std::fs::remove_file(&ready);
-    let exe = std::env::current_exe()?
-        .parent()
-        .context("exe dir")?
-        .join("ledgerd");
-    let mut cmd = Command::new(&exe);
+    let mut cmd = Command::new(exe);
     if let Some(c) = config {
         let path = dir.join("bench.toml");
         std::fs::write(&path, c)?;

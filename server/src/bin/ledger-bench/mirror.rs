@@ -12,7 +12,7 @@
 //! `--bucket` (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
 
 use super::{
-    Load, MirrorArgs, Phase, Spawned, Until, cpu_per_event, drive, report, run_id,
+    Load, MirrorArgs, Phase, Spawned, Until, cpu_per_event, drive, report, run_id, spawn_exe,
     spawn_server_with,
 };
 use anyhow::{Context, Result, bail};
@@ -159,20 +159,43 @@ fn on_turn(k: usize) -> bool {
 /// starts (not counted: a mirror-on slice starts, as it ends, with the lag
 /// a mirror keeps under full load). Returns the ratio (on / off) of the
 /// two sides' rates.
+///
+/// With `--compare-with`, the side that would have the mirror off runs that
+/// ledgerd binary with the mirror on too: the ratio then compares two
+/// builds under the same drift.
 async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) -> Result<f64> {
-    let off = spawn_server_with(
-        &pairs.join(format!("{run}-off")),
-        true,
-        Some("[anchor]\nbackend = \"none\"\n"),
-    )?;
     let cfg = mirror_config(a, dir, &format!("{run}-sat"), false);
+    let (off, names) = match &a.compare_with {
+        Some(other) => (
+            spawn_exe(
+                other,
+                &pairs.join(format!("{run}-off")),
+                true,
+                Some(&mirror_config(a, dir, &format!("{run}-other"), false)),
+            )?,
+            ["this build", "other build"],
+        ),
+        None => (
+            spawn_server_with(
+                &pairs.join(format!("{run}-off")),
+                true,
+                Some("[anchor]\nbackend = \"none\"\n"),
+            )?,
+            ["mirror on", "mirror off"],
+        ),
+    };
     let on = spawn_server_with(&pairs.join(format!("{run}-on")), true, Some(&cfg))?;
     let (mut on_total, mut off_total) = (None, None);
     // Each block of four slices: events and seconds, mirror on then off.
     let mut blocks: Vec<[(u64, f64); 2]> = Vec::new();
     for k in 0..2 * a.slices.max(1) {
         let is_on = on_turn(k);
-        let (s, side) = if is_on { (&on, "on") } else { (&off, "off") };
+        let (s, side) = match (is_on, a.compare_with.is_some()) {
+            (true, false) => (&on, "on"),
+            (false, false) => (&off, "off"),
+            (true, true) => (&on, "this"),
+            (false, true) => (&off, "other"),
+        };
         let p = saturation(a, s, format!("{run}-{side}-{k}"), a.slice_seconds).await?;
         let rate = p.acks as f64 / p.elapsed.as_secs_f64();
         let cpu = cpu_per_event(&p).map_or(String::new(), |us| {
@@ -180,7 +203,7 @@ async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) 
             let mirror = us.iter().find(|(g, _)| *g == "mirror").map_or(0.0, |m| m.1);
             format!("   server CPU {total:.1} µs/event, the mirror's {mirror:.1}")
         });
-        println!("  slice {:>2} {side:<3} {rate:>10.0} events/s{cpu}", k + 1);
+        println!("  slice {:>2} {side:<5} {rate:>10.0} events/s{cpu}", k + 1);
         if k % 4 == 0 {
             blocks.push([(0, 0.0); 2]);
         }
@@ -193,13 +216,16 @@ async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) 
             wait_caught_up(&on.metrics, Duration::from_secs(600))?;
         } else {
             add_slice(&mut off_total, p)?;
+            if a.compare_with.is_some() {
+                wait_caught_up(&off.metrics, Duration::from_secs(600))?;
+            }
         }
     }
     let (Some(on_total), Some(off_total)) = (on_total, off_total) else {
         bail!("no slices ran");
     };
-    let off_rate = report("mirror off", &off_total);
-    let on_rate = report("mirror on", &on_total);
+    let off_rate = report(names[1], &off_total);
+    let on_rate = report(names[0], &on_total);
     // Entries the mirror had to read back from the store because its
     // in-memory feed no longer held them (it fell that far behind).
     let read_back = metric(&on.metrics, "ledger_mirror_read_back_entries_total")?;
@@ -210,8 +236,10 @@ async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) 
         .map(|[on, off]| format!("{:.3}", (on.0 as f64 / on.1) / (off.0 as f64 / off.1)))
         .collect();
     println!(
-        "ratio        {:>10.3}   mirror on / off, {} slices of {} s each way, side by side (blocks of four: {})",
+        "ratio        {:>10.3}   {} / {}, {} slices of {} s each way, side by side (blocks of four: {})",
         on_rate / off_rate,
+        names[0],
+        names[1],
         a.slices.max(1),
         a.slice_seconds,
         each.join(", ")
@@ -272,6 +300,9 @@ pub async fn run(a: MirrorArgs) -> Result<()> {
             println!("             (mirror on, not counted)");
         }
         saturation_sliced(&a, &dir, &pairs, &run).await?;
+    }
+    if a.compare_with.is_some() {
+        return Ok(());
     }
 
     // 2. Lag at a fixed rate.
