@@ -161,7 +161,7 @@ fn on_turn(k: usize) -> bool {
 /// two sides' rates.
 ///
 /// With `--compare-with`, the side that would have the mirror off runs that
-/// ledgerd binary with the mirror on too: the ratio then compares two
+/// ledgerd binary, its mirror on too: the ratio then compares two
 /// builds under the same drift.
 async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) -> Result<f64> {
     let cfg = mirror_config(a, dir, &format!("{run}-sat"), false);
