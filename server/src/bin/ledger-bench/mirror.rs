@@ -157,15 +157,16 @@ fn on_turn(k: usize) -> bool {
 /// Each slice ramps up for a second before it counts, as every phase does;
 /// after a mirror-on slice the mirror catches up before the next slice
 /// starts (not counted: a mirror-on slice starts, as it ends, with the lag
-/// a mirror keeps under full load). Returns the ratio (on / off) of the
+/// a mirror keeps under full load). Prints the ratio (on / off) of the
 /// two sides' rates.
 ///
 /// With `--compare-with`, the side that would have the mirror off runs that
 /// ledgerd binary, its mirror on too: the ratio then compares two
 /// builds under the same drift.
-async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) -> Result<f64> {
+async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) -> Result<()> {
     let cfg = mirror_config(a, dir, &format!("{run}-sat"), false);
-    let (off, names) = match &a.compare_with {
+    // Each side's name in the totals, and in the slices' lines.
+    let (off, names, short) = match &a.compare_with {
         Some(other) => (
             spawn_exe(
                 other,
@@ -174,6 +175,7 @@ async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) 
                 Some(&mirror_config(a, dir, &format!("{run}-other"), false)),
             )?,
             ["this build", "other build"],
+            ["this", "other"],
         ),
         None => (
             spawn_server_with(
@@ -182,6 +184,7 @@ async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) 
                 Some("[anchor]\nbackend = \"none\"\n"),
             )?,
             ["mirror on", "mirror off"],
+            ["on", "off"],
         ),
     };
     let on = spawn_server_with(&pairs.join(format!("{run}-on")), true, Some(&cfg))?;
@@ -190,11 +193,10 @@ async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) 
     let mut blocks: Vec<[(u64, f64); 2]> = Vec::new();
     for k in 0..2 * a.slices.max(1) {
         let is_on = on_turn(k);
-        let (s, side) = match (is_on, a.compare_with.is_some()) {
-            (true, false) => (&on, "on"),
-            (false, false) => (&off, "off"),
-            (true, true) => (&on, "this"),
-            (false, true) => (&off, "other"),
+        let (s, side) = if is_on {
+            (&on, short[0])
+        } else {
+            (&off, short[1])
         };
         let p = saturation(a, s, format!("{run}-{side}-{k}"), a.slice_seconds).await?;
         let rate = p.acks as f64 / p.elapsed.as_secs_f64();
@@ -244,7 +246,7 @@ async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) 
         a.slice_seconds,
         each.join(", ")
     );
-    Ok(on_rate / off_rate)
+    Ok(())
 }
 
 pub async fn run(a: MirrorArgs) -> Result<()> {
