@@ -50,6 +50,9 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn put_unlocked(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send;
     /// Writes `body` under `key` and destroys every earlier version of it.
     fn replace(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Res<()>> + Send;
+    /// Destroys `key` and every version of it (an unlocked object's: a
+    /// payload bundle another one supersedes); nothing there is no error.
+    fn delete(&self, key: &str) -> impl Future<Output = Res<()>> + Send;
     /// The current bytes under `key`, if any.
     fn get(&self, key: &str) -> impl Future<Output = Res<Option<Vec<u8>>>> + Send;
     /// Keys under `dir` (a key prefix ending at a `/`) whose last part
@@ -496,6 +499,17 @@ impl ObjectStore for DirStore {
         self.blocking(key, move |_, key| w.put_unlocked(key, &body))
     }
 
+    fn delete(&self, key: &str) -> impl Future<Output = Res<()>> + Send {
+        let dirty = self.dirty.clone();
+        self.blocking(key, move |root, key| {
+            match std::fs::remove_file(root.join(key)) {
+                Ok(()) => DirStore::touched(&dirty, root, key),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io(&format!("deleting {key}"), e)),
+            }
+        })
+    }
+
     fn get(&self, key: &str) -> impl Future<Output = Res<Option<Vec<u8>>>> + Send {
         self.blocking(key, |root, key| match std::fs::read(root.join(key)) {
             Ok(b) => Ok(Some(b)),
@@ -663,6 +677,44 @@ fn s3_error<E: std::error::Error + 'static>(what: &str, e: E) -> ObjectError {
 }
 
 impl S3Store {
+    /// Destroys every version of `full` (and delete marker) but `keep`
+    /// (an unversioned bucket lists only the current object, which is
+    /// kept).
+    async fn purge(&self, full: &str, keep: Option<&str>) -> Res<()> {
+        let listed = self
+            .client
+            .list_object_versions()
+            .bucket(&self.bucket)
+            .prefix(full)
+            .send()
+            .await
+            .map_err(|e| s3_error(&format!("s3 list versions {full}"), e))?;
+        let old = listed
+            .versions()
+            .iter()
+            .filter(|v| v.key() == Some(full))
+            .filter_map(|v| v.version_id())
+            .chain(
+                listed
+                    .delete_markers()
+                    .iter()
+                    .filter(|m| m.key() == Some(full))
+                    .filter_map(|m| m.version_id()),
+            )
+            .filter(|v| Some(*v) != keep && *v != "null");
+        for v in old {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(full)
+                .version_id(v)
+                .send()
+                .await
+                .map_err(|e| s3_error(&format!("s3 delete {full} version {v}"), e))?;
+        }
+        Ok(())
+    }
+
     /// Connects and reads the bucket's Object Lock configuration. With
     /// `require_lock` (anchors), a bucket without Object Lock is refused;
     /// otherwise write-once objects there rely on `If-None-Match` alone.
@@ -798,40 +850,23 @@ impl ObjectStore for S3Store {
         let full = self.full_key(key);
         async move {
             let new_version = self.put(&full, body, false).await?;
-            // Destroy every other version of this key (an unversioned
-            // bucket lists only the current one, which is kept).
-            let listed = self
-                .client
-                .list_object_versions()
+            self.purge(&full, new_version.as_deref()).await
+        }
+    }
+
+    fn delete(&self, key: &str) -> impl Future<Output = Res<()>> + Send {
+        let full = self.full_key(key);
+        async move {
+            // Gone from an unversioned bucket; a delete marker in a
+            // versioned one, purged with the versions below it.
+            self.client
+                .delete_object()
                 .bucket(&self.bucket)
-                .prefix(&full)
+                .key(&full)
                 .send()
                 .await
-                .map_err(|e| s3_error(&format!("s3 list versions {full}"), e))?;
-            let old = listed
-                .versions()
-                .iter()
-                .filter(|v| v.key() == Some(full.as_str()))
-                .filter_map(|v| v.version_id())
-                .chain(
-                    listed
-                        .delete_markers()
-                        .iter()
-                        .filter(|m| m.key() == Some(full.as_str()))
-                        .filter_map(|m| m.version_id()),
-                )
-                .filter(|v| Some(*v) != new_version.as_deref() && *v != "null");
-            for v in old {
-                self.client
-                    .delete_object()
-                    .bucket(&self.bucket)
-                    .key(&full)
-                    .version_id(v)
-                    .send()
-                    .await
-                    .map_err(|e| s3_error(&format!("s3 delete {full} version {v}"), e))?;
-            }
-            Ok(())
+                .map_err(|e| s3_error(&format!("s3 delete {full}"), e))?;
+            self.purge(&full, None).await
         }
     }
 
