@@ -25,7 +25,8 @@ use crate::sequencer::SignedCheckpoint;
 use crate::store::{Store, StoreError};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use ledger_verify::mirror::{
-    CHECKPOINT, encode_tile, payload_path, push_bundle_entry, push_payload_record,
+    CHECKPOINT, PAYLOAD_GROUP, PAYLOAD_GROUP_TILES, encode_tile, group_complete,
+    group_payload_path, payload_path, push_bundle_entry, push_payload_record,
 };
 use ledger_verify::tiles::{TILE_HEIGHT, TILE_WIDTH, TileId, entries_path, tile_path, tiles_of};
 use std::collections::BTreeSet;
@@ -154,13 +155,11 @@ fn payload_bundle_of<'a>(held: impl Iterator<Item = &'a Held> + Clone) -> (Vec<u
     (out, any)
 }
 
-/// Payload bundle `n` for the first `width` entries of its tile, and
-/// whether it holds any payload.
-pub fn payload_bundle(store: &Store, n: u64, width: u16) -> Result<(Vec<u8>, bool), StoreError> {
-    let start = n * TILE_WIDTH;
-    let end = start + u64::from(width);
+/// The payload bundle of entries `start..end` (a tile's first entries, or
+/// a whole group's), and whether it holds any payload.
+pub fn payload_bundle(store: &Store, start: u64, end: u64) -> Result<(Vec<u8>, bool), StoreError> {
     // A guess (salts and half-kilobyte payloads), so the buffer rarely grows.
-    let mut out = Vec::with_capacity(usize::from(width) * 576);
+    let mut out = Vec::with_capacity((end - start) as usize * 576);
     let mut next = start;
     store.visit_payloads(start, end, |i, salt, payload| {
         // Entries without a stored payload hold an empty record.
@@ -197,22 +196,44 @@ enum Object {
 /// comes (so a long catch-up holds a few tiles in memory, not all).
 #[derive(Debug, Clone, Copy)]
 enum Unit {
-    /// Entry bundle, level-0 hash tile and payload bundle of tile `n`.
+    /// Entry bundle and level-0 hash tile of tile `n`, and its own payload
+    /// bundle while its payload group is not whole at `to`.
     Tile(u64),
+    /// The payload bundle of group `g`, whole at `to` and not at `from`.
+    Group(u64),
     /// The hash tiles above level 0.
     Upper,
-    /// Payload bundle `n` rewritten after a redaction erased a payload.
+    /// The payloads of tile `n` rewritten after a redaction erased one (its
+    /// group's bundle when the group is whole at `to`).
     Erased(u64),
 }
 
-/// The units of publishing from `from` to `to` (tile by tile, then the
-/// tiles above).
+/// The units of publishing from `from` to `to`: tile by tile, each group
+/// that became whole before its first new tile, then the tiles above.
 fn units(from: u64, to: u64) -> Vec<Unit> {
-    let mut out: Vec<Unit> = (from / TILE_WIDTH..to.div_ceil(TILE_WIDTH))
-        .map(Unit::Tile)
-        .collect();
+    let mut out = Vec::new();
+    for n in from / TILE_WIDTH..to.div_ceil(TILE_WIDTH) {
+        let g = n / PAYLOAD_GROUP_TILES;
+        let first_of_round = n == from / TILE_WIDTH;
+        if (first_of_round || n % PAYLOAD_GROUP_TILES == 0)
+            && group_complete(g, to)
+            && !group_complete(g, from)
+        {
+            out.push(Unit::Group(g));
+        }
+        out.push(Unit::Tile(n));
+    }
     out.push(Unit::Upper);
     out
+}
+
+/// The tile bundles of payload groups that became whole between `from`
+/// and `to`, written by earlier rounds (before their group was whole):
+/// the group bundles hold those payloads now.
+fn superseded(from: u64, to: u64) -> impl Iterator<Item = u64> {
+    let groups = from / PAYLOAD_GROUP..to / PAYLOAD_GROUP;
+    let written = from.div_ceil(TILE_WIDTH);
+    groups.flat_map(move |g| g * PAYLOAD_GROUP_TILES..written.min((g + 1) * PAYLOAD_GROUP_TILES))
 }
 
 /// Whether tile `id` of the tree of `to` leaves is new since `from`.
@@ -277,15 +298,18 @@ fn build(
                     erased.push(target / TILE_WIDTH);
                 }
             };
+            // The tile's own payload bundle, unless its group is whole (the
+            // group's unit writes that).
+            let own = !group_complete(n / PAYLOAD_GROUP_TILES, to);
             // From the feed when it holds every entry of the tile (which
             // says which are redactions), else read back from the store
             // (each new entry decoded for its redaction).
             let held = with_held_tile(feed, n, width, |held| {
                 let bundle =
                     entry_bundle_of(held.clone(), n * TILE_WIDTH, |i, h| erases(i, h.redacts))?;
-                Ok::<_, StoreError>((Some(bundle), payload_bundle_of(held)))
+                Ok::<_, StoreError>((Some(bundle), own.then(|| payload_bundle_of(held))))
             });
-            let (bundle, (bytes, any)) = match held {
+            let (bundle, payloads) = match held {
                 Some(built) => built?,
                 None => {
                     read_back = u64::from(width);
@@ -294,9 +318,11 @@ fn build(
                             erases(i, ledger_verify::entry::redaction_target(e).ok().flatten());
                         }
                     };
+                    let start = n * TILE_WIDTH;
                     (
                         entry_bundle_with(store, n, width, to, each)?,
-                        payload_bundle(store, n, width)?,
+                        own.then(|| payload_bundle(store, start, start + u64::from(width)))
+                            .transpose()?,
                     )
                 }
             };
@@ -310,11 +336,26 @@ fn build(
                 out.push(Object::Once(object_key(origin, &tile_path(tile)), bytes));
             }
             let key = object_key(origin, &payload_path(n));
-            if n * TILE_WIDTH < from {
+            match payloads {
                 // Written before, at a smaller width: rewrite, and purge the
                 // older versions (they may hold a payload erased since).
-                out.push(Object::Replace(key, bytes));
-            } else if any {
+                Some((bytes, _)) if n * TILE_WIDTH < from => out.push(Object::Replace(key, bytes)),
+                Some((bytes, true)) => out.push(Object::Payloads(key, bytes)),
+                _ => {}
+            }
+        }
+        Unit::Group(g) => {
+            let (start, end) = (g * PAYLOAD_GROUP, (g + 1) * PAYLOAD_GROUP);
+            let held = feed.and_then(|f| f.with_range(start, end, |h| payload_bundle_of(h)));
+            let (bytes, any) = match held {
+                Some(built) => built,
+                None => {
+                    read_back = PAYLOAD_GROUP;
+                    payload_bundle(store, start, end)?
+                }
+            };
+            if any {
+                let key = object_key(origin, &group_payload_path(g));
                 out.push(Object::Payloads(key, bytes));
             }
         }
@@ -328,15 +369,23 @@ fn build(
             }
         }
         Unit::Erased(n) => {
-            let width = tile_width(n, to);
-            let (bytes, _) = match with_held_tile(feed, n, width, |held| payload_bundle_of(held)) {
+            let g = n / PAYLOAD_GROUP_TILES;
+            let (start, end, path) = if group_complete(g, to) {
+                let start = g * PAYLOAD_GROUP;
+                (start, start + PAYLOAD_GROUP, group_payload_path(g))
+            } else {
+                let start = n * TILE_WIDTH;
+                (start, start + u64::from(tile_width(n, to)), payload_path(n))
+            };
+            let held = feed.and_then(|f| f.with_range(start, end, |h| payload_bundle_of(h)));
+            let (bytes, _) = match held {
                 Some(built) => built,
                 None => {
-                    read_back = u64::from(width);
-                    payload_bundle(store, n, width)?
+                    read_back = end - start;
+                    payload_bundle(store, start, end)?
                 }
             };
-            out.push(Object::Replace(object_key(origin, &payload_path(n)), bytes));
+            out.push(Object::Replace(object_key(origin, &path), bytes));
         }
     }
     Ok(Built {
@@ -347,7 +396,7 @@ fn build(
 }
 
 /// Units built and written at once for `concurrency` objects at once
-/// (a unit is mostly a tile's three objects).
+/// (a unit is mostly a tile's two or three objects).
 pub fn units_at_once(concurrency: usize) -> usize {
     concurrency.div_ceil(3).max(1)
 }
@@ -410,9 +459,10 @@ impl<S: ObjectStore> Mirror<S> {
         let to = cp.checkpoint.size;
         let erased = std::sync::Mutex::new(BTreeSet::new());
         // Entries the feed holds are released as their tiles are written,
-        // all but the partial tile's by the end (the next round rewrites
-        // it).
-        let written_below = Some(to / TILE_WIDTH * TILE_WIDTH);
+        // all but the incomplete payload group's by the end (the next
+        // rounds rewrite its partial tile, and write the group's bundle
+        // once it is whole).
+        let written_below = Some(to / PAYLOAD_GROUP * PAYLOAD_GROUP);
         self.put_units(units(from, to), from, to, &erased, written_below)
             .await?;
         let erased: Vec<Unit> = erased
@@ -420,6 +470,17 @@ impl<S: ObjectStore> Mirror<S> {
             .map_err(|_| ObjectError::Store("lock poisoned".into()))?
             .into_iter()
             .map(Unit::Erased)
+            .collect();
+        // Tile bundles that whole groups' bundles supersede: those of the
+        // groups that became whole, and (should an earlier round have
+        // failed to delete it) that of a tile a redaction erased.
+        let stale: BTreeSet<u64> = erased
+            .iter()
+            .filter_map(|u| match u {
+                Unit::Erased(n) if group_complete(n / PAYLOAD_GROUP_TILES, to) => Some(*n),
+                _ => None,
+            })
+            .chain(superseded(from, to))
             .collect();
         if !erased.is_empty() {
             self.put_units(erased, from, to, &Default::default(), None)
@@ -432,7 +493,16 @@ impl<S: ObjectStore> Mirror<S> {
                 &object_key(&self.log.origin, CHECKPOINT),
                 cp.note.clone().into_bytes(),
             )
-            .await
+            .await?;
+        // Deleted once the checkpoint that no longer reads them is out.
+        // Readers ignore them either way: a failure only leaves garbage.
+        for n in stale {
+            let key = object_key(&self.log.origin, &payload_path(n));
+            if let Err(e) = self.payload_store.delete(&key).await {
+                tracing::warn!(log = %self.log.id, key, error = %e, "deleting a superseded payload bundle failed");
+            }
+        }
+        Ok(())
     }
 
     /// Builds and writes `units`, a few at a time. With `release_below`,
@@ -457,6 +527,7 @@ impl<S: ObjectStore> Mirror<S> {
             .iter()
             .map(|u| match u {
                 Unit::Tile(n) => Some(n * TILE_WIDTH),
+                Unit::Group(g) => Some(g * PAYLOAD_GROUP),
                 _ => None,
             })
             .collect();
@@ -719,6 +790,46 @@ mod tests {
         assert!(!tile_exists(t(0, 0, 0), 5));
     }
 
+    #[test]
+    fn whole_groups_get_a_unit_before_their_first_new_tile_and_supersede_tile_bundles() {
+        let tiles = |u: &[Unit]| {
+            u.iter()
+                .map(|u| match u {
+                    Unit::Tile(n) => format!("t{n}"),
+                    Unit::Group(g) => format!("g{g}"),
+                    Unit::Upper => "up".into(),
+                    Unit::Erased(n) => format!("e{n}"),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        // Within the first group: tiles only, the partial one's included.
+        assert_eq!(tiles(&units(300, 700)), "t1 t2 up");
+        assert_eq!(superseded(300, 700).count(), 0);
+        // Group 0 becomes whole in a round that starts inside it: its
+        // bundle, then its remaining tiles and the next group's first.
+        assert_eq!(tiles(&units(3900, 4300)), "g0 t15 t16 up");
+        // Tiles 0..=15 had bundles of their own (entries up to 3899 were
+        // published); they are superseded.
+        assert_eq!(
+            superseded(3900, 4300).collect::<Vec<_>>(),
+            (0..16).collect::<Vec<_>>()
+        );
+        // A round covering two whole groups from a group's start.
+        let u = units(4096, 3 * 4096 + 10);
+        assert_eq!(u.iter().filter(|u| matches!(u, Unit::Group(_))).count(), 2);
+        assert_eq!(tiles(&u[..2]), "g1 t16");
+        assert_eq!(tiles(&u[17..19]), "g2 t32");
+        assert_eq!(superseded(4096, 3 * 4096 + 10).count(), 0);
+        // Exactly at a group's end: whole at `to`.
+        assert_eq!(tiles(&units(4000, 4096)), "g0 t15 up");
+        assert_eq!(
+            superseded(4000, 4096).collect::<Vec<_>>(),
+            (0..16).collect::<Vec<_>>()
+        );
+        assert_eq!(tiles(&units(4096, 4100)), "t16 up");
+    }
+
     /// A mirrored log whose feed holds at most `feed_bytes`, every group
     /// signed.
     fn mirrored_log(dir: &std::path::Path, feed_bytes: usize) -> Arc<Log> {
@@ -739,25 +850,39 @@ mod tests {
      {
         use crate::objects::DirStore;
         let dir = tempfile::tempdir().unwrap();
-        // Room for more than one tile's entries, not two.
+        // Room for a whole payload group and more than one tile's entries
+        // after it, not two.
         let one = {
             let probe = mirrored_log(&dir.path().join("probe"), crate::mirror::feed::FEED_BYTES);
-            probe.append(Some(event(0)), "t".into()).await.unwrap();
+            // The largest of the entries below (their ids grow).
+            probe
+                .append(Some(event(PAYLOAD_GROUP + 599)), "t".into())
+                .await
+                .unwrap();
             let (_, bytes) = probe.mirror_feed().unwrap().held();
             probe.shutdown().await;
             bytes
         };
-        let log = mirrored_log(dir.path(), one * 400);
-        for n in 0..600 {
-            log.append(Some(event(n)), "t".into()).await.unwrap();
+        let g = PAYLOAD_GROUP;
+        let log = mirrored_log(dir.path(), one * (g as usize + 400));
+        for chunk in (0..g + 600).collect::<Vec<_>>().chunks(64) {
+            let appends = chunk
+                .iter()
+                .map(|&n| log.append(Some(event(n)), "t".into()));
+            for r in futures_util::future::join_all(appends).await {
+                r.unwrap();
+            }
         }
         let feed = log.mirror_feed().unwrap().clone();
         let (held, _) = feed.held();
         assert!(
-            (256..512).contains(&held),
+            (g as usize + 256..g as usize + 512).contains(&held),
             "the oldest {held} entries are held"
         );
-        assert!(feed.range(0, 256).is_some(), "the first tile is held");
+        assert!(
+            feed.range(0, g + 256).is_some(),
+            "group 0 and tile 16 are held"
+        );
         assert!(feed.pressed());
 
         let store = Arc::new(DirStore::new(&dir.path().join("mirror")).unwrap());
@@ -770,37 +895,53 @@ mod tests {
             builder: Arc::new(crate::niced::Niced::new("test-mirror", 1, 10).unwrap()),
         };
         assert!(mirror.round().await.unwrap());
-        assert_eq!(log.mirrored_size(), 600);
+        let size = g + 600;
+        assert_eq!(log.mirrored_size(), size);
         let label = &"default".into();
-        // Tile 0 came from the feed; tile 1 (partly held) and the partial
-        // tile 2 (refused) were read back.
+        // Group 0's bundle and tiles 0 to 16 came from the feed; tile 17
+        // (partly held) and the partial tile 18 (refused) were read back.
         assert_eq!(
             mirror.metrics.mirror_read_back.get_or_create(label).get(),
             344
         );
-        // The first unit started with the feed more than half full; once
-        // its entries were let go the rest gave way again.
+        // The first units (group 0's bundle, then its tiles) started with
+        // the feed more than half full; once enough of their entries were
+        // let go the rest (tiles 17 and 18, the upper tiles at least) gave
+        // way again.
         let urgent = mirror
             .metrics
             .mirror_urgent_units
             .get_or_create(label)
             .get();
-        assert_eq!(urgent, 1, "units run urgent");
+        assert!((2..=17).contains(&urgent), "{urgent} units ran urgent");
         assert_eq!(
             feed.held().0,
-            0,
-            "everything before the partial tile let go"
+            held - g as usize,
+            "group 0 let go, the incomplete group 1 kept for its bundle"
         );
         // Whichever way built them, the bundles are the store's.
         let root = dir.path().join("mirror/test.example/log");
-        for (n, width) in [(0, 256), (1, 256), (2, 88)] {
+        for (n, width) in [(0, 256), (16, 256), (17, 256), (18, 88)] {
             let path = entries_path(n, width);
             assert_eq!(
                 std::fs::read(root.join(&path)).unwrap(),
-                entry_bundle(&log.store, n, width, 600).unwrap().unwrap(),
+                entry_bundle(&log.store, n, width, size).unwrap().unwrap(),
                 "{path}"
             );
         }
+        let payloads = |path: &str| std::fs::read(root.join(path)).unwrap();
+        assert_eq!(
+            payloads(&group_payload_path(0)),
+            payload_bundle(&log.store, 0, g).unwrap().0
+        );
+        assert_eq!(
+            payloads(&payload_path(18)),
+            payload_bundle(&log.store, 18 * 256, size).unwrap().0
+        );
+        assert!(
+            !root.join(payload_path(0)).exists(),
+            "no tile bundle in a whole group"
+        );
         log.shutdown().await;
     }
 

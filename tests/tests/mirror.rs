@@ -268,9 +268,9 @@ async fn a_directory_mirror_catches_up_serves_the_live_bytes_and_finds_tampering
     let (rc, v) = run();
     assert_eq!(rc, 0, "{v}");
     assert_eq!(v["payloads_redacted"], 1);
-    // The first tile's payloads were read back from the store (the feed
-    // let them go once published).
-    assert_eq!(read_back(&server.scrape()), Some(256));
+    // The feed keeps the entries of the payload group not yet whole (the
+    // first 4,096), so the bundle was rewritten from memory.
+    assert_eq!(read_back(&server.scrape()), Some(0));
 
     // A redaction in the tile the feed still holds (the partial one): the
     // payload is gone from the rewritten bundle too, nothing read back.
@@ -281,10 +281,77 @@ async fn a_directory_mirror_catches_up_serves_the_live_bytes_and_finds_tampering
     assert_eq!(records.len(), 190, "entries 512 to 701");
     assert!(records[690 - 512].is_none(), "the redacted payload is gone");
     assert!(records[689 - 512].is_some());
-    assert_eq!(read_back(&server.scrape()), Some(256));
+    assert_eq!(read_back(&server.scrape()), Some(0));
     let (rc, v) = run();
     assert_eq!(rc, 0, "{v}");
     assert_eq!(v["payloads_redacted"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_payload_group_is_one_bundle_that_replaces_its_tiles_bundles() {
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    let config = format!(
+        "[mirror]\nbackend = \"dir\"\ndir = {:?}\n",
+        mirror.display().to_string()
+    );
+    let server = Server::start_with(dir.path(), Some(&config));
+    let key = server.verifier.to_string();
+    let root = mirror.join(ORIGIN);
+    // Group 0 (entries 0 to 4095) mirrored tile by tile while incomplete.
+    append(&server, 2000, "a").await;
+    caught_up(&server, 30).await;
+    assert!(root.join("payload/007").exists());
+    assert!(!root.join("payload/group/000").exists());
+    // Then whole: one bundle for its 16 tiles, theirs deleted; the tiles
+    // of group 1 have their own.
+    append(&server, 2500, "b").await;
+    caught_up(&server, 60).await;
+    let payloads: Vec<String> = files(&root.join("payload"));
+    assert_eq!(payloads, ["016", "017", "group/000"], "{payloads:?}");
+    let bundle = std::fs::read(root.join("payload/group/000")).unwrap();
+    let records = ledger_verify::mirror::decode_payload_bundle(&bundle).unwrap();
+    assert_eq!(records.len(), 4096);
+    assert!(records.iter().all(Option::is_some));
+
+    let run = || {
+        verify(
+            &["mirror", "--key", &key, "--quiet", mirror.to_str().unwrap()],
+            &[],
+        )
+    };
+    let (rc, v) = run();
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(v["entries"], 4500);
+    assert_eq!(v["payloads_checked"], 4500);
+    // The group bundle's last byte: entry 4095's payload.
+    let p = root.join("payload/group/000");
+    let saved = tamper(&p, |b| {
+        let n = b.len() - 1;
+        b[n] ^= 1
+    });
+    let (rc, v) = run();
+    assert_eq!(rc, 1, "{v}");
+    assert_eq!(first_finding(&v), ("modified_payload".into(), 4095), "{v}");
+    // Gone: its first payload is withheld.
+    std::fs::remove_file(&p).unwrap();
+    let (rc, v) = run();
+    assert_eq!(rc, 1, "{v}");
+    assert_eq!(first_finding(&v), ("withheld_payload".into(), 0), "{v}");
+    std::fs::write(&p, saved).unwrap();
+    assert_eq!(run().0, 0);
+
+    // A redaction in the whole group rewrites the group's bundle.
+    let c = Client::connect(&server.grpc).await.unwrap();
+    c.redact(1000, "erasure request").await.unwrap();
+    caught_up(&server, 30).await;
+    let bundle = std::fs::read(root.join("payload/group/000")).unwrap();
+    let records = ledger_verify::mirror::decode_payload_bundle(&bundle).unwrap();
+    assert!(records[1000].is_none(), "the redacted payload is gone");
+    assert!(records[999].is_some() && records[1001].is_some());
+    let (rc, v) = run();
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(v["payloads_redacted"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,6 +476,15 @@ async fn disaster(dir: &Path, config: &str, from: &str, every_ack_survives: bool
         assert!(Instant::now() < deadline, "load did not get going");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Until the mirror holds a whole payload group (and the tiles after
+    // it), so the restore reads a group's bundle and tiles' own.
+    while status(&server).await.mirrored_size < 4096 + 300 {
+        assert!(
+            Instant::now() < deadline,
+            "the mirror did not get past 4,396"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.kill9();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = task.await;
@@ -507,6 +583,28 @@ async fn after_losing_its_disk_the_log_is_restored_from_s3_and_continues() {
         .unwrap_or_else(|e| panic!("{tile}: {}", aws_sdk_s3::error::DisplayErrorContext(e)));
     let version = head.version_id().unwrap().to_string();
     assert_locked(&client, bucket, &tile, &version).await;
+
+    // Group 0's payloads are in one bundle; the bundles its tiles had
+    // before it was whole are gone, every version.
+    let listed = client
+        .list_object_versions()
+        .bucket(bucket)
+        .prefix(format!("audit/{ORIGIN}/payload/"))
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = listed
+        .versions()
+        .iter()
+        .filter_map(|v| v.key())
+        .chain(listed.delete_markers().iter().filter_map(|m| m.key()))
+        .collect();
+    let group = format!("audit/{ORIGIN}/payload/group/000");
+    assert!(keys.contains(&group.as_str()), "{keys:?}");
+    for t in 0..16 {
+        let own = format!("audit/{ORIGIN}/payload/{t:03}");
+        assert!(!keys.contains(&own.as_str()), "{own} in {keys:?}");
+    }
 
     // The auditor's verifier reads the whole log from S3, anchors beside it.
     let env = [

@@ -8,11 +8,15 @@
 //!   hashes of one row of 256 (or `W`) nodes at tree level 8·L.
 //! * `tile/entries/<N>[.p/<W>]`: entry bundles, entries 256·N .. 256·N+W-1,
 //!   each a big-endian u16 length then the stored `LedgerEntry` bytes.
-//! * `payload/<N>`: payload bundles (ours, not in the spec): for each entry
-//!   of entry bundle N in order, a big-endian u32 length then that many
-//!   bytes, the 32-byte salt then the payload; length 0 when nothing is
-//!   stored (the entry has no payload, or it was redacted). Rewritten as
-//!   its tile fills and when a payload in it is redacted.
+//! * `payload/group/<G>` and `payload/<N>`: payload bundles (ours, not in
+//!   the spec): for each entry in order, a big-endian u32 length then that
+//!   many bytes, the 32-byte salt then the payload; length 0 when nothing
+//!   is stored (the entry has no payload, or it was redacted). A group of
+//!   16 tiles (entries 4096·G .. 4096·G+4095) that the tree holds whole has
+//!   one bundle, `payload/group/<G>`; the tiles of the last, incomplete
+//!   group have one each, `payload/<N>` (entries of entry bundle N),
+//!   rewritten as the tile fills. Either is rewritten when a payload in it
+//!   is redacted. See [`payloads_of_tile`].
 //!
 //! This module has the encodings, a streaming builder of tile rows, and the
 //! audit of a whole mirror ([`audit_mirror`]), which reads it object by
@@ -33,9 +37,42 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Path of the newest mirrored checkpoint.
 pub const CHECKPOINT: &str = "checkpoint";
 
-/// Path of payload bundle `n`: `payload/<N>`.
+/// Path of the payload bundle of tile `n` alone: `payload/<N>`.
 pub fn payload_path(n: u64) -> String {
     format!("payload/{}", index_path(n))
+}
+
+/// Tiles whose payloads share one bundle once the tree holds all of them.
+pub const PAYLOAD_GROUP_TILES: u64 = 16;
+
+/// Entries of a payload group: 4,096.
+pub const PAYLOAD_GROUP: u64 = PAYLOAD_GROUP_TILES * TILE_WIDTH;
+
+/// Path of the payload bundle of group `g` (tiles 16·G .. 16·G+15):
+/// `payload/group/<G>`.
+pub fn group_payload_path(g: u64) -> String {
+    format!("payload/group/{}", index_path(g))
+}
+
+/// Where the mirror of a tree of `size` entries keeps the payloads of tile
+/// `n`: the bundle of its group when the tree holds the whole group (the
+/// tile's records then start at the returned offset in it), else the
+/// tile's own bundle (offset 0).
+pub fn payloads_of_tile(n: u64, size: u64) -> (String, usize) {
+    let g = n / PAYLOAD_GROUP_TILES;
+    if group_complete(g, size) {
+        let offset = (n % PAYLOAD_GROUP_TILES * TILE_WIDTH) as usize;
+        (group_payload_path(g), offset)
+    } else {
+        (payload_path(n), 0)
+    }
+}
+
+/// Whether a tree of `size` entries holds payload group `g` whole.
+pub fn group_complete(g: u64, size: u64) -> bool {
+    g.checked_add(1)
+        .and_then(|e| e.checked_mul(PAYLOAD_GROUP))
+        .is_some_and(|end| end <= size)
 }
 
 /// An entry bundle: each entry as a big-endian u16 length and its bytes.
@@ -248,7 +285,8 @@ pub struct MirrorReport {
 const WINDOW: usize = 256;
 
 /// What one fetch job brings back: entry bundle, level-0 tile and payload
-/// bundle of one tile index.
+/// bundle of one tile index (the tile's own, or its group's, fetched with
+/// the group's first tile).
 struct Fetched {
     entries: std::io::Result<Option<Vec<u8>>>,
     tile: std::io::Result<Option<Vec<u8>>>,
@@ -441,23 +479,57 @@ impl<F: Fetch, V: FnMut(Visit<'_>)> MirrorReader<'_, F, V> {
                             index: t,
                             width,
                         };
+                        let (payloads, offset) = payloads_of_tile(t, size);
                         let f = Fetched {
                             entries: src.fetch(&entries_path(t, width)),
                             tile: src.fetch(&tile_path(tile)),
-                            payloads: src.fetch(&payload_path(t)),
+                            payloads: if offset == 0 {
+                                src.fetch(&payloads)
+                            } else {
+                                Ok(None)
+                            },
                         };
                         *slots[i].lock().expect("slot lock") = Some(f);
                     }
                 });
             }
         });
+        // The records of the group bundle being read, from the group's
+        // first tile on (windows start at a group's first tile).
+        let mut group: VecDeque<Option<Payload>> = VecDeque::new();
         for (i, slot) in slots.into_iter().enumerate() {
             let t = first + i as u64;
             let f = slot
                 .into_inner()
                 .expect("slot lock")
                 .expect("every job ran");
-            self.take(t, f)?;
+            let (path, offset) = payloads_of_tile(t, size);
+            let bundle = f.payloads.map_err(io_error)?;
+            if offset == 0 {
+                group.clear();
+            }
+            let mut records = match bundle.as_deref().map(decode_payload_bundle) {
+                None => VecDeque::new(),
+                Some(Ok(p)) => p.into(),
+                Some(Err(e)) => {
+                    self.find(
+                        TamperKind::ModifiedPayload,
+                        t * TILE_WIDTH,
+                        format!("{path}: {e}"),
+                    );
+                    VecDeque::new()
+                }
+            };
+            let payloads = if path == payload_path(t) {
+                Vec::from(records)
+            } else {
+                if offset == 0 {
+                    group = std::mem::take(&mut records);
+                }
+                let n = group.len().min(TILE_WIDTH as usize);
+                group.drain(..n).collect()
+            };
+            self.take(t, f.entries, f.tile, payloads)?;
         }
         Ok(())
     }
@@ -472,26 +544,19 @@ impl<F: Fetch, V: FnMut(Visit<'_>)> MirrorReader<'_, F, V> {
         }
     }
 
-    /// Queues the entries of tile `t` and checks its level-0 hash tile.
-    fn take(&mut self, t: u64, f: Fetched) -> Result<(), BundleError> {
+    /// Queues the entries of tile `t` (with its payload records) and
+    /// checks its level-0 hash tile.
+    fn take(
+        &mut self,
+        t: u64,
+        entries: std::io::Result<Option<Vec<u8>>>,
+        level0: std::io::Result<Option<Vec<u8>>>,
+        payloads: Vec<Option<Payload>>,
+    ) -> Result<(), BundleError> {
         let width = self.width(t);
         let start = t * TILE_WIDTH;
         let path = entries_path(t, width);
-        let bundle = f.entries.map_err(io_error)?;
-        let payloads = match f.payloads.map_err(io_error)? {
-            None => Vec::new(),
-            Some(b) => match decode_payload_bundle(&b) {
-                Ok(p) => p,
-                Err(e) => {
-                    self.find(
-                        TamperKind::ModifiedPayload,
-                        start,
-                        format!("{}: {e}", payload_path(t)),
-                    );
-                    Vec::new()
-                }
-            },
-        };
+        let bundle = entries.map_err(io_error)?;
         let entries: Vec<&[u8]> = match &bundle {
             None => {
                 self.find(
@@ -556,7 +621,7 @@ impl<F: Fetch, V: FnMut(Visit<'_>)> MirrorReader<'_, F, V> {
             width,
         };
         let complete = leaves.len() == usize::from(width);
-        let mirrored = f.tile.map_err(io_error)?;
+        let mirrored = level0.map_err(io_error)?;
         match &mirrored {
             None => self.find(
                 TamperKind::ModifiedTile,
@@ -664,6 +729,24 @@ mod tests {
             "payload/x001/x234/067",
             "same <N> as the spec's paths"
         );
+        assert_eq!(group_payload_path(1234), "payload/group/x001/234");
+    }
+
+    #[test]
+    fn a_tile_has_its_payloads_in_its_group_bundle_once_the_group_is_whole() {
+        assert_eq!(payloads_of_tile(0, 4095), ("payload/000".into(), 0));
+        assert_eq!(payloads_of_tile(15, 4095), ("payload/015".into(), 0));
+        assert_eq!(payloads_of_tile(0, 4096), ("payload/group/000".into(), 0));
+        assert_eq!(
+            payloads_of_tile(15, 4096),
+            ("payload/group/000".into(), 15 * 256)
+        );
+        assert_eq!(payloads_of_tile(16, 8191), ("payload/016".into(), 0));
+        assert_eq!(
+            payloads_of_tile(17, 8192),
+            ("payload/group/001".into(), 256)
+        );
+        assert!(!group_complete(u64::MAX, u64::MAX));
     }
 
     #[test]
@@ -761,9 +844,19 @@ mod tests {
                 entries_path(t as u64, width),
                 encode_entry_bundle(chunk.iter().map(Vec::as_slice)),
             );
-            let p = &payloads[t * 256..t * 256 + chunk.len()];
+            // Payloads: a bundle per group the tree holds whole, else per
+            // tile.
+            let (path, offset) = payloads_of_tile(t as u64, n);
+            let records = if offset == 0 && path != payload_path(t as u64) {
+                PAYLOAD_GROUP as usize
+            } else if offset == 0 {
+                chunk.len()
+            } else {
+                continue;
+            };
+            let p = &payloads[t * 256..t * 256 + records];
             objects.insert(
-                payload_path(t as u64),
+                path,
                 encode_payload_bundle(
                     p.iter()
                         .map(|x| x.as_ref().map(|(s, p)| (s.as_slice(), p.as_slice()))),
@@ -873,5 +966,58 @@ mod tests {
         m.0.insert(CHECKPOINT.into(), note.into_bytes());
         let f = audit(&m, &key).audit.first().cloned().unwrap();
         assert_eq!(f.kind, TamperKind::BadSignature);
+    }
+
+    #[test]
+    fn whole_groups_audit_from_their_group_bundles() {
+        let n = 2 * PAYLOAD_GROUP + 300;
+        let (mut m, key) = mirror_of(n);
+        assert!(m.0.contains_key("payload/group/001"));
+        assert!(m.0.contains_key("payload/032"), "the last group's tiles");
+        assert!(!m.0.contains_key("payload/017"), "a whole group's tile");
+        let clean = audit(&m, &key);
+        assert!(clean.audit.clean(), "{:?}", clean.audit.findings);
+        assert_eq!(clean.audit.payloads_checked, n.div_ceil(3));
+
+        let enc = |r: &Vec<Option<Payload>>| {
+            encode_payload_bundle(
+                r.iter()
+                    .map(|x| x.as_ref().map(|(s, p)| (s.as_slice(), p.as_slice()))),
+            )
+        };
+        // A payload altered in the second tile of group 1: entry 4096+256+1
+        // (4353, a multiple of 3).
+        let path = group_payload_path(1);
+        let saved = m.0[&path].clone();
+        let mut records = decode_payload_bundle(&saved).unwrap();
+        records[256 + 1].as_mut().unwrap().1[0] ^= 1;
+        m.0.insert(path.clone(), enc(&records));
+        let f = audit(&m, &key).audit.first().cloned().unwrap();
+        assert_eq!(
+            (f.kind, f.index),
+            (TamperKind::ModifiedPayload, 4353),
+            "{f:?}"
+        );
+        // The group bundle gone: its first payload (4098) is withheld, and
+        // a tile bundle left for one of its tiles does not stand in for it.
+        m.0.remove(&path);
+        m.0.insert(payload_path(16), m.0["payload/032"].clone());
+        let f = audit(&m, &key).audit.first().cloned().unwrap();
+        assert_eq!(
+            (f.kind, f.index),
+            (TamperKind::WithheldPayload, 4098),
+            "{f:?}"
+        );
+        // Cut short: found, and named by the group's first entry.
+        m.0.insert(path.clone(), saved[..saved.len() - 1].to_vec());
+        let f = audit(&m, &key).audit.first().cloned().unwrap();
+        assert_eq!(
+            (f.kind, f.index),
+            (TamperKind::ModifiedPayload, 4096),
+            "{f:?}"
+        );
+        assert!(f.detail.contains("payload/group/001"), "{f:?}");
+        m.0.insert(path, saved);
+        assert!(audit(&m, &key).audit.clean());
     }
 }
