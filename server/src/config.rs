@@ -248,8 +248,9 @@ pub struct MirrorConfig {
     pub ack_after_mirror: bool,
     /// Work in flight per log: a third as many tiles (rounded up) are built
     /// and written at once, each tile's objects (entry bundle, level-0 tile,
-    /// its payload bundle while its group is not whole) one after another;
-    /// a whole group's payload bundle counts as a tile. A `dir` mirror does each on a
+    /// and its payload bundle while its group of 16 tiles is not whole) one
+    /// after another; a whole group's payload bundle counts as one more
+    /// tile. A `dir` mirror does each on a
     /// thread of its own (a pool of that many threads at nice 10, at least
     /// two, and as many at normal priority for when the mirror has fallen
     /// half its in-memory feed behind).
