@@ -152,24 +152,31 @@ impl Feed {
         self.with_range(start, end, |held| held.cloned().collect())
     }
 
-    /// The mirror: it no longer needs the entries before `index`.
+    /// The mirror: it no longer needs the entries before `index`. They are
+    /// freed after the lock is let go (thousands of buffers at a time, which
+    /// the sequencer should not wait for).
     pub fn release(&self, index: u64) {
-        let Ok(mut held) = self.held.lock() else {
-            return;
-        };
-        let Runs { runs, bytes } = &mut *held;
-        while let Some(run) = runs.front_mut() {
-            while run.first < index
-                && let Some(h) = run.held.pop_front()
-            {
-                *bytes -= h.weight();
-                run.first += 1;
+        let mut gone = Vec::new();
+        {
+            let Ok(mut held) = self.held.lock() else {
+                return;
+            };
+            let Runs { runs, bytes } = &mut *held;
+            while let Some(run) = runs.front_mut() {
+                while run.first < index
+                    && let Some(h) = run.held.pop_front()
+                {
+                    *bytes -= h.weight();
+                    run.first += 1;
+                    gone.push(h);
+                }
+                if !run.held.is_empty() {
+                    break;
+                }
+                runs.pop_front();
             }
-            if !run.held.is_empty() {
-                break;
-            }
-            runs.pop_front();
         }
+        drop(gone);
     }
 
     /// Whether the feed is at least half full: a mirror that falls further
