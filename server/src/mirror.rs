@@ -347,17 +347,18 @@ fn build(
         Unit::Group(g) => {
             let (start, end) = (g * PAYLOAD_GROUP, (g + 1) * PAYLOAD_GROUP);
             let held = feed.and_then(|f| f.with_range(start, end, |h| payload_bundle_of(h)));
-            let (bytes, any) = match held {
+            let (bytes, _) = match held {
                 Some(built) => built,
                 None => {
                     read_back = PAYLOAD_GROUP;
                     payload_bundle(store, start, end)?
                 }
             };
-            if any {
-                let key = object_key(origin, &group_payload_path(g));
-                out.push(Object::Payloads(key, bytes));
-            }
+            // Written even with no payload in it (16 KiB of empty records),
+            // so that one a history no checkpoint covers left there is
+            // always replaced.
+            let key = object_key(origin, &group_payload_path(g));
+            out.push(Object::Payloads(key, bytes));
         }
         Unit::Upper => {
             for id in tiles_of(to).into_iter().filter(|t| t.level > 0) {
