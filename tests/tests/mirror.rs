@@ -107,15 +107,28 @@ fn first_finding(report: &serde_json::Value) -> (String, u64) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_directory_mirror_catches_up_serves_the_live_bytes_and_finds_tampering() {
-    let dir = tempfile::tempdir().unwrap();
-    let mirror = dir.path().join("mirror");
+/// A server mirroring to the directory `<dir>/mirror`, and that directory.
+fn with_dir_mirror(dir: &Path) -> (Server, std::path::PathBuf) {
+    let mirror = dir.join("mirror");
     let config = format!(
         "[mirror]\nbackend = \"dir\"\ndir = {:?}\n",
         mirror.display().to_string()
     );
-    let server = Server::start_with(dir.path(), Some(&config));
+    (Server::start_with(dir, Some(&config)), mirror)
+}
+
+/// `ledger-verify mirror` of a directory mirror: exit code and report.
+fn verify_mirror(key: &str, mirror: &Path) -> (i32, serde_json::Value) {
+    verify(
+        &["mirror", "--key", key, "--quiet", mirror.to_str().unwrap()],
+        &[],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_mirror_catches_up_serves_the_live_bytes_and_finds_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, mirror) = with_dir_mirror(dir.path());
     let key = server.verifier.to_string();
     append(&server, 700, "d").await;
     let s = caught_up(&server, 30).await;
@@ -182,22 +195,14 @@ async fn a_directory_mirror_catches_up_serves_the_live_bytes_and_finds_tampering
     assert_eq!(http_get(&server.tiles, "/nolog/checkpoint", None).0, 404);
 
     // The whole mirror audits clean, with no server involved.
-    let (rc, v) = verify(
-        &["mirror", "--key", &key, "--quiet", mirror.to_str().unwrap()],
-        &[],
-    );
+    let (rc, v) = verify_mirror(&key, &mirror);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(v["entries"], 700);
     assert_eq!(v["payloads_checked"], 700);
     assert_eq!(v["tiles_checked"], 4);
 
     // Tampering with each kind of object is found, with its kind and index.
-    let run = || {
-        verify(
-            &["mirror", "--key", &key, "--quiet", mirror.to_str().unwrap()],
-            &[],
-        )
-    };
+    let run = || verify_mirror(&key, &mirror);
     type Change = Box<dyn Fn(&mut Vec<u8>)>;
     let cases: [(&str, Change, &str, u64); 4] = [
         // Hash 7 of the second level-0 tile: leaf 263.
@@ -290,12 +295,7 @@ async fn a_directory_mirror_catches_up_serves_the_live_bytes_and_finds_tampering
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_payload_group_is_one_bundle_that_replaces_its_tiles_bundles() {
     let dir = tempfile::tempdir().unwrap();
-    let mirror = dir.path().join("mirror");
-    let config = format!(
-        "[mirror]\nbackend = \"dir\"\ndir = {:?}\n",
-        mirror.display().to_string()
-    );
-    let server = Server::start_with(dir.path(), Some(&config));
+    let (server, mirror) = with_dir_mirror(dir.path());
     let key = server.verifier.to_string();
     let root = mirror.join(ORIGIN);
     // Group 0 (entries 0 to 4095) mirrored tile by tile while incomplete.
@@ -314,12 +314,7 @@ async fn a_whole_payload_group_is_one_bundle_that_replaces_its_tiles_bundles() {
     assert_eq!(records.len(), 4096);
     assert!(records.iter().all(Option::is_some));
 
-    let run = || {
-        verify(
-            &["mirror", "--key", &key, "--quiet", mirror.to_str().unwrap()],
-            &[],
-        )
-    };
+    let run = || verify_mirror(&key, &mirror);
     let (rc, v) = run();
     assert_eq!(rc, 0, "{v}");
     assert_eq!(v["entries"], 4500);
