@@ -494,9 +494,10 @@ impl<F: Fetch, V: FnMut(Visit<'_>)> MirrorReader<'_, F, V> {
                 });
             }
         });
-        // The records of the group bundle being read, from the group's
-        // first tile on (windows start at a group's first tile).
-        let mut group: VecDeque<Option<Payload>> = VecDeque::new();
+        // The records of the payload bundle being read: a tile's own, or
+        // its group's from the group's first tile on (windows start at a
+        // group's first tile); each tile takes its 256 in turn.
+        let mut records: VecDeque<Option<Payload>> = VecDeque::new();
         for (i, slot) in slots.into_iter().enumerate() {
             let t = first + i as u64;
             let f = slot
@@ -504,31 +505,23 @@ impl<F: Fetch, V: FnMut(Visit<'_>)> MirrorReader<'_, F, V> {
                 .expect("slot lock")
                 .expect("every job ran");
             let (path, offset) = payloads_of_tile(t, size);
-            let bundle = f.payloads.map_err(io_error)?;
             if offset == 0 {
-                group.clear();
+                records = match f.payloads.map_err(io_error)?.as_deref() {
+                    None => VecDeque::new(),
+                    Some(b) => decode_payload_bundle(b)
+                        .map(VecDeque::from)
+                        .unwrap_or_else(|e| {
+                            self.find(
+                                TamperKind::ModifiedPayload,
+                                t * TILE_WIDTH,
+                                format!("{path}: {e}"),
+                            );
+                            VecDeque::new()
+                        }),
+                };
             }
-            let mut records = match bundle.as_deref().map(decode_payload_bundle) {
-                None => VecDeque::new(),
-                Some(Ok(p)) => p.into(),
-                Some(Err(e)) => {
-                    self.find(
-                        TamperKind::ModifiedPayload,
-                        t * TILE_WIDTH,
-                        format!("{path}: {e}"),
-                    );
-                    VecDeque::new()
-                }
-            };
-            let payloads = if path == payload_path(t) {
-                Vec::from(records)
-            } else {
-                if offset == 0 {
-                    group = std::mem::take(&mut records);
-                }
-                let n = group.len().min(TILE_WIDTH as usize);
-                group.drain(..n).collect()
-            };
+            let n = records.len().min(TILE_WIDTH as usize);
+            let payloads = records.drain(..n).collect();
             self.take(t, f.entries, f.tile, payloads)?;
         }
         Ok(())
