@@ -177,6 +177,25 @@ pub fn payload_bundle(store: &Store, start: u64, end: u64) -> Result<(Vec<u8>, b
     Ok((out, any))
 }
 
+/// The payload bundle of entries `start..end` (and whether it holds any
+/// payload), from the feed when it holds every one of them, else read back
+/// from the store (counted in `read_back`).
+fn payloads_from(
+    store: &Store,
+    feed: Option<&Feed>,
+    start: u64,
+    end: u64,
+    read_back: &mut u64,
+) -> Result<(Vec<u8>, bool), StoreError> {
+    match feed.and_then(|f| f.with_range(start, end, |h| payload_bundle_of(h))) {
+        Some(built) => Ok(built),
+        None => {
+            *read_back += end - start;
+            payload_bundle(store, start, end)
+        }
+    }
+}
+
 /// The key of a log's object: `<origin>/<path>`.
 pub fn object_key(origin: &str, path: &str) -> String {
     format!("{origin}/{path}")
@@ -345,15 +364,9 @@ fn build(
             }
         }
         Unit::Group(g) => {
-            let (start, end) = (g * PAYLOAD_GROUP, (g + 1) * PAYLOAD_GROUP);
-            let held = feed.and_then(|f| f.with_range(start, end, |h| payload_bundle_of(h)));
-            let (bytes, _) = match held {
-                Some(built) => built,
-                None => {
-                    read_back = PAYLOAD_GROUP;
-                    payload_bundle(store, start, end)?
-                }
-            };
+            let start = g * PAYLOAD_GROUP;
+            let (bytes, _) =
+                payloads_from(store, feed, start, start + PAYLOAD_GROUP, &mut read_back)?;
             // Written even with no payload in it (16 KiB of empty records),
             // so that one a history no checkpoint covers left there is
             // always replaced.
@@ -378,14 +391,7 @@ fn build(
                 let start = n * TILE_WIDTH;
                 (start, start + u64::from(tile_width(n, to)), payload_path(n))
             };
-            let held = feed.and_then(|f| f.with_range(start, end, |h| payload_bundle_of(h)));
-            let (bytes, _) = match held {
-                Some(built) => built,
-                None => {
-                    read_back = end - start;
-                    payload_bundle(store, start, end)?
-                }
-            };
+            let (bytes, _) = payloads_from(store, feed, start, end, &mut read_back)?;
             out.push(Object::Replace(object_key(origin, &path), bytes));
         }
     }
