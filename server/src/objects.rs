@@ -128,6 +128,14 @@ fn start_writeback(f: &std::fs::File) {
 #[cfg(target_os = "linux")]
 const DIRECT_ALIGN: usize = 4096;
 
+/// Objects smaller than this go through the page cache, left for the
+/// round's `syncfs` to write with the rest: for a hash tile (8 KiB) a direct
+/// write cost more than its two cache pages, the device's notification (a
+/// VM exit on a virtual machine) and the thread's sleep until the write is
+/// done being per write, not per byte.
+#[cfg(target_os = "linux")]
+const DIRECT_MIN: usize = 16 << 10;
+
 /// The largest piece of an object written with one direct write.
 #[cfg(target_os = "linux")]
 const DIRECT_CHUNK: usize = 1 << 20;
@@ -154,14 +162,20 @@ std::thread_local! {
 /// is unchanged: the data is on the device when the write returns, and the
 /// next `syncfs(2)` (or fsync) makes the file's metadata durable and flushes
 /// the device's cache, as for a buffered write. A file system that refuses
-/// direct I/O (`EINVAL`) gets buffered writes. Returns whether the body
-/// went direct (then at most its last page is in the page cache).
+/// direct I/O (`EINVAL`) gets buffered writes. An object smaller than
+/// `DIRECT_MIN` is written through the page cache and left there for the
+/// round's `syncfs`. Returns whether the caller should leave the writeback
+/// to the next sync (true: the body went direct, all but at most its last
+/// page, or it was small); false: start writing it back now.
 fn write_new(f: &mut std::fs::File, body: &[u8]) -> std::io::Result<bool> {
     use std::io::Write;
     #[cfg(target_os = "linux")]
     {
         use std::sync::atomic::Ordering;
         let aligned = body.len() / DIRECT_ALIGN * DIRECT_ALIGN;
+        if body.len() < DIRECT_MIN {
+            return f.write_all(body).map(|()| true);
+        }
         if aligned > 0 && !DIRECT_REFUSED.load(Ordering::Relaxed) {
             match write_direct(f, &body[..aligned]) {
                 Ok(()) => return f.write_all(&body[aligned..]).map(|()| true),
@@ -314,10 +328,10 @@ impl DirStore {
     /// Writes `body` into the new file `f`, fsync'd if `sync_now`, else
     /// with its writeback started when it went through the page cache.
     fn fill(f: &mut std::fs::File, body: &[u8], sync_now: bool) -> Res<()> {
-        let direct = write_new(f, body).map_err(|e| io("writing object", e))?;
+        let left_for_sync = write_new(f, body).map_err(|e| io("writing object", e))?;
         if sync_now {
             f.sync_data().map_err(|e| io("syncing object", e))?;
-        } else if !direct {
+        } else if !left_for_sync {
             start_writeback(f);
         }
         Ok(())
@@ -998,7 +1012,16 @@ mod tests {
     async fn directory_objects_of_every_size_read_back_whole() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path()).unwrap();
-        let sizes = [0, 100, 4096, 3 * 4096 + 17, (2 << 20) + 4096 + 5];
+        // Through the page cache below 16 KiB, by direct I/O from there.
+        let sizes = [
+            0,
+            100,
+            4096,
+            3 * 4096 + 17,
+            (16 << 10) - 1,
+            16 << 10,
+            (2 << 20) + 4096 + 5,
+        ];
         for (i, &len) in sizes.iter().enumerate() {
             let body: Vec<u8> = (0..len).map(|b| (b * 7 + i) as u8).collect();
             let key = format!("o/tile/{i}/x001/{len}");
