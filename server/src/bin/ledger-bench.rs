@@ -141,6 +141,12 @@ struct MirrorArgs {
     /// then this bench's ledgerd over it). Only the saturation slices run.
     #[arg(long, conflicts_with = "no_saturation")]
     compare_with: Option<PathBuf>,
+    /// Measure the saturation ratio paired instead of in slices: both
+    /// servers take their full load at once, each with its own load
+    /// generator on half the CPUs, the halves swapped every
+    /// `--slice-seconds` for `2 × --slices` periods (Linux).
+    #[arg(long)]
+    paired: bool,
     /// Seconds of a saturation phase with the mirror on before the slices,
     /// not counted (0: none).
     #[arg(long, default_value_t = 5)]

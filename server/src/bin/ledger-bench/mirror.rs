@@ -147,25 +147,20 @@ fn on_turn(k: usize) -> bool {
     matches!(k % 4, 0 | 3)
 }
 
-/// Ingest at saturation with the mirror off and on, side by side: two
-/// fresh servers run at once, each on its own data directory under
-/// `pairs`, and the load goes to one at a time, in slices of
-/// `--slice-seconds` in the order on, off, off, on (repeated), `--slices`
-/// slices each. A drift of the machine's speed (this shared machine's can
-/// move by a quarter within minutes) then falls on both sides alike, where
-/// 10 s phases one after the other each caught a different part of it.
-/// Each slice ramps up for a second before it counts, as every phase does;
-/// after a mirror-on slice the mirror catches up before the next slice
-/// starts (not counted: a mirror-on slice starts, as it ends, with the lag
-/// a mirror keeps under full load). Prints the ratio (on / off) of the
-/// two sides' rates.
-///
-/// With `--compare-with`, the side that would have the mirror off runs that
-/// ledgerd binary, its mirror on too: the ratio then compares two
-/// builds under the same drift.
-async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) -> Result<()> {
+/// The two servers of a saturation comparison, and each side's name (in
+/// the totals, and short in each slice's line).
+struct Pair {
+    on: Spawned,
+    off: Spawned,
+    names: [&'static str; 2],
+    short: [&'static str; 2],
+}
+
+/// Starts the two fresh servers of a saturation comparison under `pairs`:
+/// mirror on and mirror off, or with `--compare-with` this build's and
+/// that binary's, both with the mirror on.
+fn spawn_pair(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) -> Result<Pair> {
     let cfg = mirror_config(a, dir, &format!("{run}-sat"), false);
-    // Each side's name in the totals, and in the slices' lines.
     let (off, names, short) = match &a.compare_with {
         Some(other) => (
             spawn_exe(
@@ -188,6 +183,37 @@ async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) 
         ),
     };
     let on = spawn_server_with(&pairs.join(format!("{run}-on")), true, Some(&cfg))?;
+    Ok(Pair {
+        on,
+        off,
+        names,
+        short,
+    })
+}
+
+/// Ingest at saturation with the mirror off and on, side by side: two
+/// fresh servers run at once, each on its own data directory under
+/// `pairs`, and the load goes to one at a time, in slices of
+/// `--slice-seconds` in the order on, off, off, on (repeated), `--slices`
+/// slices each. A drift of the machine's speed (this shared machine's can
+/// move by a quarter within minutes) then falls on both sides alike, where
+/// 10 s phases one after the other each caught a different part of it.
+/// Each slice ramps up for a second before it counts, as every phase does;
+/// after a mirror-on slice the mirror catches up before the next slice
+/// starts (not counted: a mirror-on slice starts, as it ends, with the lag
+/// a mirror keeps under full load). Prints the ratio (on / off) of the
+/// two sides' rates.
+///
+/// With `--compare-with`, the side that would have the mirror off runs that
+/// ledgerd binary, its mirror on too: the ratio then compares two
+/// builds under the same drift.
+async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) -> Result<()> {
+    let Pair {
+        on,
+        off,
+        names,
+        short,
+    } = spawn_pair(a, dir, pairs, run)?;
     let (mut on_total, mut off_total) = (None, None);
     // Each block of four slices: events and seconds, mirror on then off.
     let mut blocks: Vec<[(u64, f64); 2]> = Vec::new();
@@ -249,6 +275,174 @@ async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) 
     Ok(())
 }
 
+/// A child process killed when dropped (a load generator).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The CPUs this process may run on, split in two halves.
+#[cfg(target_os = "linux")]
+fn cpu_halves() -> Result<[Vec<usize>; 2]> {
+    use rustix::thread::{CpuSet, sched_getaffinity};
+    let mine = sched_getaffinity(None)?;
+    let cpus: Vec<usize> = (0..CpuSet::MAX_CPU).filter(|&c| mine.is_set(c)).collect();
+    anyhow::ensure!(cpus.len() >= 2, "--paired needs at least two CPUs");
+    let (a, b) = cpus.split_at(cpus.len() / 2);
+    Ok([a.to_vec(), b.to_vec()])
+}
+
+/// Pins every thread of process `pid` to `cpus` (a thread that ended
+/// meanwhile is skipped; threads started later inherit the set).
+#[cfg(target_os = "linux")]
+fn pin(pid: u32, cpus: &[usize]) -> Result<()> {
+    use rustix::thread::{CpuSet, sched_setaffinity};
+    let mut set = CpuSet::new();
+    for &c in cpus {
+        set.set(c);
+    }
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let tid: i32 = task?.file_name().to_string_lossy().parse()?;
+        if let Some(tid) = rustix::process::Pid::from_raw(tid) {
+            let _ = sched_setaffinity(Some(tid), &set);
+        }
+    }
+    Ok(())
+}
+
+/// Ingest at saturation with the mirror off and on, paired: both servers
+/// take their full load at the same time, each with a load generator of
+/// its own (this bench's `ingest`, as a child process), and each server
+/// and its generator run on half the CPUs, the halves swapped every
+/// `--slice-seconds` (`2 × --slices` periods), so that each side gets the
+/// same CPU, any drift of the machine's speed falls on both at once, and
+/// what one half of the CPUs has more of (this machine takes every disk
+/// interrupt on one CPU) falls on each side half the time. What this
+/// cannot separate: work the mirror causes outside its process (disk
+/// interrupts, write-back, memory bandwidth) is shared by both sides, so
+/// it favours the mirror-on side a little. Prints the ratio of the events
+/// each side appended over the periods, and each pair of periods' (one in
+/// each placement).
+#[cfg(target_os = "linux")]
+async fn saturation_paired(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) -> Result<()> {
+    let halves = cpu_halves()?;
+    let Pair {
+        on,
+        off,
+        names,
+        short,
+    } = spawn_pair(a, dir, pairs, run)?;
+    let periods = 2 * a.slices.max(1);
+    let seconds = a.slice_seconds.max(1);
+    let exe = std::env::current_exe()?;
+    let generator = |s: &Spawned| -> Result<KillOnDrop> {
+        let l = &a.load;
+        let child = Command::new(&exe)
+            .arg("ingest")
+            .args(["--server", &s.grpc, "--no-baseline"])
+            .args(["--seconds", &(periods as u64 * seconds + 60).to_string()])
+            .args(["--streams", &l.streams.to_string()])
+            .args(["--connections", &l.connections.to_string()])
+            .args(["--event-bytes", &l.event_bytes.to_string()])
+            .args(["--window", &l.window.to_string()])
+            .args(["--batch", &l.batch.to_string()])
+            .args(l.receipts.then_some("--receipts"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting a load generator")?;
+        Ok(KillOnDrop(child))
+    };
+    let sides = [(&on, generator(&on)?), (&off, generator(&off)?)];
+    let place = |k: usize| -> Result<()> {
+        for (i, (server, load)) in sides.iter().enumerate() {
+            let cpus = &halves[(i + k) % 2];
+            pin(server.child.id(), cpus)?;
+            pin(load.0.id(), cpus)?;
+        }
+        Ok(())
+    };
+    let appended = |s: &Spawned| metric(&s.metrics, "ledger_appended_entries_total");
+    place(0)?;
+    // The generators start, connect and ramp up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu_before = [
+        super::thread_cpu(Some(on.child.id())),
+        super::thread_cpu(Some(off.child.id())),
+    ];
+    let started = Instant::now();
+    let mut totals = [0.0f64; 2];
+    let mut per_period: Vec<[f64; 2]> = Vec::with_capacity(periods);
+    for k in 0..periods {
+        place(k)?;
+        let before = [appended(&on)?, appended(&off)?];
+        let t = Instant::now();
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let after = [appended(&on)?, appended(&off)?];
+        let secs = t.elapsed().as_secs_f64();
+        let rates = [(after[0] - before[0]) / secs, (after[1] - before[1]) / secs];
+        println!(
+            "  period {:>2}   {:<5} {:>9.0} events/s on CPUs {:?}   {:<5} {:>9.0} events/s on CPUs {:?}",
+            k + 1,
+            short[0],
+            rates[0],
+            halves[k % 2],
+            short[1],
+            rates[1],
+            halves[(k + 1) % 2]
+        );
+        totals[0] += after[0] - before[0];
+        totals[1] += after[1] - before[1];
+        per_period.push(rates);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    for (i, s) in [&on, &off].into_iter().enumerate() {
+        let cpu = super::cpu_between(cpu_before[i].clone(), super::thread_cpu(Some(s.child.id())));
+        let line = cpu.map_or(String::new(), |groups| {
+            let parts: Vec<String> = groups
+                .iter()
+                .filter(|(_, v)| *v * 1e6 / totals[i] >= 0.05)
+                .map(|(g, v)| format!("{g} {:.1}", v * 1e6 / totals[i]))
+                .collect();
+            let total: f64 = groups.iter().map(|(_, v)| v).sum();
+            format!(
+                "   server CPU per event, µs: {} (total {:.1})",
+                parts.join(", "),
+                total * 1e6 / totals[i]
+            )
+        });
+        println!(
+            "{:<12} {:>10.0} events/s{line}",
+            names[i],
+            totals[i] / elapsed
+        );
+    }
+    let pairs_of_periods: Vec<String> = per_period
+        .chunks(2)
+        .map(|p| {
+            let on: f64 = p.iter().map(|r| r[0]).sum();
+            let off: f64 = p.iter().map(|r| r[1]).sum();
+            format!("{:.3}", on / off)
+        })
+        .collect();
+    println!(
+        "ratio        {:>10.3}   {} / {}, paired: both at once for {periods} periods of {seconds} s, each on half the CPUs, swapped each period (pairs of periods: {})",
+        totals[0] / totals[1],
+        names[0],
+        names[1],
+        pairs_of_periods.join(", ")
+    );
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn saturation_paired(_: &MirrorArgs, _: &Path, _: &Path, _: &str) -> Result<()> {
+    bail!("--paired needs Linux (CPU affinity)")
+}
+
 pub async fn run(a: MirrorArgs) -> Result<()> {
     let dir = a.load.dir.clone();
     std::fs::create_dir_all(&dir)?;
@@ -301,7 +495,11 @@ pub async fn run(a: MirrorArgs) -> Result<()> {
             report("warm-up", &p);
             println!("             (mirror on, not counted)");
         }
-        saturation_sliced(&a, &dir, &pairs, &run).await?;
+        if a.paired {
+            saturation_paired(&a, &dir, &pairs, &run).await?;
+        } else {
+            saturation_sliced(&a, &dir, &pairs, &run).await?;
+        }
     }
     if a.compare_with.is_some() {
         return Ok(());
