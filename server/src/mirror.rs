@@ -209,6 +209,12 @@ enum Object {
     Payloads(String, Vec<u8>),
     /// A payload bundle rewritten: earlier versions are destroyed.
     Replace(String, Vec<u8>),
+    /// A new tile's payload bundle with no payload in it: written (over
+    /// every earlier version) only if the name is taken, which for a tile
+    /// no published checkpoint covered yet means a history lost in a
+    /// restore left one there, with payloads readers would take for this
+    /// history's. Where there is none, none is needed.
+    IfPresent(String, Vec<u8>),
 }
 
 /// One unit of publishing from size `from` to `to`, built when its turn
@@ -360,7 +366,8 @@ fn build(
                 // older versions (they may hold a payload erased since).
                 Some((bytes, _)) if n * TILE_WIDTH < from => out.push(Object::Replace(key, bytes)),
                 Some((bytes, true)) => out.push(Object::Payloads(key, bytes)),
-                _ => {}
+                Some((bytes, false)) => out.push(Object::IfPresent(key, bytes)),
+                None => {}
             }
         }
         Unit::Group(g) => {
@@ -433,6 +440,13 @@ fn write_local(
         },
         Object::Payloads(key, body) => payloads.put_unlocked(&key, &body),
         Object::Replace(key, body) => payloads.replace(&key, &body),
+        Object::IfPresent(key, body) => {
+            if !payloads.exists(&key)? {
+                return Ok(());
+            }
+            tracing::warn!(log = %log, key, "emptying a payload bundle left beyond the mirrored checkpoint by a lost history");
+            payloads.replace(&key, &body)
+        }
     }
 }
 
@@ -612,6 +626,12 @@ impl<S: ObjectStore> Mirror<S> {
                         }
                         Object::Replace(key, body) => {
                             self.payload_store.replace(&key, body).await?
+                        }
+                        Object::IfPresent(key, body) => {
+                            if self.payload_store.get(&key).await?.is_some() {
+                                tracing::warn!(log = %self.log.id, key, "emptying a payload bundle left beyond the mirrored checkpoint by a lost history");
+                                self.payload_store.replace(&key, body).await?
+                            }
                         }
                     }
                 }
@@ -1002,6 +1022,70 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["0"], "no temporary files left");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_payload_bundle_a_lost_history_left_is_emptied_when_this_historys_tile_has_none() {
+        use crate::objects::DirStore;
+        use ledger_verify::mirror::decode_payload_bundle;
+        let dir = tempfile::tempdir().unwrap();
+        let log = mirrored_log(dir.path(), crate::mirror::feed::FEED_BYTES);
+        let store = Arc::new(DirStore::new(&dir.path().join("mirror")).unwrap());
+        let mirror = Mirror {
+            store: store.clone(),
+            payload_store: store,
+            log: log.clone(),
+            metrics: Metrics::new(),
+            concurrency: 3,
+            builder: Arc::new(crate::niced::Niced::new("test-mirror", 1, 10).unwrap()),
+        };
+        for n in 0..10 {
+            log.append(Some(event(n)), "t".into()).await.unwrap();
+        }
+        assert!(mirror.round().await.unwrap());
+        assert_eq!(log.mirrored_size(), 10);
+        // A history lost in a restore had got further: it left payload
+        // bundles for tiles 1 and 2, which no checkpoint covered.
+        let root = dir.path().join("mirror/test.example/log");
+        let stale = payload_bundle(&log.store, 0, 10).unwrap().0;
+        for n in [1, 2] {
+            let path = root.join(payload_path(n));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &stale).unwrap();
+        }
+        // This history's entries from 10 have no payload; tile 1 fills,
+        // tile 2 does not start.
+        for n in 10..300 {
+            let mut e = event(n);
+            e.payload.clear();
+            log.append(Some(e), "t".into()).await.unwrap();
+        }
+        assert!(mirror.round().await.unwrap());
+        assert_eq!(log.mirrored_size(), 300);
+        let records = |n: u64| {
+            decode_payload_bundle(&std::fs::read(root.join(payload_path(n))).unwrap()).unwrap()
+        };
+        // Tile 0 (covered before) is rewritten as always: payloads up to 10.
+        let tile0 = records(0);
+        assert_eq!(tile0.len(), 256);
+        assert!(tile0[..10].iter().all(Option::is_some));
+        assert!(tile0[10..].iter().all(Option::is_none));
+        // Tile 1's leftover now holds this history's empty records.
+        assert_eq!(records(1), vec![None; 44]);
+        // Tile 2 is beyond this checkpoint: left for the round that
+        // reaches it, which empties it too; a new tile without payloads and
+        // with no leftover (3) gets no bundle.
+        assert_eq!(std::fs::read(root.join(payload_path(2))).unwrap(), stale);
+        for n in 300..800 {
+            let mut e = event(n);
+            e.payload.clear();
+            log.append(Some(e), "t".into()).await.unwrap();
+        }
+        assert!(mirror.round().await.unwrap());
+        assert_eq!(log.mirrored_size(), 800);
+        assert_eq!(records(2), vec![None; 256]);
+        assert!(!root.join(payload_path(3)).exists());
+        log.shutdown().await;
     }
 
     #[test]

@@ -613,6 +613,14 @@ impl DirWriter {
         self.overwrite(key, body, true)
     }
 
+    /// Whether `key` exists.
+    pub fn exists(&self, key: &str) -> Res<bool> {
+        self.root
+            .join(key)
+            .try_exists()
+            .map_err(|e| io("looking for an object", e))
+    }
+
     /// [`ObjectStore::replace`].
     pub fn replace(&self, key: &str, body: &[u8]) -> Res<()> {
         self.overwrite(key, body, false)
