@@ -872,10 +872,22 @@ mod tests {
         crate::log::tests::event(&format!("e-{n}"), n)
     }
 
+    /// A mirror of `log` into the directory `root`.
+    fn dir_mirror(log: &Arc<Log>, root: &std::path::Path) -> Mirror<crate::objects::DirStore> {
+        let store = Arc::new(crate::objects::DirStore::new(root).unwrap());
+        Mirror {
+            store: store.clone(),
+            payload_store: store,
+            log: log.clone(),
+            metrics: Metrics::new(),
+            concurrency: 3,
+            builder: Arc::new(crate::niced::Niced::new("test-mirror", 1, 10).unwrap()),
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_mirror_half_a_feed_behind_stops_giving_way_and_reads_back_only_what_the_feed_refused()
      {
-        use crate::objects::DirStore;
         let dir = tempfile::tempdir().unwrap();
         // Room for a whole payload group and more than one tile's entries
         // after it, not two.
@@ -912,15 +924,7 @@ mod tests {
         );
         assert!(feed.pressed());
 
-        let store = Arc::new(DirStore::new(&dir.path().join("mirror")).unwrap());
-        let mirror = Mirror {
-            store: store.clone(),
-            payload_store: store,
-            log: log.clone(),
-            metrics: Metrics::new(),
-            concurrency: 3,
-            builder: Arc::new(crate::niced::Niced::new("test-mirror", 1, 10).unwrap()),
-        };
+        let mirror = dir_mirror(&log, &dir.path().join("mirror"));
         assert!(mirror.round().await.unwrap());
         let size = g + 600;
         assert_eq!(log.mirrored_size(), size);
@@ -1026,19 +1030,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_payload_bundle_a_lost_history_left_is_emptied_when_this_historys_tile_has_none() {
-        use crate::objects::DirStore;
         use ledger_verify::mirror::decode_payload_bundle;
         let dir = tempfile::tempdir().unwrap();
         let log = mirrored_log(dir.path(), crate::mirror::feed::FEED_BYTES);
-        let store = Arc::new(DirStore::new(&dir.path().join("mirror")).unwrap());
-        let mirror = Mirror {
-            store: store.clone(),
-            payload_store: store,
-            log: log.clone(),
-            metrics: Metrics::new(),
-            concurrency: 3,
-            builder: Arc::new(crate::niced::Niced::new("test-mirror", 1, 10).unwrap()),
-        };
+        let mirror = dir_mirror(&log, &dir.path().join("mirror"));
         for n in 0..10 {
             log.append(Some(event(n)), "t".into()).await.unwrap();
         }
@@ -1055,13 +1050,17 @@ mod tests {
         }
         // This history's entries from 10 have no payload; tile 1 fills,
         // tile 2 does not start.
-        for n in 10..300 {
-            let mut e = event(n);
-            e.payload.clear();
-            log.append(Some(e), "t".into()).await.unwrap();
-        }
-        assert!(mirror.round().await.unwrap());
-        assert_eq!(log.mirrored_size(), 300);
+        // Appends entries `range` without payloads and mirrors them.
+        let bare = async |range: std::ops::Range<u64>| {
+            for n in range.clone() {
+                let mut e = event(n);
+                e.payload.clear();
+                log.append(Some(e), "t".into()).await.unwrap();
+            }
+            assert!(mirror.round().await.unwrap());
+            assert_eq!(log.mirrored_size(), range.end);
+        };
+        bare(10..300).await;
         let records = |n: u64| {
             decode_payload_bundle(&std::fs::read(root.join(payload_path(n))).unwrap()).unwrap()
         };
@@ -1076,13 +1075,7 @@ mod tests {
         // reaches it, which empties it too; a new tile without payloads and
         // with no leftover (3) gets no bundle.
         assert_eq!(std::fs::read(root.join(payload_path(2))).unwrap(), stale);
-        for n in 300..800 {
-            let mut e = event(n);
-            e.payload.clear();
-            log.append(Some(e), "t".into()).await.unwrap();
-        }
-        assert!(mirror.round().await.unwrap());
-        assert_eq!(log.mirrored_size(), 800);
+        bare(300..800).await;
         assert_eq!(records(2), vec![None; 256]);
         assert!(!root.join(payload_path(3)).exists());
         log.shutdown().await;
