@@ -172,11 +172,11 @@ fn write_new(f: &mut std::fs::File, body: &[u8]) -> std::io::Result<bool> {
     #[cfg(target_os = "linux")]
     {
         use std::sync::atomic::Ordering;
-        let aligned = body.len() / DIRECT_ALIGN * DIRECT_ALIGN;
         if body.len() < DIRECT_MIN {
             return f.write_all(body).map(|()| true);
         }
-        if aligned > 0 && !DIRECT_REFUSED.load(Ordering::Relaxed) {
+        let aligned = body.len() / DIRECT_ALIGN * DIRECT_ALIGN;
+        if !DIRECT_REFUSED.load(Ordering::Relaxed) {
             match write_direct(f, &body[..aligned]) {
                 Ok(()) => return f.write_all(&body[aligned..]).map(|()| true),
                 // EINVAL is how Linux refuses direct I/O; anything else is

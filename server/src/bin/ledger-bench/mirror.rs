@@ -402,17 +402,11 @@ async fn saturation_paired(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) 
     for (i, s) in [&on, &off].into_iter().enumerate() {
         let cpu = super::cpu_between(cpu_before[i].clone(), super::thread_cpu(Some(s.child.id())));
         let line = cpu.map_or(String::new(), |groups| {
-            let parts: Vec<String> = groups
-                .iter()
-                .filter(|(_, v)| *v * 1e6 / totals[i] >= 0.05)
-                .map(|(g, v)| format!("{g} {:.1}", v * 1e6 / totals[i]))
+            let us: Vec<_> = groups
+                .into_iter()
+                .map(|(g, v)| (g, v * 1e6 / totals[i]))
                 .collect();
-            let total: f64 = groups.iter().map(|(_, v)| v).sum();
-            format!(
-                "   server CPU per event, µs: {} (total {:.1})",
-                parts.join(", "),
-                total * 1e6 / totals[i]
-            )
+            format!("   {}", super::cpu_line(&us))
         });
         println!(
             "{:<12} {:>10.0} events/s{line}",
