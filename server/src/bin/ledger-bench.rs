@@ -141,6 +141,9 @@ struct MirrorArgs {
     /// then this bench's ledgerd over it). Only the saturation slices run.
     #[arg(long, conflicts_with = "no_saturation")]
     compare_with: Option<PathBuf>,
+    /// Run only the saturation comparison (and its warm-up).
+    #[arg(long, conflicts_with = "no_saturation")]
+    saturation_only: bool,
     /// Measure the saturation ratio paired instead of in slices: both
     /// servers take their full load at once, each with its own load
     /// generator on half the CPUs, the halves swapped every

@@ -258,10 +258,10 @@ async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) 
     // in-memory feed no longer held them (it fell that far behind).
     let read_back = metric(&on.metrics, "ledger_mirror_read_back_entries_total")?;
     println!("             {read_back:.0} entries read back from the store");
-    let each: Vec<String> = blocks
+    let each: Vec<f64> = blocks
         .iter()
         .filter(|[on, off]| on.0 > 0 && off.0 > 0)
-        .map(|[on, off]| format!("{:.3}", (on.0 as f64 / on.1) / (off.0 as f64 / off.1)))
+        .map(|[on, off]| (on.0 as f64 / on.1) / (off.0 as f64 / off.1))
         .collect();
     println!(
         "ratio        {:>10.3}   {} / {}, {} slices of {} s each way, side by side (blocks of four: {})",
@@ -270,9 +270,36 @@ async fn saturation_sliced(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) 
         names[1],
         a.slices.max(1),
         a.slice_seconds,
-        each.join(", ")
+        spread(&each)
     );
     Ok(())
+}
+
+/// The mean of `ratios` and its standard error (the sample standard
+/// deviation over the square root of their number), if there are two or
+/// more.
+fn mean_and_error(ratios: &[f64]) -> Option<(f64, f64)> {
+    let n = ratios.len() as f64;
+    if ratios.len() < 2 {
+        return None;
+    }
+    let mean = ratios.iter().sum::<f64>() / n;
+    let var = ratios.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    Some((mean, (var / n).sqrt()))
+}
+
+/// Each of `ratios`, then their mean and its standard error: how far a
+/// run's figure can be trusted (a single run on a shared machine can move
+/// by several hundredths).
+fn spread(ratios: &[f64]) -> String {
+    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+    match mean_and_error(ratios) {
+        Some((mean, error)) => format!(
+            "{}; their mean {mean:.3} ± {error:.3} standard error",
+            each.join(", ")
+        ),
+        None => each.join(", "),
+    }
 }
 
 /// A child process killed when dropped (a load generator).
@@ -414,12 +441,12 @@ async fn saturation_paired(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) 
             totals[i] / elapsed
         );
     }
-    let pairs_of_periods: Vec<String> = per_period
+    let pairs_of_periods: Vec<f64> = per_period
         .chunks(2)
         .map(|p| {
             let on: f64 = p.iter().map(|r| r[0]).sum();
             let off: f64 = p.iter().map(|r| r[1]).sum();
-            format!("{:.3}", on / off)
+            on / off
         })
         .collect();
     println!(
@@ -427,7 +454,7 @@ async fn saturation_paired(a: &MirrorArgs, dir: &Path, pairs: &Path, run: &str) 
         totals[0] / totals[1],
         names[0],
         names[1],
-        pairs_of_periods.join(", ")
+        spread(&pairs_of_periods)
     );
     Ok(())
 }
@@ -495,7 +522,7 @@ pub async fn run(a: MirrorArgs) -> Result<()> {
             saturation_sliced(&a, &dir, &pairs, &run).await?;
         }
     }
-    if a.compare_with.is_some() {
+    if a.compare_with.is_some() || a.saturation_only {
         return Ok(());
     }
 
@@ -680,6 +707,22 @@ mod tests {
             latency,
             cpu: Some(vec![("sequencer", cpu), ("mirror", cpu / 10.0)]),
         }
+    }
+
+    #[test]
+    fn the_error_of_a_mean_ratio_is_its_spread_over_the_root_of_their_number() {
+        assert_eq!(mean_and_error(&[0.9]), None, "one ratio has no spread");
+        let (mean, error) = mean_and_error(&[0.8, 0.9, 1.0, 0.9]).unwrap();
+        assert!((mean - 0.9).abs() < 1e-12);
+        // Sample variance 0.02 / 3; over 4 ratios.
+        assert!(
+            (error - (0.02f64 / 3.0 / 4.0).sqrt()).abs() < 1e-12,
+            "{error}"
+        );
+        assert_eq!(
+            spread(&[0.8, 1.0]),
+            "0.800, 1.000; their mean 0.900 ± 0.100 standard error"
+        );
     }
 
     #[test]
