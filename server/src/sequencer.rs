@@ -1049,6 +1049,9 @@ impl Sequencer {
     /// seal (sign and write the batch, synced), publish (checkpoint, acks).
     fn commit_group(&mut self, jobs: Vec<AppendJob>, sign: bool) {
         let started = Instant::now();
+        if let Some(feed) = &self.syncer.publisher.feed {
+            feed.free_released();
+        }
         if let Some(err) = self.syncer.refusal() {
             for j in jobs {
                 let _ = j.reply.send(Err(err.clone()));
