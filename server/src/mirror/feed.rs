@@ -187,14 +187,16 @@ impl Feed {
     }
 
     /// The sequencer, before each group: frees the entries the mirror has
-    /// released. The sequencer allocated their buffers, and freed on the
-    /// thread that allocated them they go back to that thread's free lists
-    /// at once, still mapped and in cache, for the next group's entries.
-    /// Freed on the mirror's threads, the allocator took them back later
-    /// and the sequencer's allocations kept taking fresh pages (page faults
-    /// that, on a virtual machine that hands free memory back to its host,
-    /// cost a fault in the host too). What waits here is at most about the
-    /// feed's bound: the mirror releases only what the feed held.
+    /// released. The sequencer encoded the entries' buffers, and freed on
+    /// the thread that allocated them they go back to that thread's free
+    /// lists at once, still mapped and in cache, for the next group's
+    /// entries (the payloads, decoded by the gRPC workers, are freed on the
+    /// sequencer as they are with no mirror). Freed on the mirror's
+    /// threads, the allocator took them back later and the sequencer's
+    /// allocations kept taking fresh pages (page faults that, on a virtual
+    /// machine that hands free memory back to its host, cost a fault in the
+    /// host too). What waits here is at most about the feed's bound: the
+    /// mirror releases only what the feed held.
     pub fn free_released(&self) {
         let released = self
             .released
