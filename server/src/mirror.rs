@@ -20,7 +20,7 @@ pub mod feed;
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::mirror::feed::{Feed, Held};
-use crate::objects::{DirWriter, ObjectError, ObjectStore};
+use crate::objects::{Body, DirWriter, ObjectError, ObjectStore};
 use crate::sequencer::SignedCheckpoint;
 use crate::store::{Store, StoreError};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -132,25 +132,29 @@ fn push_checked(out: &mut Vec<u8>, i: u64, e: &[u8]) -> Result<(), StoreError> {
 fn entry_bundle_of<'a>(
     held: impl Iterator<Item = &'a Held> + Clone,
     start: u64,
+    aligned: bool,
     mut each: impl FnMut(u64, &Held),
-) -> Result<Vec<u8>, StoreError> {
-    let mut out = Vec::with_capacity(held.clone().map(|h| 2 + h.entry.len()).sum());
+) -> Result<Body, StoreError> {
+    let mut out = Body::new(held.clone().map(|h| 2 + h.entry.len()).sum(), aligned);
     for (i, h) in (start..).zip(held) {
         each(i, h);
-        push_checked(&mut out, i, &h.entry)?;
+        push_checked(out.buf(), i, &h.entry)?;
     }
     Ok(out)
 }
 
 /// The payload bundle of entries `held`, and whether it holds any payload:
 /// the same bytes as [`payload_bundle`] builds from the store.
-fn payload_bundle_of<'a>(held: impl Iterator<Item = &'a Held> + Clone) -> (Vec<u8>, bool) {
+fn payload_bundle_of<'a>(
+    held: impl Iterator<Item = &'a Held> + Clone,
+    aligned: bool,
+) -> (Body, bool) {
     let size = |h: &Held| 4 + h.payload.as_ref().map_or(0, |(s, p)| s.len() + p.len());
-    let mut out = Vec::with_capacity(held.clone().map(size).sum());
+    let mut out = Body::new(held.clone().map(size).sum(), aligned);
     let mut any = false;
     for h in held {
         any |= h.payload.is_some();
-        push_payload_record(&mut out, h.payload.as_ref().map(|(s, p)| (&s[..], &p[..])));
+        push_payload_record(out.buf(), h.payload.as_ref().map(|(s, p)| (&s[..], &p[..])));
     }
     (out, any)
 }
@@ -178,20 +182,22 @@ pub fn payload_bundle(store: &Store, start: u64, end: u64) -> Result<(Vec<u8>, b
 }
 
 /// The payload bundle of entries `start..end` (and whether it holds any
-/// payload), from the feed when it holds every one of them, else read back
-/// from the store (counted in `read_back`).
+/// payload), from the feed when it holds every one of them (built
+/// `aligned`, see [`Body::new`]), else read back from the store (counted in
+/// `read_back`).
 fn payloads_from(
     store: &Store,
     feed: Option<&Feed>,
     start: u64,
     end: u64,
+    aligned: bool,
     read_back: &mut u64,
-) -> Result<(Vec<u8>, bool), StoreError> {
-    match feed.and_then(|f| f.with_range(start, end, |h| payload_bundle_of(h))) {
+) -> Result<(Body, bool), StoreError> {
+    match feed.and_then(|f| f.with_range(start, end, |h| payload_bundle_of(h, aligned))) {
         Some(built) => Ok(built),
         None => {
             *read_back += end - start;
-            payload_bundle(store, start, end)
+            payload_bundle(store, start, end).map(|(b, any)| (Body::from(b), any))
         }
     }
 }
@@ -204,17 +210,37 @@ pub fn object_key(origin: &str, path: &str) -> String {
 /// One object to publish.
 enum Object {
     /// Write-once.
-    Once(String, Vec<u8>),
+    Once(String, Body),
     /// A payload bundle written for the first time (nothing to purge).
-    Payloads(String, Vec<u8>),
+    Payloads(String, Body),
     /// A payload bundle rewritten: earlier versions are destroyed.
-    Replace(String, Vec<u8>),
+    Replace(String, Body),
     /// A new tile's payload bundle with no payload in it: written (over
     /// every earlier version) only if the name is taken, which for a tile
     /// no published checkpoint covered yet means a history lost in a
     /// restore left one there, with payloads readers would take for this
     /// history's. Where there is none, none is needed.
-    IfPresent(String, Vec<u8>),
+    IfPresent(String, Body),
+}
+
+impl Object {
+    fn parts(&self) -> (&str, &[u8]) {
+        match self {
+            Object::Once(k, b)
+            | Object::Payloads(k, b)
+            | Object::Replace(k, b)
+            | Object::IfPresent(k, b) => (k, b),
+        }
+    }
+
+    fn into_body(self) -> Body {
+        match self {
+            Object::Once(_, b)
+            | Object::Payloads(_, b)
+            | Object::Replace(_, b)
+            | Object::IfPresent(_, b) => b,
+        }
+    }
 }
 
 /// One unit of publishing from size `from` to `to`, built when its turn
@@ -293,7 +319,8 @@ struct Built {
 }
 
 /// Builds the objects of one unit, from the feed where it holds the
-/// entries, else from the store.
+/// entries, else from the store; those from the feed `aligned` for the
+/// thread that writes them (see [`Body::new`]).
 fn build(
     store: &Store,
     feed: Option<&Feed>,
@@ -301,6 +328,7 @@ fn build(
     unit: Unit,
     from: u64,
     to: u64,
+    aligned: bool,
 ) -> Result<Built, StoreError> {
     let mut out = Vec::new();
     let mut erased = Vec::new();
@@ -330,9 +358,10 @@ fn build(
             // says which are redactions), else read back from the store
             // (each new entry decoded for its redaction).
             let held = with_held_tile(feed, n, width, |held| {
-                let bundle =
-                    entry_bundle_of(held.clone(), n * TILE_WIDTH, |i, h| erases(i, h.redacts))?;
-                Ok::<_, StoreError>((Some(bundle), own.then(|| payload_bundle_of(held))))
+                let bundle = entry_bundle_of(held.clone(), n * TILE_WIDTH, aligned, |i, h| {
+                    erases(i, h.redacts)
+                })?;
+                Ok::<_, StoreError>((Some(bundle), own.then(|| payload_bundle_of(held, aligned))))
             });
             let (bundle, payloads) = match held {
                 Some(built) => built?,
@@ -345,9 +374,10 @@ fn build(
                     };
                     let start = n * TILE_WIDTH;
                     (
-                        entry_bundle_with(store, n, width, to, each)?,
+                        entry_bundle_with(store, n, width, to, each)?.map(Body::from),
                         own.then(|| payload_bundle(store, start, start + u64::from(width)))
-                            .transpose()?,
+                            .transpose()?
+                            .map(|(b, any)| (Body::from(b), any)),
                     )
                 }
             };
@@ -358,7 +388,10 @@ fn build(
                 ));
             }
             if let Some(bytes) = hash_tile(store, tile, to)? {
-                out.push(Object::Once(object_key(origin, &tile_path(tile)), bytes));
+                out.push(Object::Once(
+                    object_key(origin, &tile_path(tile)),
+                    Body::from(bytes),
+                ));
             }
             let key = object_key(origin, &payload_path(n));
             match payloads {
@@ -372,8 +405,14 @@ fn build(
         }
         Unit::Group(g) => {
             let start = g * PAYLOAD_GROUP;
-            let (bytes, _) =
-                payloads_from(store, feed, start, start + PAYLOAD_GROUP, &mut read_back)?;
+            let (bytes, _) = payloads_from(
+                store,
+                feed,
+                start,
+                start + PAYLOAD_GROUP,
+                aligned,
+                &mut read_back,
+            )?;
             // Written even with no payload in it (16 KiB of empty records),
             // so that one a history no checkpoint covers left there is
             // always replaced.
@@ -385,7 +424,10 @@ fn build(
                 if new_since(id, from)
                     && let Some(bytes) = hash_tile(store, id, to)?
                 {
-                    out.push(Object::Once(object_key(origin, &tile_path(id)), bytes));
+                    out.push(Object::Once(
+                        object_key(origin, &tile_path(id)),
+                        Body::from(bytes),
+                    ));
                 }
             }
         }
@@ -398,7 +440,7 @@ fn build(
                 let start = n * TILE_WIDTH;
                 (start, start + u64::from(tile_width(n, to)), payload_path(n))
             };
-            let (bytes, _) = payloads_from(store, feed, start, end, &mut read_back)?;
+            let (bytes, _) = payloads_from(store, feed, start, end, aligned, &mut read_back)?;
             out.push(Object::Replace(object_key(origin, &path), bytes));
         }
     }
@@ -426,28 +468,33 @@ fn write_local(
     log: &str,
     o: Object,
 ) -> Result<(), ObjectError> {
-    match o {
-        Object::Once(key, body) => match objects.put_once_in_place(&key, &body) {
+    let (key, body) = o.parts();
+    let written = match &o {
+        Object::Once(..) => match objects.put_once_in_place(key, body) {
             Ok(_) => Ok(()),
             // See put_units: an object beyond the mirrored checkpoint left
             // by a lost history is replaced, and so is one a crash left
             // incomplete (written in place).
             Err(ObjectError::Conflict { key }) => {
                 tracing::warn!(log = %log, key, "replacing an object left beyond the mirrored checkpoint by a lost history or an interrupted write");
-                objects.put_latest(&key, &body)
+                objects.put_latest(&key, body)
             }
             Err(e) => Err(e),
         },
-        Object::Payloads(key, body) => payloads.put_unlocked(&key, &body),
-        Object::Replace(key, body) => payloads.replace(&key, &body),
-        Object::IfPresent(key, body) => {
-            if !payloads.exists(&key)? {
-                return Ok(());
+        Object::Payloads(..) => payloads.put_unlocked(key, body),
+        Object::Replace(..) => payloads.replace(key, body),
+        Object::IfPresent(..) => {
+            if payloads.exists(key)? {
+                tracing::warn!(log = %log, key, "emptying a payload bundle left beyond the mirrored checkpoint by a lost history");
+                payloads.replace(key, body)
+            } else {
+                Ok(())
             }
-            tracing::warn!(log = %log, key, "emptying a payload bundle left beyond the mirrored checkpoint by a lost history");
-            payloads.replace(&key, &body)
         }
-    }
+    };
+    // Its buffer serves this thread's next objects.
+    o.into_body().recycle();
+    written
 }
 
 /// Resolves when the stop flag turns true (or its sender is gone).
@@ -577,8 +624,10 @@ impl<S: ObjectStore> Mirror<S> {
                 } = self
                     .builder
                     .run_at(urgent, move || {
-                        let mut built = build(&store, feed.as_deref(), &origin, unit, from, to)
-                            .map_err(|e| ObjectError::Store(format!("reading the store: {e}")))?;
+                        let aligned = local.is_some();
+                        let mut built =
+                            build(&store, feed.as_deref(), &origin, unit, from, to, aligned)
+                                .map_err(|e| ObjectError::Store(format!("reading the store: {e}")))?;
                         if let Some((objects, payloads)) = local {
                             for o in std::mem::take(&mut built.objects) {
                                 write_local(&objects, &payloads, &log, o)?;
@@ -604,7 +653,7 @@ impl<S: ObjectStore> Mirror<S> {
                     match o {
                         Object::Once(key, body) => {
                             // Shared, not copied, with the retry below.
-                            let body = bytes::Bytes::from(body);
+                            let body = body.into_bytes();
                             match self.store.put_once(&key, body.clone()).await {
                                 Ok(_) => {}
                                 // Every object of a round lies beyond the
@@ -622,15 +671,15 @@ impl<S: ObjectStore> Mirror<S> {
                             }
                         }
                         Object::Payloads(key, body) => {
-                            self.payload_store.put_unlocked(&key, body).await?
+                            self.payload_store.put_unlocked(&key, body.into_vec()).await?
                         }
                         Object::Replace(key, body) => {
-                            self.payload_store.replace(&key, body).await?
+                            self.payload_store.replace(&key, body.into_vec()).await?
                         }
                         Object::IfPresent(key, body) => {
                             if self.payload_store.get(&key).await?.is_some() {
                                 tracing::warn!(log = %self.log.id, key, "emptying a payload bundle left beyond the mirrored checkpoint by a lost history");
-                                self.payload_store.replace(&key, body).await?
+                                self.payload_store.replace(&key, body.into_vec()).await?
                             }
                         }
                     }
@@ -984,7 +1033,7 @@ mod tests {
         let w = store.local().expect("a directory writes locally");
         let read = |key: &str| std::fs::read(dir.path().join(key)).unwrap();
         let write = |o: Object| write_local(&w, &w, "log", o).unwrap();
-        let once = |body: &[u8]| Object::Once("o/tile/0/000".into(), body.to_vec());
+        let once = |body: &[u8]| Object::Once("o/tile/0/000".into(), body.to_vec().into());
         write(once(b"tile"));
         assert_eq!(read("o/tile/0/000"), b"tile");
         // The same bytes again (a retried round) are fine; other bytes
@@ -998,10 +1047,22 @@ mod tests {
         let big: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::create_dir_all(dir.path().join("o/tile/entries")).unwrap();
         std::fs::write(dir.path().join("o/tile/entries/000"), &big[..4096]).unwrap();
-        write(Object::Once("o/tile/entries/000".into(), big.clone()));
+        write(Object::Once(
+            "o/tile/entries/000".into(),
+            big.clone().into(),
+        ));
         assert_eq!(read("o/tile/entries/000"), big);
-        write(Object::Once("o/tile/entries/001".into(), big.clone()));
+        write(Object::Once(
+            "o/tile/entries/001".into(),
+            big.clone().into(),
+        ));
         assert_eq!(read("o/tile/entries/001"), big);
+        // Built at a page boundary, as a directory mirror builds from the
+        // feed, it goes to the disk with no staging copy: the same bytes.
+        let mut aligned = Body::new(big.len(), true);
+        aligned.buf().extend_from_slice(&big);
+        write(Object::Once("o/tile/entries/002".into(), aligned));
+        assert_eq!(read("o/tile/entries/002"), big);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -1011,13 +1072,13 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o444, "write-once objects are read-only");
         }
-        write(Object::Payloads("p/0".into(), b"one".to_vec()));
+        write(Object::Payloads("p/0".into(), b"one".to_vec().into()));
         assert_eq!(read("p/0"), b"one");
         // A payload bundle expected new but found (a retried round) is
         // replaced.
-        write(Object::Payloads("p/0".into(), b"uno".to_vec()));
+        write(Object::Payloads("p/0".into(), b"uno".to_vec().into()));
         assert_eq!(read("p/0"), b"uno");
-        write(Object::Replace("p/0".into(), b"two".to_vec()));
+        write(Object::Replace("p/0".into(), b"two".to_vec().into()));
         assert_eq!(read("p/0"), b"two");
         // Durable by the store's next sync, which knows of the writes.
         store.sync().await.unwrap();
@@ -1134,18 +1195,22 @@ mod tests {
                 redacts: (i == 4).then_some(1),
             })
             .collect();
-        let mut seen = Vec::new();
-        assert_eq!(
-            entry_bundle_of(held.iter(), 0, |i, h| seen.push((i, h.redacts))).unwrap(),
-            bundle
-        );
-        let want: Vec<_> = (0..5).map(|i| (i, (i == 4).then_some(1))).collect();
-        assert_eq!(seen, want, "each entry shown with its index and redaction");
-        assert_eq!(
-            payload_bundle_of(held.iter()),
-            payload_bundle(&store, 0, 5).unwrap()
-        );
-        assert_eq!(payload_bundle_of(held[..1].iter()), (bytes.clone(), false));
+        // The same bytes built for S3 and, aligned, for a directory.
+        for aligned in [false, true] {
+            let mut seen = Vec::new();
+            let built =
+                entry_bundle_of(held.iter(), 0, aligned, |i, h| seen.push((i, h.redacts))).unwrap();
+            assert_eq!(built.into_vec(), bundle);
+            let want: Vec<_> = (0..5).map(|i| (i, (i == 4).then_some(1))).collect();
+            assert_eq!(seen, want, "each entry shown with its index and redaction");
+            let (payloads, any) = payload_bundle_of(held.iter(), aligned);
+            assert_eq!(
+                (payloads.to_vec(), any),
+                payload_bundle(&store, 0, 5).unwrap()
+            );
+            let (payloads, any) = payload_bundle_of(held[..1].iter(), aligned);
+            assert_eq!((payloads.into_vec(), any), (bytes.clone(), false));
+        }
     }
 
     #[test]
