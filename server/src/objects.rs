@@ -124,8 +124,8 @@ fn start_writeback(f: &std::fs::File) {
 }
 
 /// The alignment of direct I/O: the page size, a multiple of every block
-/// size Linux file systems use.
-#[cfg(target_os = "linux")]
+/// size Linux file systems use. A [`Body`] built for a directory begins at
+/// such a boundary in its buffer.
 const DIRECT_ALIGN: usize = 4096;
 
 /// Objects smaller than this go through the page cache, left for the
@@ -136,7 +136,8 @@ const DIRECT_ALIGN: usize = 4096;
 #[cfg(target_os = "linux")]
 const DIRECT_MIN: usize = 16 << 10;
 
-/// The largest piece of an object written with one direct write.
+/// The largest piece of an unaligned object staged and written with one
+/// direct write (an aligned [`Body`] goes in one write, as it is).
 #[cfg(target_os = "linux")]
 const DIRECT_CHUNK: usize = 1 << 20;
 
@@ -151,10 +152,6 @@ std::thread_local! {
     /// an aligned source), reused so its pages are touched once.
     static STAGING: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
-
-/// Where a [`Body`] begins in its buffer when built for a directory: a
-/// page boundary, as direct I/O wants its source.
-const BODY_ALIGN: usize = 4096;
 
 /// At most this many bytes of spare buffers are kept per thread (see
 /// [`Body::recycle`]): a unit's objects (an entry bundle of a few hundred
@@ -198,7 +195,7 @@ impl Body {
         }
         // Rounded up, so that objects of about the same size (a tile's
         // entry bundles) fit each other's buffers.
-        let need = (len + BODY_ALIGN).next_multiple_of(64 << 10);
+        let need = (len + DIRECT_ALIGN).next_multiple_of(64 << 10);
         // The smallest spare that fits; else a new buffer (growing a spare
         // would copy its old bytes for nothing).
         let spare = SPARES.with_borrow_mut(|spares| {
@@ -214,7 +211,7 @@ impl Body {
             }
             None => Vec::with_capacity(need),
         };
-        let start = buf.as_ptr().align_offset(BODY_ALIGN).min(BODY_ALIGN);
+        let start = buf.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
         buf.resize(start, 0);
         Body { buf, start }
     }
@@ -1098,7 +1095,7 @@ mod tests {
             let mut a = Body::new(100_000, true);
             assert!(a.is_empty());
             fill(&mut a, 100_000);
-            assert_eq!(a.as_ptr().align_offset(BODY_ALIGN), 0);
+            assert_eq!(a.as_ptr().align_offset(DIRECT_ALIGN), 0);
             assert_eq!(&a[..], &want[..]);
             let base = a.buf().as_ptr();
             a.recycle();
@@ -1106,7 +1103,7 @@ mod tests {
             let mut b = Body::new(50_000, true);
             assert_eq!(b.buf().as_ptr(), base, "the kept buffer");
             fill(&mut b, 50_000);
-            assert_eq!(b.as_ptr().align_offset(BODY_ALIGN), 0);
+            assert_eq!(b.as_ptr().align_offset(DIRECT_ALIGN), 0);
             // Taken apart, the bytes are the body's, without the padding.
             assert_eq!(b.into_vec(), want[..50_000].to_vec());
             let mut c = Body::new(10, true);
