@@ -677,7 +677,7 @@ impl<S: ObjectStore> Mirror<S> {
                             self.payload_store.replace(&key, body.into_vec()).await?
                         }
                         Object::IfPresent(key, body) => {
-                            if self.payload_store.get(&key).await?.is_some() {
+                            if self.payload_store.exists(&key).await? {
                                 tracing::warn!(log = %self.log.id, key, "emptying a payload bundle left beyond the mirrored checkpoint by a lost history");
                                 self.payload_store.replace(&key, body.into_vec()).await?
                             }

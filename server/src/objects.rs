@@ -55,6 +55,8 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn delete(&self, key: &str) -> impl Future<Output = Res<()>> + Send;
     /// The current bytes under `key`, if any.
     fn get(&self, key: &str) -> impl Future<Output = Res<Option<Vec<u8>>>> + Send;
+    /// Whether an object is under `key` (on S3 a HEAD, no body sent).
+    fn exists(&self, key: &str) -> impl Future<Output = Res<bool>> + Send;
     /// Keys under `dir` (a key prefix ending at a `/`) whose last part
     /// starts with `name_prefix`, with their write times when known.
     fn list(
@@ -650,6 +652,14 @@ impl ObjectStore for DirStore {
         })
     }
 
+    fn exists(&self, key: &str) -> impl Future<Output = Res<bool>> + Send {
+        self.blocking(key, |root, key| {
+            root.join(key)
+                .try_exists()
+                .map_err(|e| io(&format!("looking for {key}"), e))
+        })
+    }
+
     fn list(
         &self,
         dir: &str,
@@ -1035,6 +1045,24 @@ impl ObjectStore for S3Store {
         }
     }
 
+    fn exists(&self, key: &str) -> impl Future<Output = Res<bool>> + Send {
+        let full = self.full_key(key);
+        async move {
+            match self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(false),
+                Err(e) => Err(s3_error(&format!("s3 head {full}"), e)),
+            }
+        }
+    }
+
     fn list(
         &self,
         dir: &str,
@@ -1158,6 +1186,8 @@ mod tests {
         assert!(std::fs::metadata(&path).unwrap().permissions().readonly());
         assert_eq!(store.get(key).await.unwrap().unwrap(), b"note A");
         assert_eq!(store.get("nothing/here").await.unwrap(), None);
+        assert!(store.exists(key).await.unwrap());
+        assert!(!store.exists("nothing/here").await.unwrap());
         // Overwritable objects.
         store
             .put_latest("o/checkpoint", b"1".to_vec())

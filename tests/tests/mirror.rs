@@ -727,3 +727,79 @@ async fn an_s3_outage_leaves_ingest_alone_and_the_mirror_catches_up() {
     assert_eq!(rc, 0, "{v}");
     assert_eq!(v["entries"], 2100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn on_s3_a_payload_bundle_a_lost_history_left_is_emptied_and_a_tile_without_payloads_gets_none()
+ {
+    let s3 = S3Server::start();
+    let client = s3.client();
+    let bucket = "ledger-mirror";
+    client.create_bucket().bucket(bucket).send().await.unwrap();
+    // A history lost in a restore had got further than this one will be
+    // when its mirror reaches tile 1, and left that tile a payload bundle
+    // (the mirror's checkpoint never covered it).
+    let stale = format!("m/{ORIGIN}/payload/001");
+    let mut leftover = (5u32 + 32).to_be_bytes().to_vec();
+    leftover.extend([7u8; 32]);
+    leftover.extend(b"stale");
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(&stale)
+        .body(leftover.into())
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[mirror]\nbackend = \"s3\"\n[mirror.s3]\nbucket = \"{bucket}\"\nprefix = \"m\"\nendpoint = \"{}\"\nforce_path_style = true\n",
+        s3.endpoint
+    );
+    let server = Server::start_with(dir.path(), Some(&config));
+    // This history's entries have no payload: tile 0 fills, tile 1 holds 44.
+    let c = Client::connect(&server.grpc).await.unwrap();
+    let a = c.appender(Default::default());
+    let mut acks = Vec::new();
+    for i in 0..300 {
+        let e = Event::new(EventKind::ToolCall, "agent-m")
+            .tool("sql.execute")
+            .event_id(format!("bare-{i}"))
+            .build();
+        acks.push(a.send(e).await.unwrap());
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+    assert_eq!(caught_up(&server, 30).await.mirrored_size, 300);
+    let get = async |key: &str| match client.get_object().bucket(bucket).key(key).send().await {
+        Ok(o) => Some(o.body.collect().await.unwrap().into_bytes().to_vec()),
+        Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => None,
+        Err(e) => panic!("{key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)),
+    };
+    // Tile 0 has no payload and found no leftover: no bundle.
+    assert_eq!(get(&format!("m/{ORIGIN}/payload/000")).await, None);
+    // Tile 1's leftover is replaced by this history's empty records.
+    let bundle = get(&stale).await.expect("tile 1's bundle");
+    assert_eq!(
+        ledger_verify::mirror::decode_payload_bundle(&bundle).unwrap(),
+        vec![None; 44]
+    );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_ENDPOINT_URL", s3.endpoint.as_str()),
+    ];
+    let key = server.verifier.to_string();
+    let (rc, v) = verify(
+        &[
+            "mirror",
+            "--key",
+            &key,
+            "--quiet",
+            &format!("s3://{bucket}/m"),
+        ],
+        &env,
+    );
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(v["entries"], 300);
+}
