@@ -215,11 +215,12 @@ enum Object {
     Payloads(String, Body),
     /// A payload bundle rewritten: earlier versions are destroyed.
     Replace(String, Body),
-    /// A new tile's payload bundle with no payload in it: written (over
-    /// every earlier version) only if the name is taken, which for a tile
-    /// no published checkpoint covered yet means a history lost in a
-    /// restore left one there, with payloads readers would take for this
-    /// history's. Where there is none, none is needed.
+    /// A tile's payload bundle with no payload in it: written (over every
+    /// earlier version) only if the name is taken. For a tile no published
+    /// checkpoint covered yet that means a history lost in a restore left
+    /// one there, with payloads readers would take for this history's; for
+    /// a tile an earlier round wrote, that its payloads were erased since.
+    /// Where there is none, none is needed.
     IfPresent(String, Body),
 }
 
@@ -395,11 +396,16 @@ fn build(
             }
             let key = object_key(origin, &payload_path(n));
             match payloads {
+                // No payload in the tile: a bundle is written only over one
+                // that is there (an earlier round's, whose payloads were
+                // erased since, or one a lost history left).
+                Some((bytes, false)) => out.push(Object::IfPresent(key, bytes)),
                 // Written before, at a smaller width: rewrite, and purge the
                 // older versions (they may hold a payload erased since).
-                Some((bytes, _)) if n * TILE_WIDTH < from => out.push(Object::Replace(key, bytes)),
+                Some((bytes, true)) if n * TILE_WIDTH < from => {
+                    out.push(Object::Replace(key, bytes))
+                }
                 Some((bytes, true)) => out.push(Object::Payloads(key, bytes)),
-                Some((bytes, false)) => out.push(Object::IfPresent(key, bytes)),
                 None => {}
             }
         }
@@ -1138,6 +1144,9 @@ mod tests {
         assert_eq!(std::fs::read(root.join(payload_path(2))).unwrap(), stale);
         bare(300..800).await;
         assert_eq!(records(2), vec![None; 256]);
+        assert!(!root.join(payload_path(3)).exists());
+        // Nor when a later round carries that tile on, still without one.
+        bare(800..810).await;
         assert!(!root.join(payload_path(3)).exists());
         log.shutdown().await;
     }
