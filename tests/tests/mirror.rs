@@ -125,6 +125,17 @@ fn verify_mirror(key: &str, mirror: &Path) -> (i32, serde_json::Value) {
     )
 }
 
+/// `ledger-verify mirror` of the S3 mirror `src` (`s3://bucket/prefix`) on
+/// `s3`: exit code and report.
+fn verify_s3_mirror(s3: &S3Server, key: &str, src: &str) -> (i32, serde_json::Value) {
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_ENDPOINT_URL", s3.endpoint.as_str()),
+    ];
+    verify(&["mirror", "--key", key, "--quiet", src], &env)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_mirror_catches_up_serves_the_live_bytes_and_finds_tampering() {
     let dir = tempfile::tempdir().unwrap();
@@ -602,13 +613,8 @@ async fn after_losing_its_disk_the_log_is_restored_from_s3_and_continues() {
     }
 
     // The auditor's verifier reads the whole log from S3, anchors beside it.
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_ENDPOINT_URL", s3.endpoint.as_str()),
-    ];
     let src = format!("s3://{bucket}/audit");
-    let (rc, v) = verify(&["mirror", "--key", &key, "--quiet", &src], &env);
+    let (rc, v) = verify_s3_mirror(&s3, &key, &src);
     assert_eq!(rc, 0, "{v}");
     assert!(v["anchors_matched"].as_u64().unwrap() > 0, "{v}");
     // Someone with the bucket writes a new version of a tile (the current
@@ -621,7 +627,7 @@ async fn after_losing_its_disk_the_log_is_restored_from_s3_and_continues() {
         .send()
         .await
         .unwrap();
-    let (rc, v) = verify(&["mirror", "--key", &key, "--quiet", &src], &env);
+    let (rc, v) = verify_s3_mirror(&s3, &key, &src);
     assert_eq!(rc, 1, "{v}");
     assert_eq!(first_finding(&v), ("modified_tile".into(), 0), "{v}");
 }
@@ -708,22 +714,8 @@ async fn an_s3_outage_leaves_ingest_alone_and_the_mirror_catches_up() {
     link.restore();
     let s = caught_up(&server, 60).await;
     assert_eq!(s.mirrored_size, 2100);
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_ENDPOINT_URL", s3.endpoint.as_str()),
-    ];
     let key = server.verifier.to_string();
-    let (rc, v) = verify(
-        &[
-            "mirror",
-            "--key",
-            &key,
-            "--quiet",
-            &format!("s3://{bucket}/m"),
-        ],
-        &env,
-    );
+    let (rc, v) = verify_s3_mirror(&s3, &key, &format!("s3://{bucket}/m"));
     assert_eq!(rc, 0, "{v}");
     assert_eq!(v["entries"], 2100);
 }
@@ -784,22 +776,8 @@ async fn on_s3_a_payload_bundle_a_lost_history_left_is_emptied_and_a_tile_withou
         ledger_verify::mirror::decode_payload_bundle(&bundle).unwrap(),
         vec![None; 44]
     );
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_ENDPOINT_URL", s3.endpoint.as_str()),
-    ];
     let key = server.verifier.to_string();
-    let (rc, v) = verify(
-        &[
-            "mirror",
-            "--key",
-            &key,
-            "--quiet",
-            &format!("s3://{bucket}/m"),
-        ],
-        &env,
-    );
+    let (rc, v) = verify_s3_mirror(&s3, &key, &format!("s3://{bucket}/m"));
     assert_eq!(rc, 0, "{v}");
     assert_eq!(v["entries"], 300);
 }
