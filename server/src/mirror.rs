@@ -491,7 +491,7 @@ fn write_local(
         Object::Replace(..) => payloads.replace(key, body),
         Object::IfPresent(..) => {
             if payloads.exists(key)? {
-                tracing::warn!(log = %log, key, "emptying a payload bundle left beyond the mirrored checkpoint by a lost history");
+                tracing::warn!(log = %log, key, "emptying a payload bundle: its tile holds no payload now (erased since the bundle was written, or the bundle was left by a history lost in a restore)");
                 payloads.replace(key, body)
             } else {
                 Ok(())
@@ -684,7 +684,7 @@ impl<S: ObjectStore> Mirror<S> {
                         }
                         Object::IfPresent(key, body) => {
                             if self.payload_store.exists(&key).await? {
-                                tracing::warn!(log = %self.log.id, key, "emptying a payload bundle left beyond the mirrored checkpoint by a lost history");
+                                tracing::warn!(log = %self.log.id, key, "emptying a payload bundle: its tile holds no payload now (erased since the bundle was written, or the bundle was left by a history lost in a restore)");
                                 self.payload_store.replace(&key, body.into_vec()).await?
                             }
                         }
