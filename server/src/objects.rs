@@ -819,6 +819,13 @@ pub fn s3_client(
     Ok(aws_sdk_s3::Client::from_conf(b.build()))
 }
 
+/// The HTTP status an S3 call failed with, if it got an answer.
+fn s3_status<E>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
 fn s3_error<E: std::error::Error + 'static>(what: &str, e: E) -> ObjectError {
     ObjectError::Store(format!(
         "{what}: {}",
@@ -885,7 +892,7 @@ impl S3Store {
                 .and_then(|c| c.object_lock_enabled())
                 .is_some_and(|e| e.as_str() == "Enabled"),
             Err(e) => {
-                let status = e.raw_response().map(|r| r.status().as_u16());
+                let status = s3_status(&e);
                 // 404 ObjectLockConfigurationNotFoundError: a bucket without
                 // Object Lock; anything else (no such bucket, no access) is
                 // an error.
@@ -972,7 +979,7 @@ impl ObjectStore for S3Store {
             }
             match req.send().await {
                 Ok(_) => Ok(Put::Created),
-                Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => {
+                Err(e) if s3_status(&e) == Some(412) => {
                     // The key exists: the same bytes mean an earlier try got
                     // through; anything else is a fork.
                     match self.get(&key).await? {
@@ -1039,7 +1046,7 @@ impl ObjectStore for S3Store {
                         .map_err(|e| ObjectError::Store(format!("s3 get {full}: {e}")))?;
                     Ok(Some(bytes.into_bytes().to_vec()))
                 }
-                Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(None),
+                Err(e) if s3_status(&e) == Some(404) => Ok(None),
                 Err(e) => Err(s3_error(&format!("s3 get {full}"), e)),
             }
         }
@@ -1057,7 +1064,7 @@ impl ObjectStore for S3Store {
                 .await
             {
                 Ok(_) => Ok(true),
-                Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(false),
+                Err(e) if s3_status(&e) == Some(404) => Ok(false),
                 Err(e) => Err(s3_error(&format!("s3 head {full}"), e)),
             }
         }
