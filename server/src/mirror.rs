@@ -207,6 +207,10 @@ pub fn object_key(origin: &str, path: &str) -> String {
     format!("{origin}/{path}")
 }
 
+/// Logged when an [`Object::IfPresent`] finds a bundle and empties it (the
+/// directory and the S3 paths alike).
+const EMPTYING: &str = "emptying a payload bundle: its tile holds no payload now (erased since the bundle was written, or the bundle was left by a history lost in a restore)";
+
 /// One object to publish.
 enum Object {
     /// Write-once.
@@ -491,7 +495,7 @@ fn write_local(
         Object::Replace(..) => payloads.replace(key, body),
         Object::IfPresent(..) => {
             if payloads.exists(key)? {
-                tracing::warn!(log = %log, key, "emptying a payload bundle: its tile holds no payload now (erased since the bundle was written, or the bundle was left by a history lost in a restore)");
+                tracing::warn!(log = %log, key, "{EMPTYING}");
                 payloads.replace(key, body)
             } else {
                 Ok(())
@@ -684,7 +688,7 @@ impl<S: ObjectStore> Mirror<S> {
                         }
                         Object::IfPresent(key, body) => {
                             if self.payload_store.exists(&key).await? {
-                                tracing::warn!(log = %self.log.id, key, "emptying a payload bundle: its tile holds no payload now (erased since the bundle was written, or the bundle was left by a history lost in a restore)");
+                                tracing::warn!(log = %self.log.id, key, "{EMPTYING}");
                                 self.payload_store.replace(&key, body.into_vec()).await?
                             }
                         }
